@@ -1,0 +1,33 @@
+"""Adapter registry: `--dataset NAME` picks the adapter class registered under NAME."""
+
+from __future__ import annotations
+
+from unisim.adapters.base import DatasetAdapter
+
+_ADAPTERS: dict[str, type[DatasetAdapter]] = {}
+
+
+def register(cls: type[DatasetAdapter]) -> type[DatasetAdapter]:
+    """Class decorator: makes the adapter available under `cls.name`."""
+    if cls.name in _ADAPTERS and _ADAPTERS[cls.name] is not cls:
+        raise ValueError(f"two adapters are named {cls.name!r}: {_ADAPTERS[cls.name]} and {cls}")
+    _ADAPTERS[cls.name] = cls
+    return cls
+
+
+def get(name: str) -> type[DatasetAdapter]:
+    _load_builtin_adapters()
+    try:
+        return _ADAPTERS[name]
+    except KeyError:
+        raise KeyError(f"unknown dataset {name!r}; known: {', '.join(sorted(_ADAPTERS))} (see `unisim adapters`)") from None
+
+
+def all_adapters() -> dict[str, type[DatasetAdapter]]:
+    _load_builtin_adapters()
+    return dict(sorted(_ADAPTERS.items()))
+
+
+def _load_builtin_adapters() -> None:
+    # Imported on first use so that `import unisim.adapters.registry` stays cheap; each module registers itself.
+    from unisim.adapters import language_table  # noqa: F401

@@ -1,0 +1,285 @@
+"""A small real-physics tabletop world in pybullet, in the spirit of Language Table (Lynch et al. 2023).
+
+World: a flat board on which four 4 cm cubes (red, blue, green, yellow) slide with friction, pushed by a
+magenta cylindrical end effector (2.5 cm radius). No robot arm is simulated: the effector is a rigid body
+held by a fixed constraint whose pivot is moved toward the commanded target, so it pushes blocks through
+ordinary contacts (it does not collide with the board, so it glides without friction).
+
+Frames: world metres, z up, board surface at z = 0. The workspace (where effector targets are clipped and
+blocks are placed) is x in [0.15, 0.6], y in [-0.3048, 0.3048], Language Table's board. x points away from
+the robot side (top of the image) toward the camera, which sits beyond x = 0.6 looking down at the board at
+an angle. In the 640x360 image therefore: image right = +y, image left = -y, image up = -x (farther from
+the camera), image down = +x.
+
+Control: 10 Hz. An action is a 2-D delta (dx, dy) in metres, clipped to [-0.1, 0.1] per axis, added to the
+effector *target* (which is clipped to the workspace); each control step runs 24 physics substeps at 240 Hz
+while the constraint pivot moves linearly from the old target to the new one.
+
+Instructions follow the image-direction convention above: "push the red block to the left" means move the
+red block toward image left (-y); "up"/"down" mean toward the top/bottom of the frame (-x/+x).
+
+Everything is deterministic for a seed: each `reset` rebuilds the simulation, and the rendering uses the
+CPU TinyRenderer, so equal seeds give byte-identical frames.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pybullet as p
+
+from unisim.samples import language_table_format
+
+IMAGE_HEIGHT, IMAGE_WIDTH = 360, 640
+WORKSPACE_X = (0.15, 0.6)
+WORKSPACE_Y = (-0.3048, 0.3048)
+CONTROL_HZ, PHYSICS_HZ = 10, 240
+SUBSTEPS = PHYSICS_HZ // CONTROL_HZ
+MAX_ACTION = 0.1  # per axis, as in the release's action space
+SCRIPTED_MAX_STEP = 0.03  # metres per control step for the scripted policy
+
+EFFECTOR_RGB = (255, 0, 255)  # magenta: used by nothing else, so a frame can be segmented for the effector
+BLOCK_COLORS = {"red": (230, 25, 25), "blue": (25, 60, 235), "green": (20, 175, 40), "yellow": (245, 215, 20)}
+BOARD_RGB = (110, 110, 115)  # neutral grey: zero saturation, far from every block hue and from magenta
+EFFECTOR_RADIUS, EFFECTOR_HEIGHT = 0.025, 0.06
+BLOCK_HALF = 0.02
+# Image direction -> unit vector in world (x, y); see the module docstring for why.
+DIRECTIONS = {"left": (0.0, -1.0), "right": (0.0, 1.0), "up": (-1.0, 0.0), "down": (1.0, 0.0)}
+INSTRUCTION_TEMPLATES = {"left": "push the {} block to the left", "right": "push the {} block to the right",
+                         "up": "push the {} block up", "down": "push the {} block down"}
+PUSH_DISTANCE = 0.08  # how far the scripted policy pushes
+SUCCESS_DISTANCE = 0.05  # displacement along the commanded direction that earns reward 1.0
+
+# Looks 45 degrees down from beyond the +x edge; the workspace spans roughly columns 150-590, rows 100-340.
+_CAMERA_EYE, _CAMERA_TARGET = (0.85, 0.0, 0.5), (0.35, 0.0, 0.0)
+_CAMERA_FOV_DEG = 42.0
+
+
+def _rgba(rgb):
+    return [c / 255.0 for c in rgb] + [1.0]
+
+
+class TabletopWorld:
+    """One pybullet DIRECT client holding the board, four blocks and the effector."""
+
+    def __init__(self):
+        self.client = p.connect(p.DIRECT)
+        self._view = p.computeViewMatrix(_CAMERA_EYE, _CAMERA_TARGET, [0, 0, 1], physicsClientId=self.client)
+        self._proj = p.computeProjectionMatrixFOV(_CAMERA_FOV_DEG, IMAGE_WIDTH / IMAGE_HEIGHT, 0.05, 3.0,
+                                                  physicsClientId=self.client)
+        self.blocks: dict[str, int] = {}
+        self.target = np.zeros(2)
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        if self.client is not None:
+            p.disconnect(physicsClientId=self.client)
+            self.client = None
+
+    def reset(self, seed: int) -> np.ndarray:
+        """Rebuilds the scene (so state never leaks between episodes) with a layout drawn from `seed`."""
+        rng = np.random.default_rng(seed)
+        c = self.client
+        p.resetSimulation(physicsClientId=c)
+        p.setPhysicsEngineParameter(fixedTimeStep=1.0 / PHYSICS_HZ, numSubSteps=0, numSolverIterations=50,
+                                    deterministicOverlappingPairs=1, physicsClientId=c)
+        p.setGravity(0, 0, -9.81, physicsClientId=c)
+        # The board extends well past the workspace so pushed blocks stay on it and it fills the whole frame.
+        board_half = [0.6, 0.9, 0.01]
+        board = p.createMultiBody(
+            0, p.createCollisionShape(p.GEOM_BOX, halfExtents=board_half, physicsClientId=c),
+            p.createVisualShape(p.GEOM_BOX, halfExtents=board_half, rgbaColor=_rgba(BOARD_RGB), physicsClientId=c),
+            [0.25, 0.0, -0.01], physicsClientId=c)
+        p.changeDynamics(board, -1, lateralFriction=0.5, physicsClientId=c)
+
+        positions = _sample_separated_points(rng, len(BLOCK_COLORS) + 1, min_distance=0.09, margin=0.05)
+        self.blocks = {}
+        block_shape = p.createCollisionShape(p.GEOM_BOX, halfExtents=[BLOCK_HALF] * 3, physicsClientId=c)
+        for (name, rgb), xy in zip(BLOCK_COLORS.items(), positions):
+            yaw = rng.uniform(0.0, np.pi / 2)
+            visual = p.createVisualShape(p.GEOM_BOX, halfExtents=[BLOCK_HALF] * 3, rgbaColor=_rgba(rgb),
+                                         physicsClientId=c)
+            body = p.createMultiBody(0.05, block_shape, visual, [xy[0], xy[1], BLOCK_HALF],
+                                     p.getQuaternionFromEuler([0, 0, yaw]), physicsClientId=c)
+            p.changeDynamics(body, -1, lateralFriction=0.5, spinningFriction=0.001, physicsClientId=c)
+            self.blocks[name] = body
+
+        start = positions[-1]
+        self.effector = p.createMultiBody(
+            1.0, p.createCollisionShape(p.GEOM_CYLINDER, radius=EFFECTOR_RADIUS, height=EFFECTOR_HEIGHT,
+                                        physicsClientId=c),
+            p.createVisualShape(p.GEOM_CYLINDER, radius=EFFECTOR_RADIUS, length=EFFECTOR_HEIGHT,
+                                rgbaColor=_rgba(EFFECTOR_RGB), physicsClientId=c),
+            self._effector_pose(start), physicsClientId=c)
+        p.setCollisionFilterPair(self.effector, board, -1, -1, 0, physicsClientId=c)
+        p.changeDynamics(self.effector, -1, lateralFriction=0.3, physicsClientId=c)
+        self._constraint = p.createConstraint(self.effector, -1, -1, -1, p.JOINT_FIXED, [0, 0, 0], [0, 0, 0],
+                                              self._effector_pose(start), physicsClientId=c)
+        p.changeConstraint(self._constraint, self._effector_pose(start), maxForce=200, physicsClientId=c)
+        self.target = np.array(start, dtype=np.float64)
+        for _ in range(SUBSTEPS):  # let blocks settle onto the board before the first frame
+            p.stepSimulation(physicsClientId=c)
+        return self.render()
+
+    # -- control and state -------------------------------------------------------------------------------
+    def step(self, action) -> np.ndarray:
+        """Applies one 10 Hz delta action and returns the frame after it."""
+        delta = np.clip(np.asarray(action, dtype=np.float64), -MAX_ACTION, MAX_ACTION)
+        start = self.target
+        self.target = np.array([np.clip(start[0] + delta[0], *WORKSPACE_X), np.clip(start[1] + delta[1], *WORKSPACE_Y)])
+        # Moving the pivot gradually keeps the effector speed bounded (<= 1 m/s), so blocks never get kicked.
+        for k in range(1, SUBSTEPS + 1):
+            pivot = start + (self.target - start) * (k / SUBSTEPS)
+            p.changeConstraint(self._constraint, self._effector_pose(pivot), maxForce=200, physicsClientId=self.client)
+            p.stepSimulation(physicsClientId=self.client)
+        return self.render()
+
+    def effector_xy(self) -> np.ndarray:
+        pos, _ = p.getBasePositionAndOrientation(self.effector, physicsClientId=self.client)
+        return np.array(pos[:2])
+
+    def block_xy(self, color: str) -> np.ndarray:
+        pos, _ = p.getBasePositionAndOrientation(self.blocks[color], physicsClientId=self.client)
+        return np.array(pos[:2])
+
+    def render(self) -> np.ndarray:
+        _, _, rgba, _, _ = p.getCameraImage(IMAGE_WIDTH, IMAGE_HEIGHT, self._view, self._proj,
+                                            renderer=p.ER_TINY_RENDERER, flags=p.ER_NO_SEGMENTATION_MASK,
+                                            physicsClientId=self.client)
+        return np.asarray(rgba, dtype=np.uint8).reshape(IMAGE_HEIGHT, IMAGE_WIDTH, 4)[..., :3].copy()
+
+    def project(self, xyz) -> np.ndarray:
+        """World point -> (column, row) pixel coordinates in the rendered frame."""
+        view = np.array(self._view).reshape(4, 4).T  # pybullet matrices are column-major
+        proj = np.array(self._proj).reshape(4, 4).T
+        clip = proj @ view @ np.array([*xyz, 1.0])
+        ndc = clip[:3] / clip[3]
+        return np.array([(ndc[0] + 1) / 2 * IMAGE_WIDTH, (1 - ndc[1]) / 2 * IMAGE_HEIGHT])
+
+    @staticmethod
+    def _effector_pose(xy):
+        return [float(xy[0]), float(xy[1]), EFFECTOR_HEIGHT / 2 + 0.002]  # just clear of the board
+
+
+def _sample_separated_points(rng, count, min_distance, margin):
+    """Rejection-samples `count` points in the workspace (shrunk by `margin`), pairwise >= `min_distance`."""
+    points = []
+    while len(points) < count:
+        xy = np.array([rng.uniform(WORKSPACE_X[0] + margin, WORKSPACE_X[1] - margin),
+                       rng.uniform(WORKSPACE_Y[0] + margin, WORKSPACE_Y[1] - margin)])
+        if all(np.linalg.norm(xy - q) >= min_distance for q in points):
+            points.append(xy)
+    return points
+
+
+def _inside_workspace(xy, margin=0.0):
+    return (WORKSPACE_X[0] + margin <= xy[0] <= WORKSPACE_X[1] - margin
+            and WORKSPACE_Y[0] + margin <= xy[1] <= WORKSPACE_Y[1] - margin)
+
+
+STANDOFF = 0.075  # effector-to-block distance from which a push starts (contact is at ~0.05-0.053)
+SIDE_CLEARANCE = 0.085  # lateral offset that lets the effector pass beside a block without touching it
+
+
+def _scripted_waypoint(effector, block, direction, pushing):
+    """Where the effector should head next: around to the back of the block, then through it."""
+    normal = np.array([-direction[1], direction[0]])
+    rel = effector - block
+    along, lateral = rel @ direction, rel @ normal
+    side = 1.0 if lateral >= 0 else -1.0
+    if pushing or (along <= -0.05 and abs(lateral) <= 0.01):
+        return effector + direction * SCRIPTED_MAX_STEP - normal * lateral, True  # push, re-centring on the block
+    if along <= -0.05:
+        return block - direction * STANDOFF, False  # behind it: line up
+    if abs(lateral) < SIDE_CLEARANCE - 0.005:  # tolerance so reaching the side point counts as beside
+        return block + direction * along + normal * side * SIDE_CLEARANCE, False  # in front: step aside first
+    return block - direction * STANDOFF + normal * side * SIDE_CLEARANCE, False  # beside: go back past it
+
+
+def scripted_episode(seed: int, max_steps: int = 30, episode_id: str | None = None) -> dict:
+    """Random layout and task from `seed`, then a scripted push; ends when the push is done or at `max_steps`.
+
+    Each step holds the frame and effector state *before* its action; the last step holds the final
+    observation with a zero action, and reward 1.0 there iff the block moved >= SUCCESS_DISTANCE along
+    the commanded direction. Besides episode_id, instruction and steps, the result names the task
+    ("target_block", "direction") and the block's world (dx, dy) over the episode ("block_displacement").
+    """
+    task_rng = np.random.default_rng([seed, 1])  # independent of the layout stream inside reset()
+    with TabletopWorld() as world:
+        frame = world.reset(seed)
+        feasible = [(color, name) for color in BLOCK_COLORS for name in DIRECTIONS
+                    if _inside_workspace(world.block_xy(color) + np.array(DIRECTIONS[name]) * PUSH_DISTANCE, 0.03)
+                    and _inside_workspace(world.block_xy(color) - np.array(DIRECTIONS[name]) * STANDOFF)]
+        candidates = feasible or [(c, n) for c in BLOCK_COLORS for n in DIRECTIONS]
+        color, direction_name = candidates[task_rng.integers(len(candidates))]
+        direction = np.array(DIRECTIONS[direction_name])
+        instruction = INSTRUCTION_TEMPLATES[direction_name].format(color)
+        encoded = language_table_format.encode_instruction(instruction)
+        block_start = world.block_xy(color)
+        pushing, steps = False, []
+        for t in range(max_steps):
+            moved = (world.block_xy(color) - block_start) @ direction
+            last = t == max_steps - 1 or moved >= PUSH_DISTANCE
+            action = np.zeros(2)
+            if not last:
+                waypoint, pushing = _scripted_waypoint(world.target, world.block_xy(color), direction, pushing)
+                action = waypoint - world.target
+                norm = np.linalg.norm(action)
+                if norm > SCRIPTED_MAX_STEP:
+                    action *= SCRIPTED_MAX_STEP / norm
+            steps.append({
+                "action": action.astype(np.float32),
+                "is_first": t == 0, "is_last": last, "is_terminal": last,
+                "reward": np.float32(1.0 if last and moved >= SUCCESS_DISTANCE else 0.0),
+                "observation": {
+                    "rgb": frame,
+                    "instruction": encoded,
+                    "effector_translation": world.effector_xy().astype(np.float32),
+                    "effector_target_translation": world.target.astype(np.float32),
+                },
+            })
+            if last:
+                break
+            frame = world.step(action)
+        displacement = world.block_xy(color) - block_start
+    return {"episode_id": episode_id or f"tabletop_{seed}", "instruction": instruction, "steps": steps,
+            "target_block": color, "direction": direction_name, "block_displacement": displacement}
+
+
+def episode_seed(seed: int, index: int) -> int:
+    """The seed of episode `index` in a sample written with `seed`."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+
+
+def write_sample(data_dir: str, num_episodes: int = 8, seed: int = 0, max_steps: int = 30,
+                 name: str = "language_table_tabletop_sim", num_shards: int | None = None) -> str:
+    """Simulates `num_episodes` scripted episodes and writes them in the Language Table RLDS format."""
+
+    def make_examples():
+        for i in range(num_episodes):
+            episode_id = f"tabletop_{seed}_{i:05d}"
+            episode = scripted_episode(episode_seed(seed, i), max_steps, episode_id=episode_id)
+            yield episode_id, {"episode_id": episode_id, "steps": episode["steps"]}
+
+    return language_table_format.write(data_dir, make_examples, name=name, num_shards=num_shards)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", required=True, help="TFDS data_dir to write into")
+    parser.add_argument("--episodes", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max_steps", type=int, default=30)
+    args = parser.parse_args(argv)
+    print(write_sample(args.output, args.episodes, args.seed, args.max_steps))
+
+
+if __name__ == "__main__":
+    main()

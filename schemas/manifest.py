@@ -1,0 +1,82 @@
+"""`manifest.json`: what an output directory of shards holds, and how it was made.
+
+A directory is complete only when its manifest exists: the convert pipeline deletes an old manifest before it
+touches any shard and writes the new one last, so a reader never trusts a half-written directory. The manifest
+lists the shards explicitly (readers must not glob) and is deterministic: no clock time, sorted keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from unisim.schemas.controls import ControlStats
+from unisim.schemas.record import SCHEMA_VERSION
+
+MANIFEST_NAME = "manifest.json"
+DEAD_LETTER_NAME = "rejected.jsonl"
+SHARD_SUFFIX = ".array_record"
+# ArrayRecord options of every shard: one record per chunk for random access; no zstd, frames are already JPEG.
+ARRAY_RECORD_OPTIONS = "group_size:1,uncompressed"
+
+
+def shard_name(index: int, count: int) -> str:
+    return f"records-{index:05d}-of-{count:05d}{SHARD_SUFFIX}"
+
+
+@dataclasses.dataclass
+class ShardInfo:
+    path: str  # relative to the manifest's directory
+    records: int
+    bytes: int
+
+
+@dataclasses.dataclass
+class Manifest:
+    dataset: str
+    records: int
+    source_episodes: int  # episodes the adapter read (including ones whose every clip was rejected)
+    rejected: int
+    rejected_reasons: dict[str, int]
+    frame_height: int
+    frame_width: int
+    image_format: str
+    fps: float  # the stored frame rate; 0.0 when records differ (then see fps_values)
+    fps_values: list[float]
+    frames_per_record: tuple[int, int]  # (min, max) over the written records
+    frames_per_clip: int
+    context_frames: int
+    control_stats: ControlStats | None
+    shards: list[ShardInfo]
+    command: str
+    options: dict[str, Any]
+    counters: dict[str, int] = dataclasses.field(default_factory=dict)
+    dead_letter: str = DEAD_LETTER_NAME
+    array_record_options: str = ARRAY_RECORD_OPTIONS
+    text_encoder: dict[str, Any] | None = None  # filled once T5 embeddings are part of the pipeline
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def frame_shape(self) -> tuple[int, int, int]:
+        return (self.frame_height, self.frame_width, 3)
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["frames_per_record"] = list(self.frames_per_record)
+        data["control_stats"] = self.control_stats.to_json() if self.control_stats else None
+        return data
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), sort_keys=True, indent=2) + "\n"
+
+    @classmethod
+    def loads(cls, text: str) -> "Manifest":
+        data = json.loads(text)
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise ValueError(f"manifest has schema version {version}; this code reads version {SCHEMA_VERSION}")
+        data["frames_per_record"] = tuple(data["frames_per_record"])
+        data["shards"] = [ShardInfo(**s) for s in data["shards"]]
+        data["control_stats"] = ControlStats.from_json(data["control_stats"]) if data["control_stats"] else None
+        return cls(**data)
