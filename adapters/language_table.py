@@ -38,14 +38,15 @@ def find_builder_dir(source: str) -> str:
     source = source.rstrip("/")
     if tf.io.gfile.exists(f"{source}/dataset_info.json"):
         return source
-    if not tf.io.gfile.isdir(source):
-        raise FileNotFoundError(f"Language Table source {source!r} does not exist")
     versions = []
-    for entry in tf.io.gfile.listdir(source):
-        entry = entry.rstrip("/")
+    # glob, not listdir: object stores such as GCS have no directories to list.
+    for info in tf.io.gfile.glob(f"{source}/*/dataset_info.json"):
+        entry = info[len(source) + 1 :].split("/", 1)[0]
         parts = entry.split(".")
-        if len(parts) == 3 and all(p.isdigit() for p in parts) and tf.io.gfile.exists(f"{source}/{entry}/dataset_info.json"):
+        if len(parts) == 3 and all(p.isdigit() for p in parts):
             versions.append((tuple(int(p) for p in parts), entry))
+    if not versions and not tf.io.gfile.exists(source):
+        raise FileNotFoundError(f"Language Table source {source!r} does not exist")
     if not versions:
         raise FileNotFoundError(
             f"{source!r} is neither a TFDS builder directory (no dataset_info.json) nor holds version directories "

@@ -385,8 +385,11 @@ def pipeline_options(beam_args: list[str], runner: str, num_workers: int) -> tup
 
 
 def run(config: ConvertConfig, beam_args: list[str] | None = None, runner: str = "local", num_workers: int = 1,
-        command: str | None = None) -> Manifest:
-    """Converts one dataset; returns the manifest it wrote. Raises early, with a clear message, on bad setup."""
+        command: str | None = None) -> tuple[Manifest, dict[str, int]]:
+    """Converts one dataset; returns the manifest it wrote and the Beam counters of the run.
+
+    Raises early, with a clear message, on a bad setup (unknown dataset, missing source, foreign output files).
+    """
     adapter = registry.get(config.dataset)(config.source, config.split)
     units = adapter.work_units()
     if not units:
@@ -394,6 +397,10 @@ def run(config: ConvertConfig, beam_args: list[str] | None = None, runner: str =
     out.prepare_output_dir(config.output)
     command = command if command is not None else shlex.join(sys.argv)
     runner_obj, options = pipeline_options(beam_args or [], runner, num_workers)
-    with beam.Pipeline(runner=runner_obj, options=options) as pipeline:
-        build(pipeline, config, adapter, units, command)
-    return Manifest.loads(out.read_text(out.join(config.output, MANIFEST_NAME)))
+    pipeline = beam.Pipeline(runner=runner_obj, options=options)
+    build(pipeline, config, adapter, units, command)
+    result = pipeline.run()
+    result.wait_until_finish()
+    counters = {c.key.metric.name: c.committed for c in result.metrics().query()["counters"]
+                if c.key.metric.namespace == _NAMESPACE}
+    return Manifest.loads(out.read_text(out.join(config.output, MANIFEST_NAME))), counters

@@ -1,0 +1,128 @@
+"""`unisim inspect`: what a converted directory holds, read back from the shards themselves, and a contact sheet."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Iterator
+
+import cv2
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+
+from unisim.pipelines import output as out
+from unisim.schemas import record as rec
+from unisim.schemas.manifest import MANIFEST_NAME, Manifest
+
+MAX_TEXTS = 50
+
+
+def load_manifest(directory: str) -> Manifest:
+    path = out.join(directory, MANIFEST_NAME)
+    if not FileSystems.exists(path):
+        raise FileNotFoundError(f"{directory} has no {MANIFEST_NAME}: not a converted directory, or its run did not finish")
+    return Manifest.loads(out.read_text(path))
+
+
+@contextlib.contextmanager
+def _local_copy(path: str) -> Iterator[str]:
+    """ArrayRecord reads local files only: remote shards are copied to scratch first."""
+    if out.is_local(path):
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="unisim-inspect-") as scratch:
+        local = os.path.join(scratch, os.path.basename(path))
+        with FileSystems.open(path) as src, open(local, "wb") as dst:
+            shutil.copyfileobj(src, dst, 16 << 20)
+        yield local
+
+
+def iter_records(directory: str, manifest: Manifest | None = None) -> Iterator[rec.ClipRecord]:
+    """Every record of the directory's shards, in manifest order."""
+    from array_record.python.array_record_module import ArrayRecordReader
+
+    manifest = manifest or load_manifest(directory)
+    for shard in manifest.shards:
+        with _local_copy(out.join(directory, shard.path)) as local:
+            reader = ArrayRecordReader(local, "readahead_buffer_size:0")
+            try:
+                for data in reader.read_all():
+                    yield rec.decode(data)
+            finally:
+                reader.close()
+
+
+def summarize(directory: str) -> dict:
+    """The `inspect --json` object (keys documented in the README)."""
+    manifest = load_manifest(directory)
+    datasets: Counter = Counter()
+    texts: list[str] = []
+    seen_texts: set[str] = set()
+    lengths: list[int] = []
+    token_min, token_max, dims = None, None, 0
+    for record in iter_records(directory, manifest):
+        datasets[record.dataset] += 1
+        lengths.append(record.num_frames)
+        if record.text not in seen_texts and len(texts) < MAX_TEXTS:
+            seen_texts.add(record.text)
+            texts.append(record.text)
+        if record.control_tokens.size:
+            dims = record.control_tokens.shape[1]
+            lo, hi = int(record.control_tokens.min()), int(record.control_tokens.max())
+            token_min = lo if token_min is None else min(token_min, lo)
+            token_max = hi if token_max is None else max(token_max, hi)
+    return {
+        "directory": directory,
+        "schema_version": manifest.schema_version,
+        "records": sum(datasets.values()),
+        "manifest_records": manifest.records,
+        "datasets": dict(sorted(datasets.items())),
+        "source_episodes": manifest.source_episodes,
+        "rejected": manifest.rejected,
+        "rejected_reasons": manifest.rejected_reasons,
+        "frame_shape": list(manifest.frame_shape),
+        "fps": manifest.fps,
+        "frames_per_record": [min(lengths), max(lengths)] if lengths else [0, 0],
+        "context_frames": manifest.context_frames,
+        "action_texts": texts,
+        "control_tokens": None if token_min is None else {"min": token_min, "max": token_max, "dims": dims},
+        "control_stats": manifest.control_stats.to_json() if manifest.control_stats else None,
+        "shards": len(manifest.shards),
+        "bytes": sum(s.bytes for s in manifest.shards),
+    }
+
+
+def contact_sheet(directory: str, path: str, clips: int = 6, frames_per_row: int = 8) -> str:
+    """Writes a PNG: one row per sample clip (spread over the directory), its action text above it."""
+    manifest = load_manifest(directory)
+    total = manifest.records
+    if total == 0:
+        raise ValueError(f"{directory} holds no records to preview")
+    wanted = set(np.linspace(0, total - 1, min(clips, total)).round().astype(int).tolist())
+    h, w = manifest.frame_height, manifest.frame_width
+    label_h = 22
+    rows = []
+    for i, record in enumerate(iter_records(directory, manifest)):
+        if i not in wanted:
+            continue
+        frames = rec.decode_frames(record)
+        picks = np.linspace(0, len(frames) - 1, min(frames_per_row, len(frames))).round().astype(int)
+        row = np.full((label_h + h, frames_per_row * w, 3), 255, np.uint8)
+        for j, f in enumerate(picks):
+            row[label_h:, j * w : (j + 1) * w] = frames[f]
+            if f < record.context_frames:  # mark history frames with a grey bar
+                row[label_h : label_h + 4, j * w : (j + 1) * w] = 128
+        label = f"{record.key}  [{record.dataset}]  {record.text}"[:160]
+        cv2.putText(row, label, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        rows.append(row)
+    sheet = cv2.cvtColor(np.concatenate(rows, axis=0), cv2.COLOR_RGB2BGR)
+    ok, png = cv2.imencode(".png", sheet)
+    if not ok:
+        raise RuntimeError("could not encode the contact sheet")
+    if out.is_local(path):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    out.publish_bytes(png.tobytes(), path)
+    return path

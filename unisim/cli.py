@@ -1,0 +1,170 @@
+"""`unisim` — the command line: a thin layer over adapters/, pipelines/ and samples/.
+
+    unisim adapters
+    unisim convert --dataset NAME --source PATH --output DIR [options] [Beam options, e.g. --runner=DataflowRunner …]
+    unisim inspect DIR [--json] [--preview FILE.png]
+    unisim sample tabletop --output DIR [--episodes N] [--seed S]
+    unisim demo [--workdir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import time
+
+
+def _quiet_tensorflow() -> None:
+    # TensorFlow (used only to read TFDS sources) logs CPU-feature banners on import; they are noise here.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _convert_parser(sub) -> None:
+    p = sub.add_parser("convert", help="convert a dataset's official release into clip shards",
+                       description="Convert a dataset into ArrayRecord clip shards + manifest.json + rejected.jsonl. "
+                                   "Unrecognised --flags are passed to Beam (e.g. --project, --region, --temp_location, "
+                                   "--setup_file=./setup.py for Dataflow).")
+    p.add_argument("--dataset", required=True, help="adapter name (see `unisim adapters`)")
+    p.add_argument("--source", required=True, help="the release's directory (local or gs://)")
+    p.add_argument("--output", required=True, help="output directory (local or gs://); must be new, empty, or a previous output")
+    p.add_argument("--split", default=None, help="one split only (default: all)")
+    p.add_argument("--fps", type=float, default=None, help="target frame rate (default: keep the source rate)")
+    p.add_argument("--frames_per_clip", type=int, default=20, help="frames per record, history included (default 20)")
+    p.add_argument("--context_frames", type=int, default=4, help="history frames overlapping the previous clip (default 4)")
+    p.add_argument("--height", type=int, default=192, help="stored frame height (default 192)")
+    p.add_argument("--width", type=int, default=320, help="stored frame width (default 320)")
+    p.add_argument("--fit", choices=("crop", "pad"), default="crop", help="fit to the stored size by centre crop or padding")
+    p.add_argument("--interpolation", choices=("area", "linear"), default="area", help="resize filter (see README)")
+    p.add_argument("--image_format", choices=("jpeg", "png"), default="jpeg")
+    p.add_argument("--jpeg_quality", type=int, default=95)
+    p.add_argument("--records_per_shard", type=int, default=256)
+    p.add_argument("--low_percentile", type=float, default=1.0, help="control bound percentile (default 1)")
+    p.add_argument("--high_percentile", type=float, default=99.0, help="control bound percentile (default 99)")
+    p.add_argument("--stats_sample_rate", type=float, default=1.0, help="fraction of control rows for statistics")
+    p.add_argument("--runner", default="local", help="'local' (FnApiRunner, no downloads) or a Beam runner, e.g. DataflowRunner")
+    p.add_argument("--direct_num_workers", type=int, default=1, help="local worker processes (default 1)")
+
+
+def convert(args, beam_args: list[str], argv: list[str]) -> int:
+    from unisim.pipelines import convert as conv
+    from unisim.pipelines.frames import FrameSpec
+
+    config = conv.ConvertConfig(
+        dataset=args.dataset, source=args.source, output=args.output, split=args.split, fps=args.fps,
+        frames_per_clip=args.frames_per_clip, context_frames=args.context_frames,
+        frame=FrameSpec(height=args.height, width=args.width, fit=args.fit, interpolation=args.interpolation,
+                        image_format=args.image_format, jpeg_quality=args.jpeg_quality),
+        records_per_shard=args.records_per_shard, low_percentile=args.low_percentile,
+        high_percentile=args.high_percentile, stats_sample_rate=args.stats_sample_rate)
+    start = time.monotonic()
+    manifest, counters = conv.run(config, beam_args, runner=args.runner, num_workers=args.direct_num_workers,
+                                  command=shlex.join(["unisim", *argv]))
+    elapsed = time.monotonic() - start
+    frames = counters.get("frames_encoded", 0)
+    print(f"converted {manifest.source_episodes} source episodes → {manifest.records} records in "
+          f"{len(manifest.shards)} shards, {manifest.rejected} rejected {manifest.rejected_reasons or ''}")
+    print(f"{elapsed:.1f} s: {manifest.source_episodes / elapsed:.2f} episodes/s, {frames / elapsed:.1f} frames/s "
+          f"({frames} frames encoded, {args.direct_num_workers} worker(s))")
+    print(f"output: {args.output}")
+    return 0
+
+
+def inspect(args) -> int:
+    from unisim.pipelines import inspect as insp
+
+    summary = insp.summarize(args.directory)
+    if args.preview:
+        summary["preview"] = insp.contact_sheet(args.directory, args.preview)
+    if args.json:
+        print(json.dumps(summary, sort_keys=True))
+        return 0
+    print(f"{summary['directory']}: schema v{summary['schema_version']}, {summary['records']} records "
+          f"from {summary['source_episodes']} source episodes in {summary['shards']} shards ({summary['bytes']} bytes)")
+    print(f"  datasets: {summary['datasets']}")
+    print(f"  rejected: {summary['rejected']} {summary['rejected_reasons']}")
+    print(f"  frames: {summary['frame_shape']} at {summary['fps']} fps, {summary['frames_per_record'][0]}–"
+          f"{summary['frames_per_record'][1]} per record, {summary['context_frames']} context")
+    print(f"  control tokens: {summary['control_tokens']}")
+    texts = summary["action_texts"]
+    print(f"  action texts ({len(texts)} shown): " + "; ".join(texts[:10]) + (" …" if len(texts) > 10 else ""))
+    if args.preview:
+        print(f"  preview: {summary['preview']}")
+    return 0
+
+
+def adapters(_args) -> int:
+    from unisim.adapters import registry
+
+    for name, cls in registry.all_adapters().items():
+        controls = ", ".join(cls.control_names) or "none"
+        print(f"{name:20s} {cls.description}  [controls: {controls}]")
+    return 0
+
+
+def sample(args) -> int:
+    from unisim.samples import tabletop
+
+    path = tabletop.write_sample(args.output, num_episodes=args.episodes, seed=args.seed, max_steps=args.max_steps)
+    print(path)
+    return 0
+
+
+def demo(args) -> int:
+    """Tabletop sample → convert (the real Language Table adapter) → inspect summary and preview."""
+    from unisim.samples import tabletop
+
+    workdir = os.path.abspath(args.workdir)
+    source = os.path.join(workdir, "source")
+    output = os.path.join(workdir, "tabletop-clips")
+    start = time.monotonic()
+    builder_dir = tabletop.write_sample(source, num_episodes=args.episodes, seed=0)
+    print(f"[demo] tabletop sample written in Language Table RLDS format: {builder_dir} "
+          f"({time.monotonic() - start:.1f} s)")
+    status = main(["convert", "--dataset", "language_table", "--source", builder_dir, "--output", output,
+                   "--records_per_shard", "16", "--direct_num_workers", str(args.direct_num_workers)])
+    if status:
+        return status
+    preview = os.path.join(workdir, "preview.png")
+    inspect(argparse.Namespace(directory=output, json=False, preview=preview))
+    print(f"[demo] done: shards in {output}, contact sheet at {preview}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    _quiet_tensorflow()
+    parser = argparse.ArgumentParser(prog="unisim", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _convert_parser(sub)
+    p = sub.add_parser("inspect", help="summarise a converted directory")
+    p.add_argument("directory")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--preview", metavar="FILE.png", help="write a contact sheet of sample clips")
+    sub.add_parser("adapters", help="list the dataset adapters")
+    p = sub.add_parser("sample", help="generate built-in sample data")
+    p.add_argument("world", choices=("tabletop",))
+    p.add_argument("--output", required=True)
+    p.add_argument("--episodes", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max_steps", type=int, default=30)
+    p = sub.add_parser("demo", help="generate the tabletop sample, convert it, inspect it")
+    p.add_argument("--workdir", default=os.environ.get("DEMO_OUT", "demo-output"))
+    p.add_argument("--episodes", type=int, default=12)
+    p.add_argument("--direct_num_workers", type=int, default=2)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args, rest = parser.parse_known_args(argv)
+    if rest and args.command != "convert":
+        parser.error(f"unrecognised arguments: {' '.join(rest)}")
+    try:
+        if args.command == "convert":
+            return convert(args, rest, argv)
+        return {"inspect": inspect, "adapters": adapters, "sample": sample, "demo": demo}[args.command](args)
+    except (FileNotFoundError, FileExistsError, KeyError, ValueError) as e:
+        print(f"unisim {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
