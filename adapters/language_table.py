@@ -66,8 +66,10 @@ class LanguageTable(DatasetAdapter):
 
     @functools.cached_property
     def _builder(self):
+        import tensorflow as tf
         import tensorflow_datasets as tfds
 
+        tf.get_logger().setLevel("ERROR")  # TFDS's reader triggers TF deprecation warnings on every file
         return tfds.builder_from_directory(self.builder_dir)
 
     @property
