@@ -27,7 +27,8 @@ def main() -> None:
     from unisim.samples import tabletop
 
     source_root = os.path.join(args.workdir, f"source-{args.episodes}x{args.max_steps}")
-    if not os.path.isdir(source_root):
+    builder_parent = os.path.join(source_root, "language_table_tabletop_sim")
+    if not os.path.isdir(builder_parent):
         start = time.monotonic()
         tabletop.write_sample(source_root, num_episodes=args.episodes, max_steps=args.max_steps, num_shards=8)
         print(f"sample: {args.episodes} episodes written in {time.monotonic() - start:.1f} s")
@@ -37,7 +38,7 @@ def main() -> None:
         shutil.rmtree(output, ignore_errors=True)
         start = time.monotonic()
         result = subprocess.run(
-            [sys.executable, "-m", "unisim.cli", "convert", "--dataset", "language_table", "--source", source_root,
+            [sys.executable, "-m", "unisim.cli", "convert", "--dataset", "language_table", "--source", builder_parent,
              "--output", output, "--direct_num_workers", str(workers)], capture_output=True, text=True)
         elapsed = time.monotonic() - start
         if result.returncode:

@@ -26,6 +26,7 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow_datasets as tfds
 
+from unisim.adapters.language_table import decode_instruction  # noqa: F401  (the inverse of encode_instruction)
 from unisim.samples.rlds_writer import Examples, write_tfds_dataset
 
 IMAGE_SHAPE = (360, 640, 3)
@@ -63,12 +64,6 @@ def encode_instruction(text: str) -> np.ndarray:
     out = np.zeros(INSTRUCTION_LENGTH, np.int32)
     out[: raw.size] = raw
     return out
-
-
-def decode_instruction(codes: np.ndarray) -> str:
-    """Inverse of `encode_instruction`: the release's documented decoding."""
-    codes = np.asarray(codes)
-    return bytes(codes[codes != 0].astype(np.uint8).tolist()).decode("utf-8")
 
 
 def write(data_dir: str, make_examples: Callable[[], Examples], name: str = "language_table",

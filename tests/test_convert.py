@@ -173,3 +173,18 @@ def test_cli_inspect_json_and_preview(converted, tmp_path):
     assert sheet is not None and sheet.shape[0] > 3 * 192
     adapters = subprocess.run(_cli("adapters"), check=True, capture_output=True, text=True).stdout
     assert adapters.startswith("language_table")
+
+
+def test_dataflow_options_pass_through_to_beam():
+    from apache_beam.options.pipeline_options import GoogleCloudOptions, SetupOptions
+
+    runner, options = convert.pipeline_options(
+        ["--project", "my-project", "--region", "us-central1", "--temp_location", "gs://bucket/tmp",
+         "--setup_file", "./setup.py"], "DataflowRunner", 1)
+    assert runner == "DataflowRunner"
+    gcp = options.view_as(GoogleCloudOptions)
+    assert (gcp.project, gcp.region, gcp.temp_location) == ("my-project", "us-central1", "gs://bucket/tmp")
+    assert options.view_as(SetupOptions).setup_file == "./setup.py"
+    local, local_options = convert.pipeline_options([], "local", 2)
+    assert type(local).__name__ == "FnApiRunner"
+    assert local_options.get_all_options()["direct_running_mode"] == "multi_processing"
