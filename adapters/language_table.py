@@ -93,7 +93,10 @@ class LanguageTable(DatasetAdapter):
             # Keep the JPEG bytes: decoding happens only for kept frames, and a corrupt image becomes a
             # per-clip rejection instead of a TensorFlow error that would end the whole file.
             decoders={"steps": {"observation": {"rgb": tfds.decode.SkipDecoding()}}},
-            read_config=tfds.ReadConfig(add_tfds_id=True))
+            # One file per work unit and one reader thread: parallelism comes from the runner's workers, and
+            # tf.data's own thread pools would compete with them for the same cores.
+            read_config=tfds.ReadConfig(add_tfds_id=True, interleave_cycle_length=1, num_parallel_calls_for_decode=1,
+                                        num_parallel_calls_for_interleave_files=1))
         iterator = iter(tfds.as_numpy(dataset))
         position = 0
         while True:
