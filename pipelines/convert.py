@@ -162,6 +162,9 @@ class _MakeClipsFn(beam.DoFn):
         for plan in clip_planning.plan_clips(kept, c.frames_per_clip, c.context_frames):
             key = rec.clip_key(episode.episode_id, plan.clip_index)
             indices = [int(i) for i in plan.frame_indices]
+            # Clips only overlap their predecessor: anything this clip does not use is never needed again.
+            needed = set(indices)
+            encoded = {i: v for i, v in encoded.items() if i in needed}
             clip_controls = controls[indices]
             if not np.isfinite(clip_controls).all():
                 bad = sorted({indices[t] for t in np.nonzero(~np.isfinite(clip_controls).all(axis=1))[0]})
@@ -179,9 +182,6 @@ class _MakeClipsFn(beam.DoFn):
                 yield self._reject(episode, key, "undecodable_image", f"source frame {errors[0][0]}: {errors[0][1]}")
                 continue
             clip_frames = [encoded[i] for i in indices]
-            # Only the last `context_frames` frames are reused (as the next clip's history): keep memory flat.
-            reused = set(indices[len(indices) - c.context_frames:]) if c.context_frames else set()
-            encoded = {i: v for i, v in encoded.items() if i in reused}
             self.records.inc()
             yield rec.ClipRecord(
                 dataset=self._dataset_name, episode_id=episode.episode_id, clip_index=plan.clip_index,
@@ -249,8 +249,8 @@ class _TokenizeFn(beam.DoFn):
         self.written = Metrics.counter(_NAMESPACE, "records_encoded")
 
     def process(self, record: rec.ClipRecord, stats: ControlStats | None):
-        if stats is not None and record.controls.size:
-            record.control_tokens = ControlTokenizer(stats).encode(record.controls)
+        if stats is not None and record.controls.size:  # replace, not mutate: Beam inputs are immutable
+            record = dataclasses.replace(record, control_tokens=ControlTokenizer(stats).encode(record.controls))
         try:
             data = rec.encode(record)
         except rec.RecordError as e:
