@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("demo", help="generate the tabletop sample, convert it, inspect it")
     p.add_argument("--workdir", default=os.environ.get("DEMO_OUT", "demo-output"))
     p.add_argument("--episodes", type=int, default=12)
-    p.add_argument("--direct_num_workers", type=int, default=2)
+    p.add_argument("--direct_num_workers", type=int, default=1)  # 2 measured slower on 2 cores (README)
     argv = sys.argv[1:] if argv is None else list(argv)
     args, rest = parser.parse_known_args(argv)
     if rest and args.command != "convert":
