@@ -154,6 +154,8 @@ def decode(data: bytes, validate_record: bool = True) -> ClipRecord:
     missing = [name for name in _SCALAR_FIELDS if name not in header]
     if missing:
         raise RecordError(missing[0], "missing from the record header")
+    if not isinstance(header.get("arrays"), dict) or not isinstance(header.get("frames"), list):
+        raise RecordError("header", "record header lacks its 'arrays' or 'frames' table")
     for name in _ARRAY_DTYPES:
         spec = header["arrays"].get(name)
         if spec is None:
