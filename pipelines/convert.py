@@ -247,10 +247,13 @@ class _ControlStatsFn(beam.CombineFn):
 class _TokenizeFn(beam.DoFn):
     def setup(self):
         self.written = Metrics.counter(_NAMESPACE, "records_encoded")
+        self._tokenizer: ControlTokenizer | None = None
 
     def process(self, record: rec.ClipRecord, stats: ControlStats | None):
         if stats is not None and record.controls.size:  # replace, not mutate: Beam inputs are immutable
-            record = dataclasses.replace(record, control_tokens=ControlTokenizer(stats).encode(record.controls))
+            if self._tokenizer is None or self._tokenizer.stats != stats:  # the side input is one value per run
+                self._tokenizer = ControlTokenizer(stats)
+            record = dataclasses.replace(record, control_tokens=self._tokenizer.encode(record.controls))
         try:
             data = rec.encode(record)
         except rec.RecordError as e:

@@ -106,6 +106,8 @@ def contact_sheet(directory: str, path: str, clips: int = 6, frames_per_row: int
     label_h = 22
     rows = []
     for i, record in enumerate(iter_records(directory, manifest)):
+        if i > max(wanted):
+            break  # the remaining shards hold no wanted row: do not read (or, remotely, copy) them
         if i not in wanted:
             continue
         frames = rec.decode_frames(record)

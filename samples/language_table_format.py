@@ -32,7 +32,6 @@ from unisim.samples.rlds_writer import Examples, write_tfds_dataset
 IMAGE_SHAPE = (360, 640, 3)
 INSTRUCTION_LENGTH = 512
 VERSION = "0.0.1"
-CONTROL_HZ = 10.0
 
 
 def features() -> tfds.features.FeaturesDict:

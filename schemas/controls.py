@@ -69,8 +69,10 @@ class ControlTokenizer:
     def __init__(self, stats: ControlStats):
         self.stats = stats
         self.num_bins = stats.num_bins
-        self.low = np.asarray(stats.low, np.float32)
-        self.high = np.asarray(stats.high, np.float32)
+        # float64 arithmetic so that a value on a bin edge is not pushed into the neighbouring bin by float32
+        # rounding; the bounds themselves are the float32 values stored in the manifest.
+        self.low = np.asarray(stats.low, np.float32).astype(np.float64)
+        self.high = np.asarray(stats.high, np.float32).astype(np.float64)
         self.width = self.high - self.low
         if (self.width < 0).any():
             raise ValueError(f"control bounds have high < low: low={stats.low}, high={stats.high}")
@@ -81,9 +83,7 @@ class ControlTokenizer:
             raise ValueError(f"controls have {values.shape[-1:]} dims, statistics have {len(self.low)}")
         if not np.isfinite(values).all():
             raise ValueError("controls contain NaN or infinite values")
-        # float64 so that a value on a bin edge is not pushed into the neighbouring bin by float32 rounding.
-        low, width = self.low.astype(np.float64), self.width.astype(np.float64)
-        unit = (np.clip(values.astype(np.float64), low, low + width) - low) / np.where(width > 0, width, 1.0)
+        unit = (np.clip(values.astype(np.float64), self.low, self.high) - self.low) / np.where(self.width > 0, self.width, 1.0)
         tokens = np.floor(unit * self.num_bins)
         tokens = np.where(self.width > 0, tokens, 0)
         return np.clip(tokens, 0, self.num_bins - 1).astype(np.uint16)
@@ -92,8 +92,7 @@ class ControlTokenizer:
         tokens = np.asarray(tokens)
         if tokens.size and (tokens.min() < 0 or tokens.max() >= self.num_bins):
             raise ValueError(f"tokens must lie in [0, {self.num_bins})")
-        low, width = self.low.astype(np.float64), self.width.astype(np.float64)
-        centres = low + (tokens.astype(np.float64) + 0.5) * (width / self.num_bins)
+        centres = self.low + (tokens.astype(np.float64) + 0.5) * (self.width / self.num_bins)
         return np.where(self.width > 0, centres, self.low).astype(np.float32)
 
     def max_error(self) -> np.ndarray:
