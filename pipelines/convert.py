@@ -1,20 +1,20 @@
 """The convert pipeline: a dataset's official release → validated clip records in ArrayRecord shards + manifest.
 
-    work units ─ReadEpisodes─▶ episodes ─MakeClips─▶ clips ─Tokenize─▶ records ─WriteShards─▶ shards ─▶ manifest
-                     │                      │  └─ control rows ─ControlStats─▶ (side input) ─┘
-                     └──────── rejected ────┴───────────────────────────────────────────────▶ dead letter
+    work units ─ReadEpisodes─▶ episodes ─MakeClips─▶ clips ─Tokenize─▶ records ─WriteShards─▶ shards ──▶ manifest
+                     │                      │  ├─ control rows ─ControlStats─▶ (side input) ─┘              ▲
+                     │                      │  └─ (text_key, conditioning text) ─EmbedTexts─▶ embedding store
+                     └──────── rejected ────┴────────────────────────────────────────────────▶ dead letter
 
 Every step is a named composite transform; every rejected item leaves through a tagged "rejected" output with a
 reason code and ends in `rejected.jsonl`, counted by reason in the manifest. Records are assigned to shards by a
-hash of their key and sorted by key inside each shard, so the output bytes do not depend on worker count or
-bundle order. Local runs use Beam's FnApiRunner directly (never the Prism download that DirectRunner may try).
+hash of their key and sorted by key inside each shard (`pipelines.shards`), so the output bytes do not depend on
+worker count or bundle order. Text actions become conditioning texts (`schemas.text`) embedded once each
+(`pipelines.embed`). Local runs use Beam's FnApiRunner directly (never the Prism download that DirectRunner may try).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import math
 import shlex
 import sys
 from typing import Any
@@ -29,16 +29,40 @@ from unisim.adapters.base import DatasetAdapter, Episode
 from unisim.pipelines import clips as clip_planning
 from unisim.pipelines import frames as frame_ops
 from unisim.pipelines import output as out
+from unisim.pipelines import shards
+from unisim.pipelines.embed import EmbedTexts, EncoderSettings
 from unisim.pipelines.progress import Progress
 from unisim.schemas import record as rec
+from unisim.schemas import text as text_rules
 from unisim.schemas.controls import ControlStats, ControlTokenizer
 from unisim.schemas.dead_letter import Rejection
-from unisim.schemas.manifest import DEAD_LETTER_NAME, MANIFEST_NAME, Manifest, ShardInfo, shard_name
+from unisim.schemas.manifest import DEAD_LETTER_NAME, MANIFEST_NAME, RECORD_PREFIX, Manifest
 
-REJECTED = "rejected"
+REJECTED = shards.REJECTED
 CONTROL_ROWS = "control_rows"
-_NAMESPACE = "unisim"
+TEXTS = "texts"
+_NAMESPACE = shards.NAMESPACE
 LOCAL_RUNNERS = ("local", "DirectRunner", "FnApiRunner")
+
+
+@dataclasses.dataclass(frozen=True)
+class TextOptions:
+    """How text actions become conditioning text (`schemas.text`) and embeddings. Per run, so per dataset."""
+
+    domain_prefix: str | None = None  # None: the dataset name; "": no prefix
+    controls_as_text: bool | None = None  # None: on when the dataset has controls
+    controls_text_steps: int = 4
+    controls_text_decimals: int = 2
+    max_text_chars: int = text_rules.MAX_TEXT_CHARS
+    encoder: EncoderSettings | None = None  # None: conditioning texts are written and counted, not embedded
+    embeddings_per_shard: int = 1024
+
+    def conditioning(self, dataset_name: str, has_controls: bool) -> text_rules.ConditioningSpec:
+        return text_rules.ConditioningSpec(
+            domain_prefix=dataset_name if self.domain_prefix is None else self.domain_prefix,
+            controls_as_text=has_controls if self.controls_as_text is None else self.controls_as_text,
+            controls_text_steps=self.controls_text_steps, controls_text_decimals=self.controls_text_decimals,
+            max_text_chars=self.max_text_chars)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +79,7 @@ class ConvertConfig:
     low_percentile: float = 1.0
     high_percentile: float = 99.0
     stats_sample_rate: float = 1.0  # fraction of control rows the statistics see; sampled by key hash
+    text: TextOptions = TextOptions()
 
     def __post_init__(self):
         if not 0 <= self.context_frames < self.frames_per_clip:
@@ -70,15 +95,6 @@ class ConvertConfig:
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def _hash_unit(text: str) -> float:
-    """A stable pseudo-random number in [0, 1) from a string (Python's hash() changes between processes)."""
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big") / 2.0**64
-
-
-def shard_of(key: str, num_shards: int) -> int:
-    return int(_hash_unit(key) * num_shards)
 
 
 # ---------------------------------------------------------------------------------------------------- read
@@ -123,11 +139,13 @@ class ReadEpisodes(beam.PTransform):
 
 
 class _MakeClipsFn(beam.DoFn):
-    def __init__(self, config: ConvertConfig, dataset_name: str, control_dims: int, requires_text: bool):
+    def __init__(self, config: ConvertConfig, dataset_name: str, control_dims: int, requires_text: bool,
+                 conditioning: text_rules.ConditioningSpec):
         self._config = config
         self._dataset_name = dataset_name
         self._control_dims = control_dims
         self._requires_text = requires_text
+        self._conditioning = conditioning
 
     def setup(self):
         # One OpenCV thread per worker: runners already run one worker per core, and OpenCV's own thread pool
@@ -145,7 +163,12 @@ class _MakeClipsFn(beam.DoFn):
 
     def process(self, episode: Episode):
         c = self._config
-        if self._requires_text and not episode.text.strip():
+        try:
+            text = text_rules.normalize_text(episode.text, self._conditioning.max_text_chars)
+        except text_rules.TextError as e:
+            yield self._reject(episode, episode.episode_id, e.reason, str(e))
+            return
+        if self._requires_text and not text:
             yield self._reject(episode, episode.episode_id, "empty_text", "the episode's text action is empty")
             return
         controls = np.asarray(episode.controls, np.float32)
@@ -186,8 +209,10 @@ class _MakeClipsFn(beam.DoFn):
             yield rec.ClipRecord(
                 dataset=self._dataset_name, episode_id=episode.episode_id, clip_index=plan.clip_index,
                 frames=clip_frames, image_format=c.frame.image_format, height=c.frame.height,
-                width=c.frame.width, fps=float(fps), context_frames=plan.context_frames, text=episode.text,
+                width=c.frame.width, fps=float(fps), context_frames=plan.context_frames, text=text,
                 controls=clip_controls, control_tokens=np.zeros(clip_controls.shape, np.uint16),
+                conditioning_text=text_rules.conditioning_text(self._conditioning, text, clip_controls,
+                                                               plan.context_frames),
                 frame_indices=plan.frame_indices, is_image=episode.is_image, split=episode.split,
                 source_file=episode.source_file, source_index=episode.source_index)
         self.frames.inc(frames_done)
@@ -198,7 +223,7 @@ class _MakeClipsFn(beam.DoFn):
         rows = np.unique(kept)
         rate = self._config.stats_sample_rate
         if rate < 1:
-            rows = np.array([r for r in rows if _hash_unit(f"{episode_id}:{r}") < rate], np.int64)
+            rows = np.array([r for r in rows if shards.hash_unit(f"{episode_id}:{r}") < rate], np.int64)
         return controls[rows]
 
     def teardown(self):
@@ -209,9 +234,10 @@ class _MakeClipsFn(beam.DoFn):
 class MakeClips(beam.PTransform):
     """Episodes → clip records with frames resized and encoded (tokens not yet set), control rows, rejections."""
 
-    def __init__(self, config: ConvertConfig, dataset_name: str, control_dims: int, requires_text: bool):
+    def __init__(self, config: ConvertConfig, dataset_name: str, control_dims: int, requires_text: bool,
+                 conditioning: text_rules.ConditioningSpec):
         super().__init__()
-        self._fn = _MakeClipsFn(config, dataset_name, control_dims, requires_text)
+        self._fn = _MakeClipsFn(config, dataset_name, control_dims, requires_text, conditioning)
 
     def expand(self, episodes):
         return episodes | "Clip" >> beam.ParDo(self._fn).with_outputs(REJECTED, CONTROL_ROWS, main="clips")
@@ -261,56 +287,17 @@ class _TokenizeFn(beam.DoFn):
                                                                str(e), record.source_file, record.source_index))
             return
         self.written.inc()
-        yield record.key, data, record.num_frames, record.fps
+        yield record.key, data, (record.num_frames, record.fps)
+        yield beam.pvalue.TaggedOutput(TEXTS, (record.text_key, record.conditioning_text))
 
 
 # ------------------------------------------------------------------------------------------------- shards
 
 
-class _WriteShardFn(beam.DoFn):
-    def __init__(self, output: str, dataset_name: str):
-        self._output, self._dataset_name = output, dataset_name
-
-    def setup(self):
-        self.shards = Metrics.counter(_NAMESPACE, "shards_written")
-        self.duplicates = Metrics.counter(_NAMESPACE, "rejected_duplicates")
-
-    def process(self, element, num_shards: int):
-        index, items = element
-        items = sorted(items, key=lambda item: (item[0], item[1]))
-        unique = []
-        for item in items:
-            key = item[0]
-            if unique and unique[-1][0] == key:  # same key twice: keep the first in byte order, reject the rest
-                self.duplicates.inc()
-                yield beam.pvalue.TaggedOutput(REJECTED, Rejection(self._dataset_name, key, "duplicate_key",
-                                                                   "another record has the same episode id and clip index"))
-                continue
-            unique.append(item)
-        name = shard_name(index, num_shards)
-        count, size = out.write_shard((data for _, data, _, _ in unique), out.join(self._output, name))
-        self.shards.inc()
-        frames = [f for _, _, f, _ in unique]
-        yield index, ShardInfo(path=name, records=count, bytes=size), (min(frames), max(frames), {fps for *_, fps in unique})
-
-
-class WriteShards(beam.PTransform):
-    """(key, bytes, frames, fps) records → ArrayRecord shards; outputs (index, ShardInfo, (min, max frames, fps set))."""
-
-    def __init__(self, output: str, dataset_name: str, records_per_shard: int):
-        super().__init__()
-        self._output, self._dataset_name, self._per_shard = output, dataset_name, records_per_shard
-
-    def expand(self, records):
-        num_shards = beam.pvalue.AsSingleton(
-            records
-            | "CountRecords" >> beam.combiners.Count.Globally()
-            | "NumShards" >> beam.Map(lambda n, per: max(1, math.ceil(n / per)), self._per_shard))
-        return (records
-                | "AssignShard" >> beam.Map(lambda r, n: (shard_of(r[0], n), r), num_shards)
-                | "GroupByShard" >> beam.GroupByKey()
-                | "Write" >> beam.ParDo(_WriteShardFn(self._output, self._dataset_name), num_shards)
-                .with_outputs(REJECTED, main="shards")), num_shards
+def _summarize_records(infos: list[tuple[int, float]]):
+    """Per shard: (fewest frames, most frames, set of fps) over its records."""
+    frames = [f for f, _ in infos]
+    return (min(frames), max(frames), {fps for _, fps in infos}) if infos else None
 
 
 # ----------------------------------------------------------------------------------------------- manifest
@@ -319,21 +306,18 @@ class WriteShards(beam.PTransform):
 class _FinishFn(beam.DoFn):
     """Writes the dead letter, fills any shard index that got no records with an empty shard, then the manifest."""
 
-    def __init__(self, config: ConvertConfig, dataset_name: str, command: str):
+    def __init__(self, config: ConvertConfig, dataset_name: str, command: str,
+                 conditioning: text_rules.ConditioningSpec, encoder_identity: dict | None):
         self._config, self._dataset_name, self._command = config, dataset_name, command
+        self._conditioning, self._encoder_identity = conditioning, encoder_identity
 
-    def process(self, _, shards, num_shards, rejections, stats, source_episodes):
+    def process(self, _, written, num_shards, rejections, stats, source_episodes, texts):
         c = self._config
         dead = sorted(rejections)
         out.publish_bytes("".join(r.to_json_line() + "\n" for r in dead).encode("utf-8"),
                           out.join(c.output, DEAD_LETTER_NAME))
-        by_index = {index: (info, frames) for index, info, frames in shards}
-        for index in range(num_shards):
-            if index not in by_index:
-                name = shard_name(index, num_shards)
-                count, size = out.write_shard([], out.join(c.output, name))
-                by_index[index] = (ShardInfo(name, count, size), None)
-        spans = [frames for _, frames in by_index.values() if frames]
+        by_index = shards.fill_missing_shards(c.output, RECORD_PREFIX, written, num_shards)
+        spans = [summary for _, summary in by_index.values() if summary]
         fps_values = sorted(set().union(*(s[2] for s in spans)))
         reasons: dict[str, int] = {}
         for r in dead:
@@ -345,7 +329,11 @@ class _FinishFn(beam.DoFn):
             fps=fps_values[0] if len(fps_values) == 1 else 0.0, fps_values=fps_values,
             frames_per_record=(min(s[0] for s in spans), max(s[1] for s in spans)) if spans else (0, 0),
             frames_per_clip=c.frames_per_clip, context_frames=c.context_frames, control_stats=stats,
-            shards=[by_index[i][0] for i in sorted(by_index)], command=self._command, options=c.to_json())
+            shards=[by_index[i][0] for i in sorted(by_index)], command=self._command, options=c.to_json(),
+            conditioning=self._conditioning.to_json(), text_encoder=self._encoder_identity,
+            text_embeddings=texts["shards"], unique_texts=texts["unique_texts"],
+            encoder_calls=texts["encoder_calls"], texts_truncated=texts["texts_truncated"],
+            counters={"embedding_values_clipped": texts["values_clipped"]})
         out.publish_bytes(manifest.dumps().encode("utf-8"), out.join(c.output, MANIFEST_NAME))
         yield manifest
 
@@ -353,18 +341,27 @@ class _FinishFn(beam.DoFn):
 # ------------------------------------------------------------------------------------------------- wiring
 
 
-def build(pipeline: beam.Pipeline, config: ConvertConfig, adapter: DatasetAdapter, units: list[str], command: str):
+def build(pipeline: beam.Pipeline, config: ConvertConfig, adapter: DatasetAdapter, units: list[str], command: str,
+          encoder_identity: dict | None = None):
     """Adds the whole conversion to `pipeline`; returns the PCollection holding the one Manifest."""
     name = adapter.dataset_name
+    conditioning = config.text.conditioning(name, bool(adapter.control_names))
     read = pipeline | "ReadEpisodes" >> ReadEpisodes(config, units)
-    made = read.episodes | "MakeClips" >> MakeClips(config, name, len(adapter.control_names), adapter.requires_text)
+    made = read.episodes | "MakeClips" >> MakeClips(config, name, len(adapter.control_names), adapter.requires_text,
+                                                    conditioning)
     stats = (made[CONTROL_ROWS]
              | "ControlStats" >> beam.CombineGlobally(
                  _ControlStatsFn(tuple(adapter.control_names), config.low_percentile, config.high_percentile)))
     tokenized = (made.clips
-                 | "Tokenize" >> beam.ParDo(_TokenizeFn(), beam.pvalue.AsSingleton(stats)).with_outputs(REJECTED, main="records"))
-    written, num_shards = tokenized.records | "WriteShards" >> WriteShards(config.output, name, config.records_per_shard)
-    rejected = ((read[REJECTED], made[REJECTED], tokenized[REJECTED], written[REJECTED])
+                 | "Tokenize" >> beam.ParDo(_TokenizeFn(), beam.pvalue.AsSingleton(stats)).with_outputs(REJECTED, TEXTS, main="records"))
+    written, num_shards = tokenized.records | "WriteShards" >> shards.WriteShards(
+        config.output, name, config.records_per_shard, RECORD_PREFIX, _summarize_records)
+    settings = config.text.encoder
+    texts, text_rejected = (
+        tokenized[TEXTS]
+        | "EmbedTexts" >> EmbedTexts(config.output, name, settings, config.text.embeddings_per_shard,
+                                     encoder_identity["fingerprint"] if settings else ""))
+    rejected = ((read[REJECTED], made[REJECTED], tokenized[REJECTED], written[REJECTED], text_rejected)
                 | "AllRejected" >> beam.Flatten())
     episodes = ((read.episodes | "CountEpisodes" >> beam.combiners.Count.Globally(),
                  read[REJECTED] | "CountReadRejects" >> beam.combiners.Count.Globally())
@@ -372,8 +369,9 @@ def build(pipeline: beam.Pipeline, config: ConvertConfig, adapter: DatasetAdapte
     return (pipeline
             | "Finish" >> beam.Create([None])
             | "WriteManifest" >> beam.ParDo(
-                _FinishFn(config, name, command), beam.pvalue.AsList(written.shards), num_shards,
-                beam.pvalue.AsList(rejected), beam.pvalue.AsSingleton(stats), beam.pvalue.AsSingleton(episodes)))
+                _FinishFn(config, name, command, conditioning, encoder_identity), beam.pvalue.AsList(written.shards),
+                num_shards, beam.pvalue.AsList(rejected), beam.pvalue.AsSingleton(stats),
+                beam.pvalue.AsSingleton(episodes), beam.pvalue.AsSingleton(texts)))
 
 
 def pipeline_options(beam_args: list[str], runner: str, num_workers: int) -> tuple[Any, PipelineOptions]:
@@ -400,11 +398,16 @@ def run(config: ConvertConfig, beam_args: list[str] | None = None, runner: str =
     units = adapter.work_units()
     if not units:
         raise FileNotFoundError(f"{config.dataset}: found nothing to read under {config.source}")
+    identity = None
+    if config.text.encoder is not None:  # before touching the output: a bad checkpoint path fails fast
+        from unisim.pipelines.text_encoder import encoder_identity
+
+        identity = encoder_identity(config.text.encoder.path, config.text.encoder.max_tokens)
     out.prepare_output_dir(config.output)
     command = command if command is not None else shlex.join(sys.argv)
     runner_obj, options = pipeline_options(beam_args or [], runner, num_workers)
     pipeline = beam.Pipeline(runner=runner_obj, options=options)
-    build(pipeline, config, adapter, units, command)
+    build(pipeline, config, adapter, units, command, identity)
     result = pipeline.run()
     result.wait_until_finish()
     counters = {c.key.metric.name: c.committed for c in result.metrics().query()["counters"]

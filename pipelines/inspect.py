@@ -16,6 +16,7 @@ from apache_beam.io.filesystems import FileSystems
 from unisim.pipelines import output as out
 from unisim.schemas import record as rec
 from unisim.schemas.manifest import MANIFEST_NAME, Manifest
+from unisim.schemas.text_embeddings import TextEmbeddingStore
 
 MAX_TEXTS = 50
 
@@ -63,8 +64,10 @@ def summarize(directory: str) -> dict:
     seen_texts: set[str] = set()
     lengths: list[int] = []
     token_min, token_max, dims = None, None, 0
+    text_keys: Counter = Counter()
     for record in iter_records(directory, manifest):
         datasets[record.dataset] += 1
+        text_keys[record.text_key] += 1
         lengths.append(record.num_frames)
         if record.text not in seen_texts and len(texts) < MAX_TEXTS:
             seen_texts.add(record.text)
@@ -74,10 +77,12 @@ def summarize(directory: str) -> dict:
             lo, hi = int(record.control_tokens.min()), int(record.control_tokens.max())
             token_min = lo if token_min is None else min(token_min, lo)
             token_max = hi if token_max is None else max(token_max, hi)
+    records = sum(datasets.values())
     return {
+        **_text_summary(directory, manifest, text_keys, records),
         "directory": directory,
         "schema_version": manifest.schema_version,
-        "records": sum(datasets.values()),
+        "records": records,
         "manifest_records": manifest.records,
         "datasets": dict(sorted(datasets.items())),
         "source_episodes": manifest.source_episodes,
@@ -93,6 +98,46 @@ def summarize(directory: str) -> dict:
         "shards": len(manifest.shards),
         "bytes": sum(s.bytes for s in manifest.shards),
     }
+
+
+def _text_summary(directory: str, manifest: Manifest, text_keys: Counter, records: int) -> dict:
+    """Text-embedding figures; every record's text key is looked up, so a missing embedding is counted."""
+    embedding_bytes = sum(s.bytes for s in manifest.text_embeddings)
+    summary = {
+        "text_encoder": manifest.text_encoder, "conditioning": manifest.conditioning,
+        "unique_texts": manifest.unique_texts, "encoder_calls": manifest.encoder_calls,
+        "texts_truncated": manifest.texts_truncated, "embedding_shards": len(manifest.text_embeddings),
+        "embedding_bytes": embedding_bytes, "embedding_bytes_per_record": embedding_bytes / records if records else 0.0,
+        "records_without_embedding": 0, "inline_float32_bytes_per_record": 0.0,
+    }
+    if not manifest.text_encoder:
+        return summary
+    scratch = tempfile.mkdtemp(prefix="unisim-inspect-")
+    try:
+        def local(rel: str) -> str:  # ArrayRecord reads local files only: copy remote shards once
+            if out.is_local(directory):
+                return out.join(directory, rel)
+            path = os.path.join(scratch, rel)
+            with FileSystems.open(out.join(directory, rel)) as src, open(path, "wb") as dst:
+                shutil.copyfileobj(src, dst, 16 << 20)
+            return path
+
+        store = TextEmbeddingStore.from_manifest(directory, manifest, open_local=local,
+                                                 read_text=lambda rel: out.read_text(out.join(directory, rel)))
+        inline = 0
+        for key, count in text_keys.items():
+            if key == "":
+                continue
+            if key not in store:
+                summary["records_without_embedding"] += count
+                continue
+            n, d = store.lookup(key).embedding.shape
+            inline += count * n * d * 4
+        store.close()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    summary["inline_float32_bytes_per_record"] = inline / records if records else 0.0
+    return summary
 
 
 def contact_sheet(directory: str, path: str, clips: int = 6, frames_per_row: int = 8) -> str:

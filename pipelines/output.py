@@ -16,7 +16,8 @@ from collections.abc import Iterable
 
 from apache_beam.io.filesystems import FileSystems
 
-from unisim.schemas.manifest import ARRAY_RECORD_OPTIONS, DEAD_LETTER_NAME, MANIFEST_NAME, SHARD_SUFFIX
+from unisim.schemas.manifest import ARRAY_RECORD_OPTIONS, DEAD_LETTER_NAME, MANIFEST_NAME, RECORD_PREFIX, SHARD_SUFFIX
+from unisim.schemas.text_embeddings import EMBEDDING_PREFIX, KEYS_SUFFIX
 
 _TMP_PREFIX = ".tmp-"
 _COPY_CHUNK = 16 << 20
@@ -32,7 +33,8 @@ def join(directory: str, name: str) -> str:
 
 def _ours(name: str) -> bool:
     return (name in (MANIFEST_NAME, DEAD_LETTER_NAME) or name.startswith(_TMP_PREFIX)
-            or (name.startswith("records-") and name.endswith(SHARD_SUFFIX)))
+            or (name.startswith(f"{RECORD_PREFIX}-") and name.endswith(SHARD_SUFFIX))
+            or (name.startswith(f"{EMBEDDING_PREFIX}-") and name.endswith((SHARD_SUFFIX, KEYS_SUFFIX))))
 
 
 def prepare_output_dir(output: str) -> None:

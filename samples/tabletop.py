@@ -48,6 +48,7 @@ BLOCK_HALF = 0.02
 DIRECTIONS = {"left": (0.0, -1.0), "right": (0.0, 1.0), "up": (-1.0, 0.0), "down": (1.0, 0.0)}
 INSTRUCTION_TEMPLATES = {"left": "push the {} block to the left", "right": "push the {} block to the right",
                          "up": "push the {} block up", "down": "push the {} block down"}
+SAMPLE_NAME = "language_table_tabletop_sim"  # the TFDS dataset name of the written sample
 PUSH_DISTANCE = 0.08  # how far the scripted policy pushes
 SUCCESS_DISTANCE = 0.05  # displacement along the commanded direction that earns reward 1.0
 
@@ -264,7 +265,7 @@ def episode_seed(seed: int, index: int) -> int:
 
 
 def write_sample(data_dir: str, num_episodes: int = 8, seed: int = 0, max_steps: int = 30,
-                 name: str = "language_table_tabletop_sim", num_shards: int | None = None) -> str:
+                 name: str = SAMPLE_NAME, num_shards: int | None = None) -> str:
     """Simulates `num_episodes` scripted episodes and writes them in the Language Table RLDS format."""
 
     def make_examples():

@@ -21,8 +21,11 @@ SHARD_SUFFIX = ".array_record"
 ARRAY_RECORD_OPTIONS = "group_size:1,uncompressed"
 
 
-def shard_name(index: int, count: int) -> str:
-    return f"records-{index:05d}-of-{count:05d}{SHARD_SUFFIX}"
+RECORD_PREFIX = "records"
+
+
+def shard_name(index: int, count: int, prefix: str = RECORD_PREFIX) -> str:
+    return f"{prefix}-{index:05d}-of-{count:05d}{SHARD_SUFFIX}"
 
 
 @dataclasses.dataclass
@@ -54,7 +57,15 @@ class Manifest:
     counters: dict[str, int] = dataclasses.field(default_factory=dict)
     dead_letter: str = DEAD_LETTER_NAME
     array_record_options: str = ARRAY_RECORD_OPTIONS
-    text_encoder: dict[str, Any] | None = None  # filled once T5 embeddings are part of the pipeline
+    # Text conditioning (schemas.text, schemas.text_embeddings). `text_encoder` is the identity of the encoder
+    # that made `text_embeddings` (None: converted without one); `encoder_calls` counts texts that went through
+    # the encoder (each unique text once), `texts_truncated` those cut at the encoder's token limit.
+    conditioning: dict[str, Any] = dataclasses.field(default_factory=dict)
+    text_encoder: dict[str, Any] | None = None
+    text_embeddings: list[ShardInfo] = dataclasses.field(default_factory=list)
+    unique_texts: int = 0
+    encoder_calls: int = 0
+    texts_truncated: int = 0
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -78,5 +89,6 @@ class Manifest:
             raise ValueError(f"manifest has schema version {version}; this code reads version {SCHEMA_VERSION}")
         data["frames_per_record"] = tuple(data["frames_per_record"])
         data["shards"] = [ShardInfo(**s) for s in data["shards"]]
+        data["text_embeddings"] = [ShardInfo(**s) for s in data.get("text_embeddings", [])]
         data["control_stats"] = ControlStats.from_json(data["control_stats"]) if data["control_stats"] else None
         return cls(**data)

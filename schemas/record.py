@@ -1,13 +1,14 @@
 """The one record every dataset becomes: a clip of encoded frames with its action, and its byte codec.
 
-Wire format (schema version 1), one ArrayRecord entry per clip, readable with numpy + an image decoder only:
+Wire format (schema version 2), one ArrayRecord entry per clip, readable with numpy + an image decoder only:
 
     b"USR1"                         4-byte magic
     u32 little-endian               header length N
     N bytes                         header: UTF-8 JSON object (sorted keys, compact), see below
     payload                         the bytes that the header's (offset, size) pairs point into
 
-The header holds every scalar field of `ClipRecord` by name, plus
+The header holds every scalar field of `ClipRecord` by name, plus "key" (the clip key), "text_key" (the key of
+`conditioning_text` in the output's text-embedding store, "" when there is no text to condition on), and
     "arrays": {name: {"dtype": numpy dtype string, "shape": [...], "offset": int, "size": int}}
                for `controls` (float32 [T, D]), `control_tokens` (uint16 [T, D]) and `frame_indices` (int32 [T])
     "frames":  [[offset, size], ...], one encoded image (JPEG or PNG, `image_format`) per frame.
@@ -26,7 +27,7 @@ import struct
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: conditioning_text + 128-bit text keys into the text-embedding store
 MAGIC = b"USR1"
 NUM_CONTROL_BINS = 4096
 IMAGE_FORMATS = ("jpeg", "png")
@@ -44,8 +45,11 @@ class RecordError(ValueError):
 
 
 def text_key(text: str) -> str:
-    """Content key of an action text; the T5 embedding store (next schema step) is keyed by it."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    """Content key of a conditioning text in the text-embedding store; "" for no text.
+
+    128 bits of SHA-256: at LAION scale (billions of unique captions) a 64-bit key would likely collide.
+    """
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32] if text else ""
 
 
 def clip_key(episode_id: str, clip_index: int) -> str:
@@ -60,6 +64,9 @@ class ClipRecord:
     `controls[t]` is the per-frame continuous control as read from the source (float32, D dims, D may be 0) and
     `control_tokens[t]` its 4096-bin tokens under the dataset's statistics (see `schemas.controls`).
     `is_image` marks single-image examples (e.g. LAION), stored as one-frame clips.
+    `text` is the language action as read (normalised, see `schemas.text`); `conditioning_text` is the exact
+    string that was embedded (domain prefix + text + controls as text), found in the embedding store under
+    `text_key`.
     """
 
     dataset: str
@@ -72,6 +79,7 @@ class ClipRecord:
     fps: float
     context_frames: int
     text: str
+    conditioning_text: str
     controls: np.ndarray
     control_tokens: np.ndarray
     frame_indices: np.ndarray
@@ -87,7 +95,7 @@ class ClipRecord:
 
     @property
     def text_key(self) -> str:
-        return text_key(self.text)
+        return text_key(self.conditioning_text)
 
     @property
     def num_frames(self) -> int:
@@ -171,6 +179,8 @@ def decode(data: bytes, validate_record: bool = True) -> ClipRecord:
         validate(record)
         if header.get("key") != record.key:
             raise RecordError("key", f"stored key {header.get('key')!r} does not match {record.key!r}")
+        if header.get("text_key") != record.text_key:
+            raise RecordError("text_key", f"stored text key {header.get('text_key')!r} does not match the conditioning text")
     return record
 
 
@@ -201,6 +211,7 @@ def validate(record: ClipRecord) -> None:
     require("/" not in record.dataset, "dataset", "must not contain '/'")
     require(isinstance(record.clip_index, int) and record.clip_index >= 0, "clip_index", "must be an int >= 0")
     require(isinstance(record.text, str), "text", "must be a string")
+    require(isinstance(record.conditioning_text, str), "conditioning_text", "must be a string")
     require(isinstance(record.source_file, str), "source_file", "must be a string")
     require(isinstance(record.source_index, int), "source_index", "must be an int")
     require(record.image_format in IMAGE_FORMATS, "image_format", f"must be one of {IMAGE_FORMATS}")

@@ -161,7 +161,7 @@ def test_cli_inspect_json_and_preview(converted, tmp_path):
     result = subprocess.run(_cli("inspect", output, "--json", "--preview", preview), check=True,
                             capture_output=True, text=True)
     summary = json.loads(result.stdout)
-    assert summary["schema_version"] == 1 and summary["records"] == 5
+    assert summary["schema_version"] == rec.SCHEMA_VERSION and summary["records"] == 5
     assert summary["datasets"] == {"language_table": 5}
     assert summary["rejected"] == 4 and summary["rejected_reasons"] == EXPECTED_REASONS
     assert summary["frame_shape"] == [192, 320, 3] and summary["frames_per_record"] == [13, 16]

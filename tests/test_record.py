@@ -15,6 +15,7 @@ def make_record(**overrides) -> rec.ClipRecord:
     n = overrides.pop("n", 5)
     fields = dict(dataset="toy", episode_id="ep/7", clip_index=3, frames=[_jpeg(10 * i) for i in range(n)],
                   image_format="jpeg", height=8, width=12, fps=10.0, context_frames=2, text="push the red block left",
+                  conditioning_text="toy: push the red block left controls: 0.10 0.20",
                   controls=np.arange(2 * n, dtype=np.float32).reshape(n, 2) / 10,
                   control_tokens=np.arange(2 * n, dtype=np.uint16).reshape(n, 2) * 100,
                   frame_indices=np.arange(n, dtype=np.int32) * 3, source_file="gs://b/x.tfrecord", source_index=4)
@@ -35,6 +36,8 @@ def test_round_trip_keeps_every_field_and_is_deterministic():
         else:
             assert a == b, field.name
     assert back.key == "ep/7/00003" and back.target_frames == 3
+    assert back.text_key == rec.text_key("toy: push the red block left controls: 0.10 0.20") and len(back.text_key) == 32
+    assert make_record(conditioning_text="").text_key == ""  # no text: the unconditional embedding
     frames = rec.decode_frames(back)
     assert frames.shape == (5, 8, 12, 3) and frames.dtype == np.uint8
     assert abs(int(frames[4].mean()) - 40) <= 2
@@ -68,6 +71,7 @@ def test_codec_needs_no_tensorflow():
     (dict(frame_indices=np.array([0, 3, 2, 4, 5], np.int32)), "frame_indices"),
     (dict(is_image=True), "is_image"),
     (dict(text=None), "text"),
+    (dict(conditioning_text=b"toy"), "conditioning_text"),
 ])
 def test_validation_names_the_bad_field(overrides, field):
     with pytest.raises(rec.RecordError) as err:
@@ -88,7 +92,12 @@ def test_decode_rejects_foreign_truncated_and_future_bytes():
     with pytest.raises(rec.RecordError) as err:
         rec.decode(data[: len(data) - 100])
     assert err.value.field == "frames"
-    future = data.replace(b'"schema_version":1', b'"schema_version":9')
+    future = data.replace(b'"schema_version":%d' % rec.SCHEMA_VERSION, b'"schema_version":9')
+    assert future != data
     with pytest.raises(rec.RecordError) as err:
         rec.decode(future)
     assert err.value.field == "schema_version"
+    tampered = data.replace(b'"conditioning_text":"toy:', b'"conditioning_text":"toa:')
+    with pytest.raises(rec.RecordError) as err:  # the stored text key no longer names this text
+        rec.decode(tampered)
+    assert err.value.field == "text_key"

@@ -4,6 +4,7 @@
     unisim convert --dataset NAME --source PATH --output DIR [options] [Beam options, e.g. --runner=DataflowRunner …]
     unisim inspect DIR [--json] [--preview FILE.png]
     unisim sample tabletop --output DIR [--episodes N] [--seed S]
+    unisim sample tiny_t5 --output DIR          (a random stand-in text encoder; see README)
     unisim demo [--workdir DIR]
 """
 
@@ -46,21 +47,51 @@ def _convert_parser(sub) -> None:
     p.add_argument("--low_percentile", type=float, default=1.0, help="control bound percentile (default 1)")
     p.add_argument("--high_percentile", type=float, default=99.0, help="control bound percentile (default 99)")
     p.add_argument("--stats_sample_rate", type=float, default=1.0, help="fraction of control rows for statistics")
+    g = p.add_argument_group("text actions (see README, 'Text conditioning')")
+    g.add_argument("--text_encoder", metavar="PATH", default=None,
+                   help="T5 checkpoint directory in transformers format, local or gs:// (default: none, texts are "
+                        "written and counted but not embedded)")
+    g.add_argument("--text_max_tokens", type=int, default=64, help="encoder tokens per text, EOS included (default 64)")
+    g.add_argument("--text_batch_size", type=int, default=32, help="texts per encoder forward pass (default 32)")
+    g.add_argument("--text_encoder_device", default="cpu", help="torch device for the encoder, e.g. cuda (default cpu)")
+    g.add_argument("--text_encoder_threads", type=int, default=None, help="torch threads per worker (default: torch's)")
+    g.add_argument("--embeddings_per_shard", type=int, default=1024, help="unique texts per embedding shard")
+    g.add_argument("--domain_prefix", default=None,
+                   help="identifier prepended to every action (default: the dataset name; '' for none)")
+    g.add_argument("--controls_as_text", choices=("auto", "on", "off"), default="auto",
+                   help="append the clip's controls as text (auto: when the dataset has controls)")
+    g.add_argument("--controls_text_steps", type=int, default=4, help="segments the controls text summarises (default 4)")
+    g.add_argument("--controls_text_decimals", type=int, default=2, help="decimals in the controls text (default 2)")
+    g.add_argument("--max_text_chars", type=int, default=2048,
+                   help="longer action texts are rejected as text_too_long (default 2048)")
     p.add_argument("--runner", default="local", help="'local' (FnApiRunner, no downloads) or a Beam runner, e.g. DataflowRunner")
     p.add_argument("--direct_num_workers", type=int, default=1, help="local worker processes (default 1)")
 
 
 def convert(args, beam_args: list[str], argv: list[str]) -> int:
     from unisim.pipelines import convert as conv
+    from unisim.pipelines.embed import EncoderSettings
     from unisim.pipelines.frames import FrameSpec
 
+    encoder = None
+    if args.text_encoder:
+        encoder = EncoderSettings(path=args.text_encoder, max_tokens=args.text_max_tokens,
+                                  batch_size=args.text_batch_size, device=args.text_encoder_device,
+                                  threads=args.text_encoder_threads)
+    text = conv.TextOptions(
+        domain_prefix=args.domain_prefix, controls_as_text={"auto": None, "on": True, "off": False}[args.controls_as_text],
+        controls_text_steps=args.controls_text_steps, controls_text_decimals=args.controls_text_decimals,
+        max_text_chars=args.max_text_chars, encoder=encoder, embeddings_per_shard=args.embeddings_per_shard)
     config = conv.ConvertConfig(
         dataset=args.dataset, source=args.source, output=args.output, split=args.split, fps=args.fps,
         frames_per_clip=args.frames_per_clip, context_frames=args.context_frames,
         frame=FrameSpec(height=args.height, width=args.width, fit=args.fit, interpolation=args.interpolation,
                         image_format=args.image_format, jpeg_quality=args.jpeg_quality),
         records_per_shard=args.records_per_shard, low_percentile=args.low_percentile,
-        high_percentile=args.high_percentile, stats_sample_rate=args.stats_sample_rate)
+        high_percentile=args.high_percentile, stats_sample_rate=args.stats_sample_rate, text=text)
+    if encoder is None:
+        print("note: no --text_encoder: conditioning texts are written and counted but not embedded; the trainer "
+              "refuses directories without embeddings", file=sys.stderr)
     start = time.monotonic()
     manifest, counters = conv.run(config, beam_args, runner=args.runner, num_workers=args.direct_num_workers,
                                   command=shlex.join(["unisim", *argv]))
@@ -70,6 +101,10 @@ def convert(args, beam_args: list[str], argv: list[str]) -> int:
           f"{len(manifest.shards)} shards, {manifest.rejected} rejected {manifest.rejected_reasons or ''}")
     print(f"{elapsed:.1f} s: {manifest.source_episodes / elapsed:.2f} episodes/s, {frames / elapsed:.1f} frames/s "
           f"({frames} frames encoded, {args.direct_num_workers} worker(s))")
+    if manifest.text_encoder:
+        print(f"texts: {manifest.unique_texts} unique, {manifest.encoder_calls} through the encoder "
+              f"({manifest.texts_truncated} truncated at {args.text_max_tokens} tokens), "
+              f"encoder {manifest.text_encoder['fingerprint'][:12]} from {manifest.text_encoder['path']}")
     print(f"output: {args.output}")
     return 0
 
@@ -90,6 +125,11 @@ def inspect(args) -> int:
     print(f"  frames: {summary['frame_shape']} at {summary['fps']} fps, {summary['frames_per_record'][0]}–"
           f"{summary['frames_per_record'][1]} per record, {summary['context_frames']} context")
     print(f"  control tokens: {summary['control_tokens']}")
+    encoder = summary["text_encoder"]
+    print(f"  texts: {summary['unique_texts']} unique, {summary['encoder_calls']} encoder calls, "
+          f"{summary['texts_truncated']} truncated; embeddings {summary['embedding_bytes_per_record']:.0f} bytes/record; "
+          + (f"encoder {encoder['fingerprint'][:12]} (d_model {encoder['d_model']}) from {encoder['path']}"
+             if encoder else "no text encoder"))
     texts = summary["action_texts"]
     print(f"  action texts ({len(texts)} shown): " + "; ".join(texts[:10]) + (" …" if len(texts) > 10 else ""))
     if args.preview:
@@ -107,11 +147,24 @@ def adapters(_args) -> int:
 
 
 def sample(args) -> int:
+    if args.world == "tiny_t5":
+        from unisim.samples import tiny_t5
+
+        print(tiny_t5.write_tiny_t5(args.output, corpus=_demo_corpus(), seed=args.seed))
+        return 0
     from unisim.samples import tabletop
 
     path = tabletop.write_sample(args.output, num_episodes=args.episodes, seed=args.seed, max_steps=args.max_steps)
     print(path)
     return 0
+
+
+def _demo_corpus() -> list[str]:
+    """The tabletop's instructions, with its dataset name as domain prefix: the stand-in encoder's vocabulary."""
+    from unisim.samples import tabletop
+
+    return [f"{tabletop.SAMPLE_NAME}: " + template.format(color) for template in tabletop.INSTRUCTION_TEMPLATES.values()
+            for color in tabletop.BLOCK_COLORS]
 
 
 def demo(args) -> int:
@@ -125,8 +178,16 @@ def demo(args) -> int:
     builder_dir = tabletop.write_sample(source, num_episodes=args.episodes, seed=0, num_shards=4)  # 4 work units
     print(f"[demo] tabletop sample written in Language Table RLDS format: {builder_dir} "
           f"({time.monotonic() - start:.1f} s)")
+    encoder = args.text_encoder
+    if encoder is None:
+        from unisim.samples import tiny_t5
+
+        encoder = tiny_t5.write_tiny_t5(os.path.join(workdir, "tiny-t5"), corpus=_demo_corpus())
+        print(f"[demo] text encoder: a tiny RANDOMLY INITIALISED T5 stand-in at {encoder} (no pretrained weights "
+              "can be downloaded here; pass --text_encoder PATH for a real checkpoint)")
     status = main(["convert", "--dataset", "language_table", "--source", builder_dir, "--output", output,
-                   "--records_per_shard", "16", "--direct_num_workers", str(args.direct_num_workers)])
+                   "--records_per_shard", "16", "--direct_num_workers", str(args.direct_num_workers),
+                   "--text_encoder", encoder])
     if status:
         return status
     preview = os.path.join(workdir, "preview.png")
@@ -146,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preview", metavar="FILE.png", help="write a contact sheet of sample clips")
     sub.add_parser("adapters", help="list the dataset adapters")
     p = sub.add_parser("sample", help="generate built-in sample data")
-    p.add_argument("world", choices=("tabletop",))
+    p.add_argument("world", choices=("tabletop", "tiny_t5"))
     p.add_argument("--output", required=True)
     p.add_argument("--episodes", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
@@ -155,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", default=os.environ.get("DEMO_OUT", "demo-output"))
     p.add_argument("--episodes", type=int, default=12)
     p.add_argument("--direct_num_workers", type=int, default=1)  # 2 measured slower on 2 cores (README)
+    p.add_argument("--text_encoder", default=None, help="T5 checkpoint (default: write the tiny random stand-in)")
     argv = sys.argv[1:] if argv is None else list(argv)
     args, rest = parser.parse_known_args(argv)
     if rest and args.command != "convert":

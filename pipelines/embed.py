@@ -1,0 +1,145 @@
+"""The text stage: conditioning texts → each unique text embedded once → the text-embedding store.
+
+    (text_key, text) per record ─UniqueTexts─▶ one per key ─Batch─▶ fixed batches ─Encode─▶ entries ─WriteShards─▶ store
+
+Deduplication is a combine per key (lifted, so repeats collapse on the worker that saw them before any shuffle).
+Batches are formed deterministically — unique texts are spread over ceil(unique / batch_size) groups by key hash,
+and each group is sorted by (length, key) and cut into batch_size chunks — rather than by Beam's RunInference,
+whose BatchElements sizes batches by measured time: a padded batch's float results depend on its composition,
+and output bytes must not depend on timing. The model is loaded once per worker process (`Shared`) in `setup`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.utils import shared
+
+from unisim.pipelines import shards
+from unisim.schemas.text_embeddings import EMBEDDING_PREFIX, encode_entry
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderSettings:
+    path: str  # transformers checkpoint directory, local or gs://
+    max_tokens: int = 64
+    batch_size: int = 32
+    device: str = "cpu"
+    threads: int | None = None  # torch intra-op threads per worker process (None: torch's default)
+
+
+class _DistinctTexts(beam.CombineFn):
+    """The distinct texts under one key: exactly one, unless the 128-bit key collides (then the run fails loudly)."""
+
+    def create_accumulator(self):
+        return set()
+
+    def add_input(self, accumulator, text):
+        accumulator.add(text)
+        return accumulator
+
+    def merge_accumulators(self, accumulators):
+        return set().union(*accumulators)
+
+    def extract_output(self, accumulator):
+        texts = sorted(accumulator)
+        if len(texts) != 1:
+            raise ValueError(f"text key collision between {texts[:2]!r}: widen schemas.record.text_key")
+        return texts[0]
+
+
+class _LockedEncoder:
+    """One encoder per process, shared by the DoFn threads of that process; forward passes take turns."""
+
+    def __init__(self, settings: EncoderSettings, fingerprint: str):
+        from unisim.pipelines.text_encoder import T5TextEncoder, encoder_identity
+
+        found = encoder_identity(settings.path, settings.max_tokens)["fingerprint"]
+        if found != fingerprint:  # the manifest will name the launcher's encoder: it must be the one that ran
+            raise RuntimeError(f"text encoder {settings.path} changed since the run started "
+                               f"(fingerprint {found[:12]}, expected {fingerprint[:12]})")
+        self.encoder = T5TextEncoder(settings.path, settings.max_tokens, settings.device, settings.threads)
+        self.lock = threading.Lock()
+
+
+class _EncodeFn(beam.DoFn):
+    def __init__(self, settings: EncoderSettings, fingerprint: str):
+        self._settings, self._fingerprint = settings, fingerprint
+        self._shared = shared.Shared()
+
+    def setup(self):
+        self._handle = self._shared.acquire(lambda: _LockedEncoder(self._settings, self._fingerprint))
+        self.inputs = Metrics.counter(shards.NAMESPACE, "encoder_inputs")
+        self.batches = Metrics.counter(shards.NAMESPACE, "encoder_batches")
+        self.truncated = Metrics.counter(shards.NAMESPACE, "texts_truncated")
+
+    def process(self, element):
+        _, pairs = element
+        pairs = sorted(pairs, key=lambda kv: (len(kv[1]), kv[0]))  # similar lengths together: less padding
+        size = self._settings.batch_size
+        for start in range(0, len(pairs), size):
+            chunk = pairs[start : start + size]
+            with self._handle.lock:
+                entries = self._handle.encoder.encode([k for k, _ in chunk], [t for _, t in chunk])
+            self.inputs.inc(len(chunk))
+            self.batches.inc()
+            for entry in entries:
+                self.truncated.inc(int(entry.truncated))
+                yield entry.key, encode_entry(entry), (int(entry.truncated), entry.values_clipped)
+
+
+def _summarize_entries(infos: list[tuple[int, int]]) -> tuple[int, int]:
+    return sum(t for t, _ in infos), sum(c for _, c in infos)
+
+
+class _SummaryFn(beam.DoFn):
+    def __init__(self, output: str):
+        self._output = output
+
+    def process(self, _, written, num_shards, unique_texts, encoder_calls):
+        by_index = shards.fill_missing_shards(self._output, EMBEDDING_PREFIX, written, num_shards, write_keys=True)
+        sums = [s for _, s in by_index.values() if s]
+        yield {"shards": [by_index[i][0] for i in sorted(by_index)], "unique_texts": unique_texts,
+               "encoder_calls": encoder_calls, "texts_truncated": sum(t for t, _ in sums),
+               "values_clipped": sum(c for _, c in sums)}
+
+
+class EmbedTexts(beam.PTransform):
+    """(text_key, conditioning_text) pairs → a one-element summary (shards, unique_texts, encoder_calls, …).
+
+    With `settings` None (no --text_encoder) texts are only counted. Also returns the rejected items (only
+    duplicate keys, which deduplication makes impossible, could land there).
+    """
+
+    def __init__(self, output: str, dataset_name: str, settings: EncoderSettings | None, per_shard: int,
+                 fingerprint: str = ""):
+        super().__init__()
+        self._output, self._dataset_name, self._settings, self._per_shard = output, dataset_name, settings, per_shard
+        self._fingerprint = fingerprint
+
+    def expand(self, pairs):
+        pipeline = pairs.pipeline
+        unique = (pairs
+                  | "DropEmpty" >> beam.Filter(lambda kv: kv[0] != "")
+                  | "UniqueTexts" >> beam.CombinePerKey(_DistinctTexts()))
+        unique_count = beam.pvalue.AsSingleton(unique | "CountUnique" >> beam.combiners.Count.Globally())
+        if self._settings is None:
+            summary = (pipeline | "NoEncoder" >> beam.Create([None])
+                       | "Summary" >> beam.Map(lambda _, n: {"shards": [], "unique_texts": n, "encoder_calls": 0,
+                                                             "texts_truncated": 0, "values_clipped": 0}, unique_count))
+            return summary, pipeline | "NoRejects" >> beam.Create([])
+        num_batches = shards.count_groups(unique, self._settings.batch_size, "Batches")
+        encoded = (unique
+                   | "AssignBatch" >> beam.Map(lambda kv, n: (shards.shard_of(kv[0], n), kv), num_batches)
+                   | "GroupBatches" >> beam.GroupByKey()
+                   | "Encode" >> beam.ParDo(_EncodeFn(self._settings, self._fingerprint)))
+        written, num_shards = encoded | "WriteShards" >> shards.WriteShards(
+            self._output, self._dataset_name, self._per_shard, EMBEDDING_PREFIX, _summarize_entries, write_keys=True)
+        encoder_calls = beam.pvalue.AsSingleton(encoded | "CountEncoded" >> beam.combiners.Count.Globally())
+        summary = (pipeline | "Finish" >> beam.Create([None])
+                   | "Summary" >> beam.ParDo(_SummaryFn(self._output), beam.pvalue.AsList(written.shards), num_shards,
+                                             unique_count, encoder_calls))
+        return summary, written[shards.REJECTED]
