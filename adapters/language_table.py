@@ -21,14 +21,15 @@ import numpy as np
 from unisim.adapters.base import DatasetAdapter, Episode
 from unisim.adapters.registry import register
 from unisim.schemas.dead_letter import Rejection
+from unisim.schemas.text import TextError, decode_text
 
 CONTROL_HZ = 10.0
 
 
 def decode_instruction(codes: np.ndarray) -> str:
-    """The release's decoding: `bytes(inst[inst != 0]).decode("utf-8")`."""
+    """The release's decoding, `bytes(inst[inst != 0]).decode("utf-8")`; bad bytes raise `TextError`."""
     codes = np.asarray(codes)
-    return bytes(codes[codes != 0].astype(np.uint8).tolist()).decode("utf-8")
+    return decode_text(bytes(codes[codes != 0].astype(np.uint8).tolist()))
 
 
 def find_builder_dir(source: str) -> str:
@@ -123,7 +124,9 @@ class LanguageTable(DatasetAdapter):
             frames = [bytes(step["observation"]["rgb"]) for step in steps]
             controls = np.stack([np.asarray(step["action"], np.float32).reshape(2) for step in steps])
             text = decode_instruction(steps[0]["observation"]["instruction"])
-        except (KeyError, ValueError, UnicodeDecodeError) as e:
+        except TextError as e:
+            return self.reject(e.reason, str(e), episode_id, source_file, int(index))
+        except (KeyError, ValueError) as e:
             return self.reject("malformed_episode", f"{type(e).__name__}: {e}", episode_id, source_file, int(index))
         return Episode(episode_id=episode_id, frames=frames, fps=CONTROL_HZ, text=text, controls=controls,
                        split=split, source_file=source_file, source_index=int(index))

@@ -51,6 +51,15 @@ class _DistinctTexts(beam.CombineFn):
         return texts[0]
 
 
+def batches(pairs, batch_size: int) -> list[list[tuple[str, str]]]:
+    """(key, text) pairs → encoder batches: sorted by (length, key) so similar lengths share padding, then cut.
+
+    Deterministic for a given set of pairs, whatever order they arrive in.
+    """
+    ordered = sorted(pairs, key=lambda kv: (len(kv[1]), kv[0]))
+    return [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
+
+
 class _LockedEncoder:
     """One encoder per process, shared by the DoFn threads of that process; forward passes take turns."""
 
@@ -78,10 +87,7 @@ class _EncodeFn(beam.DoFn):
 
     def process(self, element):
         _, pairs = element
-        pairs = sorted(pairs, key=lambda kv: (len(kv[1]), kv[0]))  # similar lengths together: less padding
-        size = self._settings.batch_size
-        for start in range(0, len(pairs), size):
-            chunk = pairs[start : start + size]
+        for chunk in batches(pairs, self._settings.batch_size):
             with self._handle.lock:
                 entries = self._handle.encoder.encode([k for k, _ in chunk], [t for _, t in chunk])
             self.inputs.inc(len(chunk))

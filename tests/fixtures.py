@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 
 import numpy as np
 
@@ -51,3 +52,28 @@ def write_language_table(data_dir: str, num_episodes: int = 5, steps: int = 25, 
                          name: str = "language_table", num_shards: int | None = 2) -> str:
     return ltf.write(data_dir, lambda: language_table_examples(num_episodes, steps, plant_defects), name=name,
                      num_shards=num_shards)
+
+
+def write_language_table_texts(data_dir: str, instructions: list[bytes], steps: int = 6) -> str:
+    """A clean Language Table release with one episode per raw instruction (UTF-8 bytes as stored, possibly bad)."""
+
+    def examples():
+        rng = np.random.default_rng(1)
+        for e, raw in enumerate(instructions):
+            codes = np.zeros(ltf.INSTRUCTION_LENGTH, np.int32)
+            codes[: len(raw)] = np.frombuffer(raw, np.uint8)
+            step_dicts = [{
+                "action": rng.uniform(-0.05, 0.05, 2).astype(np.float32), "is_first": t == 0,
+                "is_last": t == steps - 1, "is_terminal": t == steps - 1, "reward": np.float32(0),
+                "observation": {"rgb": synthetic_frame(e, t), "instruction": codes,
+                                "effector_translation": np.zeros(2, np.float32),
+                                "effector_target_translation": np.zeros(2, np.float32)},
+            } for t in range(steps)]
+            yield f"episode_{e:03d}", {"episode_id": f"episode_{e:03d}", "steps": step_dicts}
+
+    return ltf.write(data_dir, examples, name="language_table", num_shards=1)
+
+
+def read_dir(path: str) -> dict[str, bytes]:
+    """Every file of a directory by name: for byte-for-byte comparisons of outputs."""
+    return {name: open(os.path.join(path, name), "rb").read() for name in sorted(os.listdir(path))}

@@ -102,3 +102,9 @@ def objects(prefix: str) -> dict[str, bytes]:
 def clear() -> None:
     with _LOCK:
         _OBJECTS.clear()
+
+
+def put(path: str, data: bytes) -> None:
+    """Uploads an object, as `gsutil cp` would."""
+    with _LOCK:
+        _OBJECTS[path] = bytes(data)
