@@ -57,6 +57,10 @@ class TextOptions:
     encoder: EncoderSettings | None = None  # None: conditioning texts are written and counted, not embedded
     embeddings_per_shard: int = 1024
 
+    def __post_init__(self):
+        if self.embeddings_per_shard < 1:
+            raise ValueError("embeddings_per_shard must be >= 1")
+
     def conditioning(self, dataset_name: str, has_controls: bool) -> text_rules.ConditioningSpec:
         return text_rules.ConditioningSpec(
             domain_prefix=dataset_name if self.domain_prefix is None else self.domain_prefix,
@@ -398,6 +402,7 @@ def run(config: ConvertConfig, beam_args: list[str] | None = None, runner: str =
     units = adapter.work_units()
     if not units:
         raise FileNotFoundError(f"{config.dataset}: found nothing to read under {config.source}")
+    config.text.conditioning(adapter.dataset_name, bool(adapter.control_names))  # a bad prefix fails before any I/O
     identity = None
     if config.text.encoder is not None:  # before touching the output: a bad checkpoint path fails fast
         from unisim.pipelines.text_encoder import encoder_identity

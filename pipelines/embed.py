@@ -30,6 +30,12 @@ class EncoderSettings:
     device: str = "cpu"
     threads: int | None = None  # torch intra-op threads per worker process (None: torch's default)
 
+    def __post_init__(self):
+        if self.max_tokens < 2:
+            raise ValueError("text max_tokens must be >= 2 (one text token and EOS)")
+        if self.batch_size < 1:
+            raise ValueError("text batch_size must be >= 1")
+
 
 class _DistinctTexts(beam.CombineFn):
     """The distinct texts under one key: exactly one, unless the 128-bit key collides (then the run fails loudly)."""

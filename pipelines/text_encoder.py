@@ -15,6 +15,7 @@ weight files' names and sizes. The fingerprint hashes all but the path.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
@@ -66,6 +67,7 @@ def local_checkpoint(path: str, with_weights: bool = True) -> str:
         if cache_key in _local_copies and os.path.isdir(_local_copies[cache_key]):
             return _local_copies[cache_key]
         scratch = tempfile.mkdtemp(prefix="unisim-t5-")
+        atexit.register(shutil.rmtree, scratch, True)  # a T5-XXL copy is ~19 GB: do not leave it in /tmp
         for name, _ in _list_checkpoint(path):
             if _is_weight_file(name) and not with_weights:
                 continue
@@ -134,8 +136,6 @@ class T5TextEncoder:
         import torch
         from transformers import T5EncoderModel
 
-        if max_tokens < 2:
-            raise ValueError("max_tokens must be >= 2 (one text token and EOS)")
         if threads:
             torch.set_num_threads(threads)
         local = local_checkpoint(path, with_weights=True)

@@ -28,9 +28,14 @@ BASE_CORPUS = [
 
 
 def train_vocabulary(texts: Iterable[str], vocab_size: int) -> bytes:
-    """A T5-style sentencepiece unigram model (pad 0, EOS 1, unk 2, no BOS) trained on `texts`; its bytes."""
+    """A T5-style sentencepiece unigram model (pad 0, EOS 1, unk 2, no BOS) trained on `texts`; its bytes.
+
+    Each distinct sentence is given once, sorted: sentencepiece 0.2.2's unigram trainer was seen to hang on some
+    corpora that repeat sentences many times (e.g. a caption set repeated 20× beside a repeated numbers line).
+    """
     import sentencepiece as spm
 
+    texts = sorted(set(texts))
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(list(texts)), model_writer=model, vocab_size=vocab_size, model_type="unigram",
@@ -47,8 +52,7 @@ def write_tiny_t5(output_dir: str, corpus: Iterable[str] = (), vocab_size: int =
 
     os.makedirs(output_dir, exist_ok=True)
     with open(os.path.join(output_dir, "spiece.model"), "wb") as f:
-        # Repeated: a unigram model keeps a word as one piece only when it is frequent enough.
-        f.write(train_vocabulary([*BASE_CORPUS, *list(corpus) * 20, *BASE_CORPUS[:3] * 20], vocab_size))
+        f.write(train_vocabulary([*BASE_CORPUS, *corpus], vocab_size))
     # from_pretrained on the directory: T5Tokenizer(vocab_file=…) silently ignores the file in transformers 5.
     tokenizer = T5Tokenizer.from_pretrained(output_dir, local_files_only=True)
     tokenizer.save_pretrained(output_dir)

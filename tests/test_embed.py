@@ -111,3 +111,17 @@ def test_encoder_and_output_on_an_object_store(language_table_dir, tiny_t5_dir, 
     summary = inspect.summarize("memfs://bucket/embedded")
     assert summary["records_without_embedding"] == 0 and summary["unique_texts"] == summary["records"] == 5
     check_same_encoder([manifest, local_manifest])  # same checkpoint, two places: compatible
+
+
+def test_bad_text_options_fail_before_the_output_is_touched(language_table_dir, tmp_path):
+    output = tmp_path / "previous"
+    output.mkdir()
+    (output / "manifest.json").write_text("{}")  # a previous run's output must survive a bad command
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        run(language_table_dir, str(output), str(tmp_path / "no-such-checkpoint"))
+    with pytest.raises(ValueError, match="prefix"):
+        convert.run(convert.ConvertConfig(dataset="language_table", source=language_table_dir, output=str(output),
+                                          text=convert.TextOptions(domain_prefix="  two  spaces")), command="test")
+    with pytest.raises(ValueError, match="max_tokens"):
+        EncoderSettings("x", max_tokens=1)
+    assert (output / "manifest.json").read_text() == "{}"
