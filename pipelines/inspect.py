@@ -28,17 +28,21 @@ def load_manifest(directory: str) -> Manifest:
     return Manifest.loads(out.read_text(path))
 
 
+def _fetch(path: str, scratch: str) -> str:
+    """A local path for `path`: itself if local, else a copy in `scratch` (ArrayRecord reads local files only)."""
+    if out.is_local(path):
+        return path
+    local = os.path.join(scratch, os.path.basename(path))
+    with FileSystems.open(path) as src, open(local, "wb") as dst:
+        shutil.copyfileobj(src, dst, 16 << 20)
+    return local
+
+
 @contextlib.contextmanager
 def _local_copy(path: str) -> Iterator[str]:
-    """ArrayRecord reads local files only: remote shards are copied to scratch first."""
-    if out.is_local(path):
-        yield path
-        return
+    """`path` as a local file for the duration of the block."""
     with tempfile.TemporaryDirectory(prefix="unisim-inspect-") as scratch:
-        local = os.path.join(scratch, os.path.basename(path))
-        with FileSystems.open(path) as src, open(local, "wb") as dst:
-            shutil.copyfileobj(src, dst, 16 << 20)
-        yield local
+        yield _fetch(path, scratch)
 
 
 def iter_records(directory: str, manifest: Manifest | None = None) -> Iterator[rec.ClipRecord]:
@@ -112,17 +116,9 @@ def _text_summary(directory: str, manifest: Manifest, text_keys: Counter, record
     }
     if not manifest.text_encoder:
         return summary
-    scratch = tempfile.mkdtemp(prefix="unisim-inspect-")
-    try:
-        def local(rel: str) -> str:  # ArrayRecord reads local files only: copy remote shards once
-            if out.is_local(directory):
-                return out.join(directory, rel)
-            path = os.path.join(scratch, rel)
-            with FileSystems.open(out.join(directory, rel)) as src, open(path, "wb") as dst:
-                shutil.copyfileobj(src, dst, 16 << 20)
-            return path
-
-        store = TextEmbeddingStore.from_manifest(directory, manifest, open_local=local,
+    with tempfile.TemporaryDirectory(prefix="unisim-inspect-") as scratch:
+        store = TextEmbeddingStore.from_manifest(directory, manifest,
+                                                 open_local=lambda rel: _fetch(out.join(directory, rel), scratch),
                                                  read_text=lambda rel: out.read_text(out.join(directory, rel)))
         inline = 0
         for key, count in text_keys.items():
@@ -134,8 +130,6 @@ def _text_summary(directory: str, manifest: Manifest, text_keys: Counter, record
             n, d = store.lookup(key).embedding.shape
             inline += count * n * d * 4
         store.close()
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     summary["inline_float32_bytes_per_record"] = inline / records if records else 0.0
     return summary
 

@@ -115,12 +115,12 @@ def check_same_encoder(manifests: Sequence[Any], names: Sequence[str] | None = N
         raise EncoderMismatchError(f"{', '.join(missing)}: converted without a text encoder (no embeddings); "
                                    "re-convert with --text_encoder PATH")
     by_fingerprint: dict[str, list[str]] = {}
+    path_of: dict[str, str] = {}
     for n, m in zip(names, manifests):
         by_fingerprint.setdefault(m.text_encoder["fingerprint"], []).append(n)
+        path_of.setdefault(m.text_encoder["fingerprint"], m.text_encoder["path"])
     if len(by_fingerprint) > 1:
-        groups = "; ".join(
-            f"{fp[:12]} ({next(m.text_encoder['path'] for n2, m in zip(names, manifests) if n2 == ns[0])}): "
-            f"{', '.join(ns)}" for fp, ns in sorted(by_fingerprint.items()))
+        groups = "; ".join(f"{fp[:12]} ({path_of[fp]}): {', '.join(ns)}" for fp, ns in sorted(by_fingerprint.items()))
         raise EncoderMismatchError(f"text embeddings come from {len(by_fingerprint)} different encoders: {groups}. "
                                    "Re-convert the odd ones out with the same --text_encoder.")
     return manifests[0].text_encoder
