@@ -59,3 +59,38 @@ def test_variants_are_named_after_their_builder(tmp_path):
     assert isinstance(episode, Episode) and not isinstance(episode, Rejection)
     with pytest.raises(ValueError, match="split 'test'"):
         LanguageTable(path, split="test").work_units()
+
+
+def test_language_table_passes_the_conformance_kit(language_table_dir, tmp_path):
+    from unisim.pipelines.conformance import Expectation, check_adapter
+
+    report = check_adapter(Expectation(
+        dataset="language_table", source=language_table_dir, episodes=5, read_rejections={}, records=5,
+        rejected_reasons={"empty_text": 1, "non_finite_control": 1, "undecodable_image": 2}), str(tmp_path))
+    assert report.units == ["train[0shard]", "train[1shard]"] and len(report.episodes) == 5
+
+
+def test_the_kit_catches_a_broken_expectation(language_table_dir, tmp_path):
+    from unisim.pipelines.conformance import ConformanceError, Expectation, check_adapter
+
+    with pytest.raises(ConformanceError, match=r"\[counts\] 5 episodes, expected 6"):
+        check_adapter(Expectation(dataset="language_table", source=language_table_dir, episodes=6,
+                                  read_rejections={}, records=5, rejected_reasons={}), str(tmp_path))
+
+
+def test_the_kit_catches_an_adapter_that_repeats_a_key(language_table_dir, tmp_path):
+    from unisim.pipelines.conformance import ConformanceError, Expectation, check_adapter
+
+    @registry.register
+    class RepeatingAdapter(LanguageTable):  # a plausible bug: the same episode id from two files
+        name = "test_repeating_language_table"
+
+        def read(self, unit):
+            for item in super().read(unit):
+                yield item
+                if isinstance(item, Episode) and item.episode_id == "episode_000":
+                    yield item
+
+    with pytest.raises(ConformanceError, match=r"\[unique keys\] episode ids repeat: \['episode_000'\]"):
+        check_adapter(Expectation(dataset="test_repeating_language_table", source=language_table_dir, episodes=5,
+                                  read_rejections={}, records=5, rejected_reasons={}), str(tmp_path))
