@@ -113,10 +113,9 @@ class _SummaryFn(beam.DoFn):
 
     def process(self, _, written, num_shards, unique_texts, encoder_calls):
         by_index = shards.fill_missing_shards(self._output, EMBEDDING_PREFIX, written, num_shards, write_keys=True)
-        sums = [s for _, s in by_index.values() if s]
+        truncated, clipped = _summarize_entries([s for _, s in by_index.values() if s])  # per-shard sums, summed
         yield {"shards": [by_index[i][0] for i in sorted(by_index)], "unique_texts": unique_texts,
-               "encoder_calls": encoder_calls, "texts_truncated": sum(t for t, _ in sums),
-               "values_clipped": sum(c for _, c in sums)}
+               "encoder_calls": encoder_calls, "texts_truncated": truncated, "values_clipped": clipped}
 
 
 class EmbedTexts(beam.PTransform):
