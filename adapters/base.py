@@ -3,14 +3,18 @@
 An adapter is plain Python (no Beam): the convert pipeline calls `work_units()` once on the launcher to list the
 independent pieces of the source (files, shards), then `read(unit)` on workers. Everything an adapter yields is
 either an `Episode` or a `Rejection` with a reason, so nothing it reads is silently lost.
+
+Adapters that need settings (which camera, which fields) declare them as a frozen dataclass `Options`; users give
+them as `--adapter_option KEY=VALUE` or in a JSON file (`--adapter_config`), and `parse_options` checks them.
 """
 
 from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Iterator, Sequence
-from typing import ClassVar
+import typing
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -37,22 +41,73 @@ class Episode:
     is_image: bool = False
 
 
+@dataclasses.dataclass(frozen=True)
+class NoOptions:
+    """The options of an adapter that has none."""
+
+
+def option(default: Any, help: str) -> Any:  # noqa: A002 - mirrors argparse
+    """A field of an adapter's `Options` dataclass, with the help text `unisim adapters` prints."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+def _coerce(value: Any, kind: Any, where: str) -> Any:
+    """A command-line string (or a JSON value) → the field's declared type: str, int, float, bool, tuple[str, ...]."""
+    if typing.get_origin(kind) is tuple:
+        items = value.split(",") if isinstance(value, str) else list(value)
+        return tuple(str(item).strip() for item in items if str(item).strip())
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in ("1", "true", "yes", "on"):
+            return True
+        if str(value).lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{where}: expected true or false, got {value!r}")
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: expected {kind.__name__}, got {value!r}") from None
+
+
+def parse_options(options_type: type, values: Mapping[str, Any] | None, adapter: str) -> Any:
+    """`values` ({name: str or JSON value}) → an instance of `options_type`; unknown names are an error."""
+    fields = {f.name: f for f in dataclasses.fields(options_type)}
+    unknown = sorted(set(values or {}) - set(fields))
+    if unknown:
+        known = ", ".join(sorted(fields)) or "none"
+        raise ValueError(f"{adapter}: unknown adapter option(s) {', '.join(unknown)}; its options: {known}")
+    hints = typing.get_type_hints(options_type)
+    return options_type(**{k: _coerce(v, hints[k], f"{adapter} option {k}") for k, v in (values or {}).items()})
+
+
 class DatasetAdapter(abc.ABC):
-    """Base class of all adapters. Subclasses declare their output and implement discovery and reading."""
+    """Base class of all adapters. Subclasses declare their output and implement discovery and reading.
+
+    `control_names` and `requires_text` are class attributes; an adapter whose output depends on its options
+    (the generic RLDS one) sets them on the instance in `__init__` instead.
+    """
 
     name: ClassVar[str]  # the `--dataset` name
     description: ClassVar[str]
-    control_names: ClassVar[tuple[str, ...]] = ()  # names of the control dimensions, in order
-    requires_text: ClassVar[bool] = True  # episodes with an empty text action are rejected ("empty_text")
+    control_names: tuple[str, ...] = ()  # names of the control dimensions, in order
+    requires_text: bool = True  # episodes with an empty text action are rejected ("empty_text")
+    Options: ClassVar[type] = NoOptions
 
-    def __init__(self, source: str, split: str | None = None):
+    def __init__(self, source: str, split: str | None = None, options: Mapping[str, Any] | None = None):
         self.source = source
         self.split = split
+        self.options = parse_options(self.Options, options, self.name)
 
     @property
     def dataset_name(self) -> str:
         """The name written into records and the manifest; a variant-aware adapter may refine it."""
         return self.name
+
+    def describe(self) -> dict[str, Any]:
+        """What this adapter reads, settings resolved (recorded in the manifest as `adapter`); JSON values only."""
+        return {"name": self.name, "options": dataclasses.asdict(self.options),
+                "control_names": list(self.control_names), "requires_text": bool(self.requires_text)}
 
     @abc.abstractmethod
     def work_units(self) -> list[str]:

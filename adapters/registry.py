@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from unisim.adapters.base import DatasetAdapter
 
 _ADAPTERS: dict[str, type[DatasetAdapter]] = {}
@@ -23,6 +26,11 @@ def get(name: str) -> type[DatasetAdapter]:
         raise KeyError(f"unknown dataset {name!r}; known: {', '.join(sorted(_ADAPTERS))} (see `unisim adapters`)") from None
 
 
+def create(name: str, source: str, split: str | None = None, options: Mapping[str, Any] | None = None) -> DatasetAdapter:
+    """An adapter instance: the class registered as `name`, on `source`, with its options checked."""
+    return get(name)(source, split, options)
+
+
 def all_adapters() -> dict[str, type[DatasetAdapter]]:
     _load_builtin_adapters()
     return dict(sorted(_ADAPTERS.items()))
@@ -30,4 +38,4 @@ def all_adapters() -> dict[str, type[DatasetAdapter]]:
 
 def _load_builtin_adapters() -> None:
     # Imported on first use so that `import unisim.adapters.registry` stays cheap; each module registers itself.
-    from unisim.adapters import language_table  # noqa: F401
+    from unisim.adapters import bridge, episode_folders, language_table, rlds, rt1  # noqa: F401

@@ -44,6 +44,7 @@ class Expectation:
     records: int  # records the pipeline writes
     rejected_reasons: dict[str, int]  # everything the pipeline rejects (adapter's included), by reason
     split: str | None = None
+    options: dict = dataclasses.field(default_factory=dict)  # the adapter's options (`--adapter_option`)
 
 
 @dataclasses.dataclass
@@ -80,13 +81,15 @@ def check_adapter(expect: Expectation, scratch: str) -> Report:
     """Runs every rule (module docstring) and returns what it saw; `scratch` receives the pipeline's output."""
     from unisim.pipelines import convert, inspect
 
-    cls = registry.get(expect.dataset)
-    units = cls(expect.source, expect.split).work_units()
-    _require(units == cls(expect.source, expect.split).work_units(), "deterministic", "work units differ between instances")
+    def make():
+        return registry.create(expect.dataset, expect.source, expect.split, expect.options)
+
+    units = make().work_units()
+    _require(units == make().work_units(), "deterministic", "work units differ between instances")
     _require(len(units) > 0, "deterministic", "the fixture yields no work units")
-    adapter = cls(expect.source, expect.split)
+    adapter = make()
     items = _read_all(adapter, units)
-    again = _read_all(cls(expect.source, expect.split), units)
+    again = _read_all(make(), units)
     label = lambda i: ("episode", i.episode_id) if isinstance(i, Episode) else ("rejection", i.key)  # noqa: E731
     _require([label(i) for i in items] == [label(i) for i in again], "deterministic", "two reads differ")
     for item in items:
@@ -99,14 +102,15 @@ def check_adapter(expect: Expectation, scratch: str) -> Report:
     duplicates = sorted(k for k, n in collections.Counter(ids).items() if n > 1)
     _require(not duplicates, "unique keys", f"episode ids repeat: {duplicates[:5]}")
     for episode in episodes:
-        _check_episode(episode, len(cls.control_names))
+        _check_episode(episode, len(adapter.control_names))
     _require(len(episodes) == expect.episodes, "counts", f"{len(episodes)} episodes, expected {expect.episodes}")
     found = dict(collections.Counter(r.reason for r in rejections))
     _require(found == expect.read_rejections, "counts", f"adapter rejections {found}, expected {expect.read_rejections}")
 
     output = os.path.join(scratch, f"conformance-{expect.dataset}")
     manifest, counters = convert.run(convert.ConvertConfig(dataset=expect.dataset, source=expect.source,
-                                                           output=output, split=expect.split),
+                                                           output=output, split=expect.split,
+                                                           adapter_options=dict(expect.options)),
                                      command="conformance")
     records = list(inspect.iter_records(output, manifest))  # decode() validates every record
     written = {r.episode_id for r in records}

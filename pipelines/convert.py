@@ -75,6 +75,7 @@ class ConvertConfig:
     source: str
     output: str
     split: str | None = None
+    adapter_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # the adapter's `Options`, by name
     fps: float | None = None  # None: keep the source rate
     frames_per_clip: int = 20
     context_frames: int = 4
@@ -105,12 +106,11 @@ class ConvertConfig:
 
 
 class _ReadEpisodesFn(beam.DoFn):
-    def __init__(self, dataset: str, source: str, split: str | None):
-        self._args = (dataset, source, split)
+    def __init__(self, config: ConvertConfig):
+        self._args = (config.dataset, config.source, config.split, dict(config.adapter_options))
 
     def setup(self):
-        dataset, source, split = self._args
-        self.adapter: DatasetAdapter = registry.get(dataset)(source, split)
+        self.adapter: DatasetAdapter = registry.create(*self._args)
         self.episodes = Metrics.counter(_NAMESPACE, "episodes_read")
         self.rejected = Metrics.counter(_NAMESPACE, "rejected_at_read")
 
@@ -136,7 +136,7 @@ class ReadEpisodes(beam.PTransform):
         return (pipeline
                 | "ListWorkUnits" >> beam.Create(self._units)
                 | "Distribute" >> beam.Reshuffle()  # lets each worker take its own units
-                | "Read" >> beam.ParDo(_ReadEpisodesFn(c.dataset, c.source, c.split)).with_outputs(REJECTED, main="episodes"))
+                | "Read" >> beam.ParDo(_ReadEpisodesFn(c)).with_outputs(REJECTED, main="episodes"))
 
 
 # --------------------------------------------------------------------------------------------------- clips
@@ -206,7 +206,8 @@ class _MakeClipsFn(beam.DoFn):
                         encoded[i] = e
             errors = [(i, encoded[i]) for i in indices if isinstance(encoded[i], frame_ops.FrameError)]
             if errors:
-                yield self._reject(episode, key, "undecodable_image", f"source frame {errors[0][0]}: {errors[0][1]}")
+                index, error = errors[0]
+                yield self._reject(episode, key, error.reason, f"source frame {index}: {error}")
                 continue
             clip_frames = [encoded[i] for i in indices]
             self.records.inc()
@@ -311,8 +312,8 @@ class _FinishFn(beam.DoFn):
     """Writes the dead letter, fills any shard index that got no records with an empty shard, then the manifest."""
 
     def __init__(self, config: ConvertConfig, dataset_name: str, command: str,
-                 conditioning: text_rules.ConditioningSpec, encoder_identity: dict | None):
-        self._config, self._dataset_name, self._command = config, dataset_name, command
+                 conditioning: text_rules.ConditioningSpec, encoder_identity: dict | None, adapter: dict):
+        self._config, self._dataset_name, self._command, self._adapter = config, dataset_name, command, adapter
         self._conditioning, self._encoder_identity = conditioning, encoder_identity
 
     def process(self, _, written, num_shards, rejections, stats, source_episodes, texts):
@@ -337,7 +338,7 @@ class _FinishFn(beam.DoFn):
             conditioning=self._conditioning.to_json(), text_encoder=self._encoder_identity,
             text_embeddings=texts["shards"], unique_texts=texts["unique_texts"],
             encoder_calls=texts["encoder_calls"], texts_truncated=texts["texts_truncated"],
-            counters={"embedding_values_clipped": texts["values_clipped"]})
+            counters={"embedding_values_clipped": texts["values_clipped"]}, adapter=self._adapter)
         out.publish_bytes(manifest.dumps().encode("utf-8"), out.join(c.output, MANIFEST_NAME))
         yield manifest
 
@@ -373,7 +374,8 @@ def build(pipeline: beam.Pipeline, config: ConvertConfig, adapter: DatasetAdapte
     return (pipeline
             | "Finish" >> beam.Create([None])
             | "WriteManifest" >> beam.ParDo(
-                _FinishFn(config, name, command, conditioning, encoder_identity), beam.pvalue.AsList(written.shards),
+                _FinishFn(config, name, command, conditioning, encoder_identity, adapter.describe()),
+                beam.pvalue.AsList(written.shards),
                 num_shards, beam.pvalue.AsList(rejected), beam.pvalue.AsSingleton(stats),
                 beam.pvalue.AsSingleton(episodes), beam.pvalue.AsSingleton(texts)))
 
@@ -398,7 +400,7 @@ def run(config: ConvertConfig, beam_args: list[str] | None = None, runner: str =
 
     Raises early, with a clear message, on a bad setup (unknown dataset, missing source, foreign output files).
     """
-    adapter = registry.get(config.dataset)(config.source, config.split)
+    adapter = registry.create(config.dataset, config.source, config.split, config.adapter_options)
     units = adapter.work_units()
     if not units:
         raise FileNotFoundError(f"{config.dataset}: found nothing to read under {config.source}")

@@ -11,7 +11,16 @@ INTERPOLATIONS = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR}
 
 
 class FrameError(ValueError):
-    """A frame could not be decoded or has an unusable shape."""
+    """A frame could not be used; `reason` is the dead-letter code: missing_image, truncated_image, undecodable_image."""
+
+    def __init__(self, message: str, reason: str = "undecodable_image"):
+        super().__init__(message)
+        self.reason = reason
+
+
+# A JPEG ends with the EOI marker. Inside entropy-coded data 0xFF is always stuffed (FF 00) or a restart marker,
+# so FF D9 near the end means the file is complete; a little slack allows padding some writers append.
+_JPEG_START, _JPEG_END, _JPEG_END_SLACK = b"\xff\xd8", b"\xff\xd9", 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,8 +60,13 @@ def decode_rgb(frame: bytes | np.ndarray) -> np.ndarray:
         if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8 or 0 in image.shape:
             raise FrameError(f"frame array must be uint8 [H, W, 3], got {image.dtype} {list(image.shape)}")
         return image
+    if len(frame) == 0:
+        raise FrameError("the source has no bytes for this frame", "missing_image")
+    if frame[:2] == _JPEG_START and _JPEG_END not in frame[-_JPEG_END_SLACK:]:
+        raise FrameError(f"JPEG of {len(frame)} bytes has no end-of-image marker: the file is cut short",
+                         "truncated_image")
     data = np.frombuffer(frame, np.uint8)
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if bgr is None:
         raise FrameError(f"{len(data)} bytes do not decode as an image (starts with {bytes(data[:8])!r})")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

@@ -55,6 +55,7 @@ class Manifest:
     command: str
     options: dict[str, Any]
     counters: dict[str, int] = dataclasses.field(default_factory=dict)
+    adapter: dict[str, Any] = dataclasses.field(default_factory=dict)  # what the adapter read: `describe()`
     dead_letter: str = DEAD_LETTER_NAME
     array_record_options: str = ARRAY_RECORD_OPTIONS
     # Text conditioning (schemas.text, schemas.text_embeddings). `text_encoder` is the identity of the encoder

@@ -37,7 +37,7 @@ def language_table_examples(num_episodes: int = 5, steps: int = 25, plant_defect
                 action[0] = np.nan
             rgb = synthetic_frame(e, t)
             if plant_defects and (e, t) == BAD_IMAGE:
-                rgb = io.BytesIO(b"\xff\xd8\xff\xe0 this is not a JPEG body")
+                rgb = io.BytesIO(b"\xff\xd8\xff\xe0 this is not a JPEG body \xff\xd9")  # complete, undecodable
             step_dicts.append({
                 "action": action, "is_first": t == 0, "is_last": t == steps - 1, "is_terminal": t == steps - 1,
                 "reward": np.float32(t == steps - 1),

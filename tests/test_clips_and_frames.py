@@ -49,3 +49,15 @@ def test_process_encodes_jpeg_and_png_and_rejects_garbage():
         frames.process(b"\xff\xd8\xff\xe0 not really", frames.FrameSpec())
     with pytest.raises(frames.FrameError):
         frames.process(np.zeros((4, 4, 4), np.uint8), frames.FrameSpec())
+
+
+def test_unusable_frames_carry_the_reason_the_dead_letter_counts():
+    image = np.random.default_rng(1).integers(0, 255, (48, 80, 3), np.uint8)
+    jpeg = cv2.imencode(".jpg", image)[1].tobytes()
+    cases = {b"": "missing_image", jpeg[: len(jpeg) * 2 // 3]: "truncated_image",
+             b"\xff\xd8\xff\xe0 complete but garbage \xff\xd9": "undecodable_image", b"GIF89a": "undecodable_image"}
+    for data, reason in cases.items():
+        with pytest.raises(frames.FrameError) as caught:
+            frames.decode_rgb(data)
+        assert caught.value.reason == reason, data[:12]
+    assert frames.decode_rgb(jpeg + b"\x00" * 16).shape == (48, 80, 3)  # padding after EOI is tolerated

@@ -172,7 +172,9 @@ def test_cli_inspect_json_and_preview(converted, tmp_path):
     sheet = cv2.imread(preview)
     assert sheet is not None and sheet.shape[0] > 3 * 192
     adapters = subprocess.run(_cli("adapters"), check=True, capture_output=True, text=True).stdout
-    assert adapters.startswith("language_table")
+    listed = [line.split()[0] for line in adapters.splitlines() if line and not line.startswith(" ")]
+    assert {"bridge", "language_table", "rlds", "rt1"} <= set(listed) and listed == sorted(listed)
+    assert "--adapter_option fps=… (default 0.0): control rate of the steps in Hz; required" in adapters
 
 
 def test_dataflow_options_pass_through_to_beam():

@@ -34,6 +34,11 @@ def _convert_parser(sub) -> None:
     p.add_argument("--source", required=True, help="the release's directory (local or gs://)")
     p.add_argument("--output", required=True, help="output directory (local or gs://); must be new, empty, or a previous output")
     p.add_argument("--split", default=None, help="one split only (default: all)")
+    p.add_argument("--adapter_option", action="append", default=[], metavar="KEY=VALUE",
+                   help="an adapter option (repeatable; see `unisim adapters`), e.g. fps=3 or "
+                        "actions=action/world_vector,action/rotation_delta")
+    p.add_argument("--adapter_config", metavar="FILE.json", default=None,
+                   help="adapter options as a JSON object (local or gs://); --adapter_option overrides its keys")
     p.add_argument("--fps", type=float, default=None, help="target frame rate (default: keep the source rate)")
     p.add_argument("--frames_per_clip", type=int, default=20, help="frames per record, history included (default 20)")
     p.add_argument("--context_frames", type=int, default=4, help="history frames overlapping the previous clip (default 4)")
@@ -68,6 +73,26 @@ def _convert_parser(sub) -> None:
     p.add_argument("--direct_num_workers", type=int, default=1, help="local worker processes (default 1)")
 
 
+def adapter_options(config_file: str | None, pairs: list[str]) -> dict:
+    """--adapter_config's JSON object, then each --adapter_option KEY=VALUE on top of it."""
+    options: dict = {}
+    if config_file:
+        from unisim.pipelines import output
+
+        try:
+            options = json.loads(output.read_text(config_file))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--adapter_config {config_file}: not JSON ({e})") from None
+        if not isinstance(options, dict):
+            raise ValueError(f"--adapter_config {config_file}: expected a JSON object of options")
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--adapter_option {pair!r}: expected KEY=VALUE")
+        options[key.strip()] = value
+    return options
+
+
 def convert(args, beam_args: list[str], argv: list[str]) -> int:
     from unisim.pipelines import convert as conv
     from unisim.pipelines.embed import EncoderSettings
@@ -83,7 +108,8 @@ def convert(args, beam_args: list[str], argv: list[str]) -> int:
         controls_text_steps=args.controls_text_steps, controls_text_decimals=args.controls_text_decimals,
         max_text_chars=args.max_text_chars, encoder=encoder, embeddings_per_shard=args.embeddings_per_shard)
     config = conv.ConvertConfig(
-        dataset=args.dataset, source=args.source, output=args.output, split=args.split, fps=args.fps,
+        dataset=args.dataset, source=args.source, output=args.output, split=args.split,
+        adapter_options=adapter_options(args.adapter_config, args.adapter_option), fps=args.fps,
         frames_per_clip=args.frames_per_clip, context_frames=args.context_frames,
         frame=FrameSpec(height=args.height, width=args.width, fit=args.fit, interpolation=args.interpolation,
                         image_format=args.image_format, jpeg_quality=args.jpeg_quality),
@@ -105,6 +131,11 @@ def convert(args, beam_args: list[str], argv: list[str]) -> int:
         print(f"texts: {manifest.unique_texts} unique, {manifest.encoder_calls} through the encoder "
               f"({manifest.texts_truncated} truncated at {args.text_max_tokens} tokens), "
               f"encoder {manifest.text_encoder['fingerprint'][:12]} from {manifest.text_encoder['path']}")
+    mapping = manifest.adapter.get("mapping")
+    if mapping:
+        print(f"read: image {mapping['image']}, text {mapping['text'] or '(none)'}, actions "
+              f"{', '.join(mapping['actions']) or '(none)'} at {mapping['fps']} Hz"
+              + (f", episode id {mapping['episode_id']}" if mapping["episode_id"] else ""))
     print(f"output: {args.output}")
     return 0
 
@@ -138,11 +169,17 @@ def inspect(args) -> int:
 
 
 def adapters(_args) -> int:
+    import dataclasses
+
     from unisim.adapters import registry
 
     for name, cls in registry.all_adapters().items():
-        controls = ", ".join(cls.control_names) or "none"
-        print(f"{name:20s} {cls.description}  [controls: {controls}]")
+        controls = ", ".join(cls.control_names) or ("set by its options" if dataclasses.fields(cls.Options) else "none")
+        print(f"{name:16s} {cls.description}\n{'':16s} controls: {controls}")
+        for field in dataclasses.fields(cls.Options):
+            about = field.metadata.get("help", "")
+            default = "" if "default" in about else f" (default {field.default!r})"
+            print(f"{'':16s} --adapter_option {field.name}=…{default}: {about}")
     return 0
 
 

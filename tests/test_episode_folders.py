@@ -1,0 +1,153 @@
+"""The episode_folders adapter (the template adapter): its fixture in the official layout, the conformance kit,
+option checking, and reading through a non-local filesystem."""
+
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from unisim.adapters import registry
+from unisim.adapters.base import Episode
+from unisim.schemas.dead_letter import Rejection
+
+FRAMES = 30  # 2 clips at 20 frames per clip, 4 of context: targets 0–15, then 12–29 (context 12–15)
+OPTIONS = {"control_names": "dx,dy"}
+
+
+def _image(seed: int, t: int, ext: str) -> bytes:
+    """A small real image (a gradient that moves with t), encoded as JPEG or PNG."""
+    y, x = np.mgrid[0:48, 0:64]
+    bgr = np.stack([(x * 4 + t * 3) % 256, (y * 5 + seed * 40) % 256, np.full_like(x, 80 + seed)], -1)
+    ok, buf = cv2.imencode(f".{ext}", bgr.astype(np.uint8))
+    assert ok
+    return buf.tobytes()
+
+
+def _write_episode(folder, seed: int, frames: int = FRAMES, instruction="push the block left", ext="jpg",
+                   actions=None, metadata: bytes | None = None, skip=(), truncate=(), nan_at=None, no_json=False):
+    os.makedirs(folder)
+    for t in range(frames):
+        if t in skip:
+            continue
+        data = _image(seed, t, ext)
+        if t in truncate:
+            data = data[: len(data) // 2]  # cut mid-scan: no end-of-image marker
+        with open(os.path.join(folder, f"frame_{t:05d}.{ext}"), "wb") as f:
+            f.write(data)
+    if actions is None:
+        actions = np.random.default_rng(seed).uniform(-0.05, 0.05, (frames, 2)).round(4).tolist()
+    if nan_at is not None:
+        actions[nan_at][0] = float("nan")  # json.dumps writes NaN, which json.loads reads back
+    if metadata is None:
+        metadata = json.dumps({"instruction": instruction, "fps": 10.0, "actions": actions}).encode()
+    if not no_json:
+        with open(os.path.join(folder, "episode.json"), "wb") as f:
+            f.write(metadata)
+
+
+def write_fixture(root: str) -> str:
+    """The official layout, with one planted defect per episode except the clean ones (see the kit test)."""
+    train, val = os.path.join(root, "train"), os.path.join(root, "val")
+    _write_episode(f"{train}/ep_000", 0)  # clean
+    _write_episode(f"{train}/ep_001", 1, skip={20})  # frame 20's file is missing: a gap in the numbering
+    _write_episode(f"{train}/ep_002", 2, truncate={5})  # frame 5 is a cut-short JPEG
+    _write_episode(f"{train}/ep_003", 3, nan_at=25)  # a NaN action in the second clip
+    good = json.dumps({"instruction": "x", "fps": 10.0, "actions": [[0.0, 0.0]] * FRAMES}).encode()
+    _write_episode(f"{train}/ep_004", 4, metadata=good[: len(good) // 2])  # episode.json cut short
+    _write_episode(f"{train}/ep_005", 5, instruction="")  # empty instruction
+    _write_episode(f"{train}/ep_006", 6, metadata=good.replace(b'"x"', b'"caf\xe9"'))  # Latin-1, not UTF-8
+    _write_episode(f"{train}/ep_007", 7, actions=[[0.0, 0.0]] * (FRAMES - 1))  # one action row short
+    _write_episode(f"{train}/ep_008", 8, frames=0, actions=[])  # episode.json but no frames
+    _write_episode(f"{train}/ep_009", 9, no_json=True)  # frames but no episode.json
+    _write_episode(f"{val}/ep_000", 10, frames=10, ext="png")  # clean, PNG; same folder name as in train
+    return root
+
+
+@pytest.fixture
+def fixture_dir(tmp_path) -> str:
+    return write_fixture(str(tmp_path / "episode_folders"))
+
+
+def test_episode_folders_passes_the_conformance_kit(fixture_dir, tmp_path):
+    from unisim.pipelines.conformance import Expectation, check_adapter
+
+    report = check_adapter(Expectation(
+        dataset="episode_folders", source=fixture_dir, options=OPTIONS,
+        # The adapter yields train/ep_000–003, ep_005 and val/ep_000, and rejects the other five whole.
+        episodes=6,
+        read_rejections={"malformed_metadata": 2, "invalid_text_encoding": 1, "malformed_controls": 1,
+                         "missing_images": 1},
+        # 30 frames → 2 clips each: ep_000 writes 2; ep_001, ep_002 and ep_003 lose one clip each (the gap at 20
+        # is in clip 1, the cut JPEG at 5 in clip 0, the NaN at 25 in clip 1); ep_005 loses both (empty text);
+        # val/ep_000 has 10 frames → 1 clip.
+        records=6,
+        rejected_reasons={"malformed_metadata": 2, "invalid_text_encoding": 1, "malformed_controls": 1,
+                          "missing_images": 1, "missing_image": 1, "truncated_image": 1, "non_finite_control": 1,
+                          "empty_text": 1}), str(tmp_path))
+    assert report.units == [f"{fixture_dir}/train/ep_{e:03d}" for e in range(10)] + [f"{fixture_dir}/val/ep_000"]
+    assert [e.episode_id for e in report.episodes] == ["train/ep_000", "train/ep_001", "train/ep_002",
+                                                       "train/ep_003", "train/ep_005", "val/ep_000"]
+    reasons = {r.key: r.reason for r in report.rejections}
+    assert reasons == {"train/ep_004": "malformed_metadata", "train/ep_006": "invalid_text_encoding",
+                       "train/ep_007": "malformed_controls", "train/ep_008": "missing_images",
+                       "train/ep_009": "malformed_metadata"}
+    assert report.manifest.source_episodes == 11
+
+
+def test_episodes_read_back(fixture_dir):
+    adapter = registry.create("episode_folders", fixture_dir, "val", OPTIONS)
+    assert adapter.control_names == ("dx", "dy") and adapter.requires_text
+    assert adapter.work_units() == [f"{fixture_dir}/val/ep_000"]
+    (episode,) = adapter.read(adapter.work_units()[0])
+    assert isinstance(episode, Episode) and episode.split == "val" and episode.fps == 10.0
+    assert episode.controls.shape == (10, 2) and episode.controls.dtype == np.float32
+    assert episode.frames[3] == _image(10, 3, "png")
+    gap = registry.create("episode_folders", fixture_dir, "train", OPTIONS)
+    (episode,) = gap.read(f"{fixture_dir}/train/ep_001")
+    assert len(episode.frames) == FRAMES and episode.frames[20] == b""  # → missing_image for that frame's clips
+    (rejection,) = gap.read(f"{fixture_dir}/train/ep_007")
+    assert isinstance(rejection, Rejection) and "[29, 2], expected [30, 2]" in rejection.detail
+    assert registry.create("episode_folders", fixture_dir, options={"require_text": "false"}).requires_text is False
+
+
+def test_an_unknown_option_is_a_clear_error(fixture_dir):
+    with pytest.raises(ValueError, match=r"episode_folders: unknown adapter option\(s\) camera; "
+                                         r"its options: control_names, require_text"):
+        registry.create("episode_folders", fixture_dir, options={"camera": "1"})
+    with pytest.raises(ValueError, match="require_text: expected true or false"):
+        registry.create("episode_folders", fixture_dir, options={"require_text": "maybe"})
+
+
+def test_a_missing_source_or_split_is_a_clear_error(fixture_dir):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        registry.create("episode_folders", fixture_dir + "/nowhere").work_units()
+    with pytest.raises(FileNotFoundError, match="no episode folders .* in split 'test'"):
+        registry.create("episode_folders", fixture_dir, "test").work_units()
+
+
+def test_reading_works_on_a_non_local_filesystem(fixture_dir, tmp_path):
+    # tf.io.gfile's in-memory filesystem stands in for gs://: like an object store it has no directories.
+    remote = f"ram://{tmp_path.name}/episode_folders"
+    for folder, _, names in os.walk(fixture_dir):
+        for name in names:
+            local = os.path.join(folder, name)
+            tf.io.gfile.copy(local, remote + local[len(fixture_dir):], overwrite=True)
+
+    def read_all(root):
+        adapter = registry.create("episode_folders", root, options=OPTIONS)
+        units = adapter.work_units()
+        return [unit[len(root):] for unit in units], [item for unit in units for item in adapter.read(unit)]
+
+    local_units, local_items = read_all(fixture_dir)
+    remote_units, remote_items = read_all(remote)
+    assert remote_units == local_units and len(remote_units) == 11
+    label = lambda i: (type(i).__name__, i.episode_id if isinstance(i, Episode) else (i.key, i.reason))  # noqa: E731
+    assert [label(i) for i in remote_items] == [label(i) for i in local_items]
+    for here, there in zip(local_items, remote_items):
+        if isinstance(here, Episode):
+            assert there.source_file.startswith("ram://") and there.text == here.text
+            np.testing.assert_array_equal(there.controls, here.controls)
+            assert list(there.frames) == list(here.frames)  # every frame's bytes, gaps (b"") included
