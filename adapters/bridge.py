@@ -34,7 +34,7 @@ import numpy as np
 from unisim.adapters import files, safe_pickle
 from unisim.adapters.base import DatasetAdapter, Episode, option
 from unisim.adapters.registry import register
-from unisim.adapters.rlds import RldsAdapter, RldsMapping, find_builder_dir
+from unisim.adapters.rlds import RldsAdapter, RldsMapping
 from unisim.schemas.dead_letter import Rejection
 from unisim.schemas.text import TextError, decode_text
 
@@ -119,11 +119,11 @@ class Bridge(DatasetAdapter):
         if not 0 <= self.options.camera <= 3:
             raise ValueError(f"bridge: camera must be 0–3, got {self.options.camera}")
         self.root = source.rstrip("/")
-        self._rlds = None
-        if files.exists(f"{self.root}/dataset_info.json") or files.gfile().glob(f"{self.root}/*/dataset_info.json"):
-            find_builder_dir(self.root)  # raises a clear error for a TFDS directory without versions
-            self._rlds = _BridgeRlds(source, split, options)
-        elif split not in (None, "train"):
+        try:  # the RLDS release if the source is (or holds) a TFDS builder directory, else raw folders
+            self._rlds: _BridgeRlds | None = _BridgeRlds(source, split, options)
+        except FileNotFoundError:
+            self._rlds = None
+        if not self._rlds and split not in (None, "train"):
             raise ValueError(f"bridge: raw folders have no splits (everything is 'train'), got split {split!r}")
 
     @property

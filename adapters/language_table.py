@@ -14,14 +14,14 @@ from __future__ import annotations
 import numpy as np
 
 from unisim.adapters.registry import register
-from unisim.adapters.rlds import RldsAdapter, RldsMapping, _as_text, find_builder_dir  # noqa: F401  (re-exported)
+from unisim.adapters.rlds import RldsAdapter, RldsMapping, find_builder_dir, text_value  # noqa: F401  (re-exported)
 
 CONTROL_HZ = 10.0
 
 
 def decode_instruction(codes: np.ndarray) -> str:
     """The release's decoding, `bytes(inst[inst != 0]).decode("utf-8")`; bad bytes raise `TextError`."""
-    return _as_text(np.asarray(codes))
+    return text_value(np.asarray(codes))
 
 
 @register

@@ -103,7 +103,7 @@ def _nest(paths: list[str], value) -> dict:
     return out
 
 
-def _as_text(value) -> str:
+def text_value(value) -> str:
     """A Text feature's bytes, or zero-padded UTF-8 codes in an int tensor (Language Table) → str; strict UTF-8."""
     if isinstance(value, (bytes, np.bytes_)):
         return decode_text(bytes(value))
@@ -234,7 +234,7 @@ class RldsAdapter(DatasetAdapter):
                                  if m.actions else np.zeros(0, np.float32) for step in steps])
             text = ""
             if m.text:
-                text = _as_text(_get(steps[0], m.text) if m.text in self.step_features else _get(example, m.text))
+                text = text_value(_get(steps[0], m.text) if m.text in self.step_features else _get(example, m.text))
         except TextError as e:
             return self.reject(e.reason, str(e), episode_id, source_file, source_index)
         except (KeyError, ValueError) as e:
