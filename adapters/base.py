@@ -21,6 +21,15 @@ import numpy as np
 from unisim.schemas.dead_letter import Rejection
 
 
+class FrameUnavailable(Exception):
+    """Raised by a lazy frame sequence for a frame it cannot produce (a video cut short); `reason` is the
+    dead-letter code. The pipeline rejects the clips that need the frame and keeps the episode's others."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
 @dataclasses.dataclass
 class Episode:
     """One source episode at its native rate: frames, the text action and per-frame controls.

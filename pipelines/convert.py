@@ -25,7 +25,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from unisim.adapters import registry
-from unisim.adapters.base import DatasetAdapter, Episode
+from unisim.adapters.base import DatasetAdapter, Episode, FrameUnavailable
 from unisim.pipelines import clips as clip_planning
 from unisim.pipelines import frames as frame_ops
 from unisim.pipelines import output as out
@@ -184,7 +184,7 @@ class _MakeClipsFn(beam.DoFn):
         kept = clip_planning.resample_indices(len(episode.frames), episode.fps, c.fps)
         if self._control_dims:
             yield beam.pvalue.TaggedOutput(CONTROL_ROWS, self._sample_rows(episode.episode_id, kept, controls))
-        encoded: dict[int, bytes | frame_ops.FrameError] = {}
+        encoded: dict[int, bytes | frame_ops.FrameError | FrameUnavailable] = {}
         frames_done = 0
         for plan in clip_planning.plan_clips(kept, c.frames_per_clip, c.context_frames):
             key = rec.clip_key(episode.episode_id, plan.clip_index)
@@ -202,9 +202,9 @@ class _MakeClipsFn(beam.DoFn):
                     try:
                         encoded[i] = frame_ops.process(episode.frames[i], c.frame)
                         frames_done += 1
-                    except frame_ops.FrameError as e:
+                    except (frame_ops.FrameError, FrameUnavailable) as e:  # both carry a reason code
                         encoded[i] = e
-            errors = [(i, encoded[i]) for i in indices if isinstance(encoded[i], frame_ops.FrameError)]
+            errors = [(i, encoded[i]) for i in indices if isinstance(encoded[i], (frame_ops.FrameError, FrameUnavailable))]
             if errors:
                 index, error = errors[0]
                 yield self._reject(episode, key, error.reason, f"source frame {index}: {error}")

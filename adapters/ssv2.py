@@ -1,0 +1,104 @@
+"""Something-Something V2 (Goyal et al. 2017): one episode per labelled video, the filled-in template as the action.
+
+`--source` is the download root. Labels are `labels/{train,validation}.json` (newer package) or
+`something-something-v2-{train,validation}.json` (older release): lists of `{"id", "label", "template",
+"placeholders"}`; `label` is the template with its placeholders filled in ("Holding potato next to vicks vaporub
+bottle" with the first letter as released). Videos are `<id>.webm` (VP9, about 12 fps, 240 px high) in
+`20bn-something-something-v2/` (or `videos/`, or the root itself). The test split has no labels and is not read.
+
+Work units are runs of `UNIT_SIZE` annotations of one split (`train:0`, `train:1000`, …), so workers share a
+split's 169k videos. Each video is decoded whole, on demand (`adapters/video.py`). Rejected here: an annotation
+that is not an object with a string id and label (`malformed_annotation`), a missing video (`missing_video`), one
+that does not open (`undecodable_video`); later, per clip, a video that ends early (`truncated_video`).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Iterator
+
+import numpy as np
+
+from unisim.adapters import files, video
+from unisim.adapters.base import DatasetAdapter, Episode
+from unisim.adapters.registry import register
+from unisim.schemas.dead_letter import Rejection
+from unisim.schemas.text import decode_text
+
+SPLITS = ("train", "validation")
+LABEL_FILES = ("labels/{split}.json", "something-something-v2-{split}.json")
+VIDEO_DIRS = ("20bn-something-something-v2", "videos", "")
+UNIT_SIZE = 1000
+
+
+@register
+class SomethingSomethingV2(DatasetAdapter):
+    name = "ssv2"
+    description = "Something-Something V2: labelled .webm videos, the filled-in template as the text action"
+
+    def __init__(self, source: str, split: str | None = None, options=None):
+        super().__init__(source, split, options)
+        self.root = source.rstrip("/")
+        self._annotations: dict[str, list] = {}
+        if split is not None and split not in SPLITS:
+            raise ValueError(f"ssv2: split must be one of {SPLITS} (the test split has no labels), got {split!r}")
+
+    def _label_file(self, split: str) -> str | None:
+        for pattern in LABEL_FILES:
+            path = f"{self.root}/{pattern.format(split=split)}"
+            if files.exists(path):
+                return path
+        return None
+
+    @functools.cached_property
+    def video_dir(self) -> str:
+        for name in VIDEO_DIRS:
+            path = f"{self.root}/{name}".rstrip("/")
+            if files.gfile().glob(f"{path}/*.webm"):
+                return path
+        return self.root
+
+    def annotations(self, split: str) -> list:
+        """The split's label file, parsed once per adapter instance (a worker reads many units of it)."""
+        if split not in self._annotations:
+            data = json.loads(decode_text(files.read_bytes(self._label_file(split))))
+            if not isinstance(data, list):
+                raise ValueError(f"ssv2: {self._label_file(split)} is not a JSON list of annotations")
+            self._annotations[split] = data
+        return self._annotations[split]
+
+    def work_units(self) -> list[str]:
+        if not files.exists(self.root):
+            raise FileNotFoundError(f"ssv2: source {self.root!r} does not exist")
+        splits = [s for s in ([self.split] if self.split else SPLITS) if self._label_file(s)]
+        if not splits:
+            raise FileNotFoundError(f"ssv2: no label files under {self.root!r} (expected "
+                                    + " or ".join(p.format(split="train") for p in LABEL_FILES) + ")")
+        return [f"{split}:{start}" for split in splits for start in range(0, len(self.annotations(split)), UNIT_SIZE)]
+
+    def read(self, unit: str) -> Iterator[Episode | Rejection]:
+        split, start = unit.split(":")
+        label_file = self._label_file(split)
+        for index, entry in enumerate(self.annotations(split)[int(start) : int(start) + UNIT_SIZE], int(start)):
+            yield self._episode(entry, split, label_file, index)
+
+    def _episode(self, entry, split: str, label_file: str, index: int) -> Episode | Rejection:
+        key = f"{split}/{entry.get('id')}" if isinstance(entry, dict) and entry.get("id") else f"{split}@{index}"
+        if not (isinstance(entry, dict) and isinstance(entry.get("id"), str) and isinstance(entry.get("label"), str)):
+            return self.reject("malformed_annotation", f"entry {index} lacks a string id and label: {str(entry)[:200]}",
+                               key, label_file, index)
+        try:  # JSON escapes can spell lone surrogates, which are not text
+            text = decode_text(entry["label"].encode("utf-8"))
+        except UnicodeEncodeError as e:
+            return self.reject("invalid_text_encoding", str(e), key, label_file, index)
+        path = f"{self.video_dir}/{entry['id']}.webm"
+        if not files.exists(path):
+            return self.reject("missing_video", f"no {path}", key, label_file, index)
+        info = video.probe(path)
+        if info is None:
+            return self.reject("undecodable_video", f"{path} does not open as a video", key, label_file, index)
+        if info.frames <= 0:
+            return self.reject("empty_video", f"{path} has no frames", key, label_file, index)
+        return Episode(episode_id=key, frames=video.VideoFrames(path, 0, info.frames), fps=info.fps, text=text,
+                       controls=np.zeros((info.frames, 0), np.float32), split=split, source_file=path, source_index=index)

@@ -1,0 +1,170 @@
+"""Video sources for adapters: probing, and `VideoFrames`, a lazily decoded, forward-reading window of a video.
+
+Decoding is OpenCV's FFmpeg backend, chosen by `bench/video_decode.py` (README, "Video decoding"): on one thread it
+matched or beat PyAV on H.264 360p and VP9 240p (the bulk of human-activity video), and PyAV's gains at 1080p
+(8 % with swscale shrinking, 24 % when seeking) did not pay for a second decoding path. PyAV is used only to write
+fixture and sample videos (H.264, VP9), which OpenCV's wheels cannot encode.
+
+What makes it scale:
+- one `VideoFrames` per episode (a clip's time window), decoded only when the pipeline asks for a frame, always
+  forward: the pipeline visits frame indices in increasing order, so a frame it skips (a lower `--fps`) costs a
+  `grab()` (no colour conversion, no copy), and nothing before the window is decoded after one seek;
+- nothing is held: one frame at a time, the capture released when the window is done (or collected), so memory is
+  flat however long the video and however many videos a worker reads;
+- a remote video (gs://) is copied once to local scratch, because FFmpeg needs a real path; the copy is removed
+  when the last window on it is released.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+
+from unisim.adapters import files
+from unisim.adapters.base import FrameUnavailable
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoInfo:
+    fps: float
+    frames: int  # as the container states it; a file cut short decodes fewer
+    height: int
+    width: int
+
+
+def _cv2():
+    import cv2
+
+    cv2.setNumThreads(1)
+    return cv2
+
+
+def open_capture(path: str):
+    """An OpenCV capture with one decoder thread (runners run one worker per core already); None if unopenable."""
+    cv2 = _cv2()
+    # The thread count only takes effect when given at open; the default is one thread per core.
+    capture = cv2.VideoCapture(path, cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, 1])
+    if not capture.isOpened():
+        capture.release()
+        return None
+    return capture
+
+
+class LocalCopies:
+    """Remote videos copied to local scratch, shared by the windows that read them, removed with the last one."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._copies: dict[str, tuple[str, int]] = {}
+
+    def acquire(self, path: str) -> str:
+        if "://" not in path:
+            return path
+        with self._lock:
+            local, users = self._copies.get(path, ("", 0))
+            if not local:
+                handle, local = tempfile.mkstemp(prefix="unisim-video-", suffix=os.path.splitext(path)[1])
+                os.close(handle)
+                with files.gfile().GFile(path, "rb") as src, open(local, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 8 << 20)
+            self._copies[path] = (local, users + 1)
+            return local
+
+    def release(self, path: str) -> None:
+        if "://" not in path:
+            return
+        with self._lock:
+            local, users = self._copies.get(path, ("", 0))
+            if users <= 1:
+                self._copies.pop(path, None)
+                if local and os.path.exists(local):
+                    os.remove(local)
+            else:
+                self._copies[path] = (local, users - 1)
+
+
+COPIES = LocalCopies()
+
+
+def probe(path: str) -> VideoInfo | None:
+    """fps, frame count and size from the container, or None when the file does not open as a video."""
+    cv2 = _cv2()
+    local = COPIES.acquire(path)
+    try:
+        capture = open_capture(local)
+        if capture is None:
+            return None
+        info = VideoInfo(fps=float(capture.get(cv2.CAP_PROP_FPS)), frames=int(capture.get(cv2.CAP_PROP_FRAME_COUNT)),
+                         height=int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)), width=int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)))
+        capture.release()
+        return info if info.fps > 0 and info.width > 0 else None
+    finally:
+        COPIES.release(path)
+
+
+class VideoFrames(Sequence):
+    """Frames `first … first+count-1` of a video as RGB arrays, decoded on demand (see the module docstring).
+
+    Indexing forward is the fast path; going back reopens and seeks. A frame the file cannot produce (it ends
+    early) raises `FrameUnavailable("truncated_video")`.
+    """
+
+    def __init__(self, path: str, first: int, count: int):
+        self.path, self.first, self.count = path, int(first), int(count)
+        self._capture = None
+        self._next = 0  # the source frame the capture will decode next
+        self._local = ""
+
+    def __len__(self) -> int:
+        return self.count
+
+    def _open(self, frame: int) -> None:
+        cv2 = _cv2()
+        self.close()
+        self._local = COPIES.acquire(self.path)
+        self._capture = open_capture(self._local)
+        if self._capture is None:
+            raise FrameUnavailable(f"{self.path} does not open as a video", "undecodable_video")
+        if frame > 0:  # FFmpeg seeks to the keyframe before and decodes forward to the exact frame
+            self._capture.set(cv2.CAP_PROP_POS_FRAMES, frame)
+        self._next = frame
+
+    def __getitem__(self, index: int) -> np.ndarray:  # type: ignore[override]
+        if not 0 <= index < self.count:
+            raise IndexError(index)
+        cv2 = _cv2()
+        frame = self.first + index
+        if self._capture is None or frame < self._next:
+            self._open(frame)
+        while self._next <= frame:
+            if not self._capture.grab():
+                self.close()
+                raise FrameUnavailable(f"{self.path} ends before frame {frame}", "truncated_video")
+            self._next += 1
+        ok, bgr = self._capture.retrieve()
+        if not ok or bgr is None:
+            raise FrameUnavailable(f"{self.path}: frame {frame} does not decode", "truncated_video")
+        if index == self.count - 1:
+            self.close()  # the window is done: free the decoder (and a scratch copy) now, not at collection
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+    def close(self) -> None:
+        if self._capture is not None:
+            self._capture.release()
+            self._capture = None
+            COPIES.release(self.path)
+
+    def __del__(self):
+        self.close()
+
+    def __getstate__(self):  # an open decoder does not travel between processes; the window does
+        return {"path": self.path, "first": self.first, "count": self.count}
+
+    def __setstate__(self, state):
+        self.__init__(state["path"], state["first"], state["count"])

@@ -1,0 +1,92 @@
+"""Video decoding (adapters/video.py) and the human-activity video adapters on fixtures with real encoded videos."""
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import video_fixtures as vf
+from unisim.adapters import registry, video
+from unisim.adapters.base import Episode, FrameUnavailable
+from unisim.pipelines.conformance import Expectation, check_adapter
+from unisim.samples.video_writer import write_video
+
+
+@pytest.fixture(scope="module")
+def clip_path(tmp_path_factory) -> str:
+    """60 frames of H.264 at 30 fps with a keyframe every 10 frames; frame t's blue channel is 8·t."""
+    path = str(tmp_path_factory.mktemp("videos") / "clip.mp4")
+    return write_video(path, vf.frames(1, 60, 64, 96), 30, "h264", keyframe_seconds=1 / 3)
+
+
+def _blue(image: np.ndarray) -> float:
+    return float(image[-12:, :, 2].mean())  # below the moving square
+
+
+def test_frames_decode_in_order_and_windows_seek_to_the_exact_frame(clip_path):
+    info = video.probe(clip_path)
+    assert info == video.VideoInfo(fps=30.0, frames=60, height=64, width=96)
+    whole = video.VideoFrames(clip_path, 0, 60)
+    blues = [_blue(whole[i]) for i in range(0, 60, 3)]  # skipping frames, as a lower --fps does
+    assert np.allclose(blues, [min(255, 8 * t) for t in range(0, 60, 3)], atol=3)
+    window = video.VideoFrames(clip_path, 25, 10)  # starts between keyframes: seek, then decode forward
+    assert len(window) == 10 and abs(_blue(window[0]) - 200) < 3 and abs(_blue(window[2]) - 216) < 3
+    assert abs(_blue(window[1]) - 208) < 3  # going back reopens
+    with pytest.raises(IndexError):
+        window[10]
+    copy = pickle.loads(pickle.dumps(window))  # the window travels, the decoder does not
+    assert np.array_equal(copy[3], window[3])
+
+
+def test_a_video_cut_short_fails_only_past_its_end(clip_path, tmp_path):
+    short = str(tmp_path / "short.webm")
+    write_video(short, vf.frames(2, 40, 64, 96), 12, "vp9")
+    vf.truncate(short)
+    frames = video.VideoFrames(short, 0, video.probe(short).frames)
+    assert _blue(frames[0]) < 3
+    with pytest.raises(FrameUnavailable) as caught:
+        for i in range(len(frames)):
+            frames[i]
+    assert caught.value.reason == "truncated_video" and 0 < i < 40
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(b"\x00\x00\x00\x18ftypmp42 not really a video")
+    assert video.probe(str(garbage)) is None
+
+
+def test_remote_videos_are_copied_to_scratch_once_and_removed(clip_path):
+    remote = "ram://videos/clip.mp4"
+    tf.io.gfile.copy(clip_path, remote, overwrite=True)
+    assert video.probe(remote) == video.probe(clip_path)
+    far, near = video.VideoFrames(remote, 5, 3), video.VideoFrames(clip_path, 5, 3)
+    assert np.array_equal(far[0], near[0])
+    local = video.COPIES._copies[remote][0]
+    assert os.path.exists(local)
+    far[1], far[2]  # the last frame of the window closes it
+    assert remote not in video.COPIES._copies and not os.path.exists(local)
+
+
+def test_ssv2_passes_the_kit(tmp_path):
+    root = vf.write_ssv2(str(tmp_path / "ssv2"))
+    # 100 (30 frames): 2 clips; 101 (20): 2; 103 (40 frames, decodes 19): clip 0 written, clips 1 and 2 need
+    # frames past the cut; 105: empty label; 200 (16): 1.
+    report = check_adapter(Expectation(
+        dataset="ssv2", source=root, records=6,
+        rejected_reasons={"empty_text": 1, "malformed_annotation": 1, "missing_video": 1, "truncated_video": 2},
+        **vf.SSV2_EXPECT), str(tmp_path))
+    assert report.units == ["train:0", "validation:0"]
+    by_id = {e.episode_id: e for e in report.episodes}
+    assert by_id["train/100"].text == "Holding potato next to vicks vaporub bottle"
+    assert by_id["train/100"].fps == 12.0 and by_id["validation/200"].split == "validation"
+
+
+def test_ssv2_reads_the_older_release_naming(tmp_path):
+    root = vf.write_ssv2(str(tmp_path / "ssv2"), label_layout="old")
+    adapter = registry.create("ssv2", root, split="validation")
+    (episode,) = [i for u in adapter.work_units() for i in adapter.read(u)]
+    assert isinstance(episode, Episode) and episode.episode_id == "validation/200" and len(episode.frames) == 16
+    with pytest.raises(ValueError, match="the test split has no labels"):
+        registry.create("ssv2", root, split="test")
+    with pytest.raises(FileNotFoundError, match="no label files"):
+        registry.create("ssv2", str(tmp_path)).work_units()
