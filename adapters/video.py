@@ -12,11 +12,12 @@ What makes it scale:
 - nothing is held: one frame at a time, the capture released when the window is done (or collected), so memory is
   flat however long the video and however many videos a worker reads;
 - a remote video (gs://) is copied once to local scratch, because FFmpeg needs a real path; the copy is removed
-  when the last window on it is released.
+  once windows have moved on to another video (`LocalCopies`).
 """
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import os
 import shutil
@@ -57,11 +58,17 @@ def open_capture(path: str):
 
 
 class LocalCopies:
-    """Remote videos copied to local scratch, shared by the windows that read them, removed with the last one."""
+    """Remote videos copied to local scratch and shared by the windows reading them.
+
+    A copy no window uses is kept until another copy falls idle (so `probe` and the window that follows it share
+    one download), then removed; at most one idle copy exists per process, and it is removed at exit.
+    """
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._copies: dict[str, tuple[str, int]] = {}
+        self._copies: dict[str, tuple[str, int]] = {}  # remote path → (local path, windows using it)
+        self._idle = ""  # the remote path whose copy is kept though unused
+        atexit.register(self.clear)
 
     def acquire(self, path: str) -> str:
         if "://" not in path:
@@ -73,6 +80,8 @@ class LocalCopies:
                 os.close(handle)
                 with files.gfile().GFile(path, "rb") as src, open(local, "wb") as dst:
                     shutil.copyfileobj(src, dst, 8 << 20)
+            if self._idle == path:
+                self._idle = ""
             self._copies[path] = (local, users + 1)
             return local
 
@@ -80,13 +89,23 @@ class LocalCopies:
         if "://" not in path:
             return
         with self._lock:
-            local, users = self._copies.get(path, ("", 0))
-            if users <= 1:
-                self._copies.pop(path, None)
-                if local and os.path.exists(local):
-                    os.remove(local)
-            else:
-                self._copies[path] = (local, users - 1)
+            local, users = self._copies[path]
+            self._copies[path] = (local, users - 1)
+            if users - 1 == 0:
+                if self._idle and self._idle != path:
+                    self._remove(self._idle)
+                self._idle = path
+
+    def _remove(self, path: str) -> None:
+        local, _ = self._copies.pop(path)
+        if os.path.exists(local):
+            os.remove(local)
+
+    def clear(self) -> None:
+        with self._lock:
+            for path in [p for p, (_, users) in self._copies.items() if users == 0]:
+                self._remove(path)
+            self._idle = ""
 
 
 COPIES = LocalCopies()

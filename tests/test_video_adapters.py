@@ -56,15 +56,19 @@ def test_a_video_cut_short_fails_only_past_its_end(clip_path, tmp_path):
 
 
 def test_remote_videos_are_copied_to_scratch_once_and_removed(clip_path):
-    remote = "ram://videos/clip.mp4"
+    remote, other = "ram://videos/clip.mp4", "ram://videos/other.mp4"
     tf.io.gfile.copy(clip_path, remote, overwrite=True)
+    tf.io.gfile.copy(clip_path, other, overwrite=True)
     assert video.probe(remote) == video.probe(clip_path)
+    local = video.COPIES._copies[remote][0]  # kept after probing, for the window that follows
     far, near = video.VideoFrames(remote, 5, 3), video.VideoFrames(clip_path, 5, 3)
-    assert np.array_equal(far[0], near[0])
-    local = video.COPIES._copies[remote][0]
-    assert os.path.exists(local)
-    far[1], far[2]  # the last frame of the window closes it
+    assert np.array_equal(far[0], near[0]) and video.COPIES._copies[remote] == (local, 1)  # the same copy
+    far[1], far[2]  # the last frame of the window closes it; the copy stays until another falls idle
+    assert video.COPIES._copies[remote] == (local, 0) and os.path.exists(local)
+    video.probe(other)
     assert remote not in video.COPIES._copies and not os.path.exists(local)
+    video.COPIES.clear()
+    assert not video.COPIES._copies
 
 
 def test_ssv2_passes_the_kit(tmp_path):
