@@ -162,7 +162,6 @@ class Bridge(DatasetAdapter):
 
         import tensorflow as tf
 
-        gfile = files.gfile()
         path = f"{traj}/policy_out.pkl"
         try:
             data = files.read_bytes(path)
@@ -179,16 +178,13 @@ class Bridge(DatasetAdapter):
         except ValueError as e:
             return reject("malformed_actions", f"policy_out.pkl: {e}")
         camera = f"images{self.options.camera}"
-        images = {}
-        for path in gfile.glob(f"{traj}/{camera}/im_*.jpg"):
-            match = _IMAGE.match(path.rsplit("/", 1)[-1])
-            if match:
-                images[int(match.group(1))] = path
-        if not images:
+        paths = files.numbered_files(f"{traj}/{camera}/im_*.jpg", _IMAGE)
+        if not paths:
             return reject("missing_images", f"no {camera}/im_*.jpg")
-        paths = [images.get(t) for t in range(max(images) + 1)]
         try:
-            text = first_instruction(files.read_bytes(f"{traj}/lang.txt")) if files.exists(f"{traj}/lang.txt") else ""
+            text = first_instruction(files.read_bytes(f"{traj}/lang.txt"))
+        except tf.errors.NotFoundError:  # unlabelled trajectory
+            text = ""
         except TextError as e:
             return reject(e.reason, f"lang.txt: {e}")
         steps = len(actions)

@@ -114,17 +114,12 @@ class EpisodeFolders(DatasetAdapter):
 
         # 2. Frames: found by listing, placed by number; a gap stays a None → the clips that need it are
         # rejected as missing_image, the rest of the episode is kept.
-        paths: dict[int, str] = {}
-        for path in sorted(files.gfile().glob(f"{folder}/frame_*")):
-            match = _FRAME.match(path.rsplit("/", 1)[-1])
-            if match:
-                t = int(match.group(1))
-                if t in paths:
-                    return reject("duplicate_frame", f"frame {t} is stored twice: {paths[t]} and {path}")
-                paths[t] = path
-        if not paths:
+        try:
+            frame_paths = files.numbered_files(f"{folder}/frame_*", _FRAME)
+        except files.DuplicateFrame as e:
+            return reject("duplicate_frame", str(e))
+        if not frame_paths:
             return reject("missing_images", "no frame_NNNNN.jpg or .png files")
-        frame_paths = [paths.get(t) for t in range(max(paths) + 1)]
 
         # 3. Controls: exactly one row of len(control_names) values per frame. NaN stays: the pipeline rejects
         # only the clips that contain it.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 
@@ -18,6 +19,24 @@ def read_bytes(path: str) -> bytes:
 
 def exists(path: str) -> bool:
     return gfile().exists(path)
+
+
+class DuplicateFrame(ValueError):
+    """Two files carry the same frame number."""
+
+
+def numbered_files(pattern: str, name: re.Pattern) -> list[str | None]:
+    """Files matching the glob `pattern` whose name matches `name` (group 1 = the frame number), placed by number:
+    index t holds frame t's path, None where the numbering has a gap. [] when there are none."""
+    by_number: dict[int, str] = {}
+    for path in sorted(gfile().glob(pattern)):
+        match = name.match(path.rsplit("/", 1)[-1])
+        if match:
+            t = int(match.group(1))
+            if t in by_number:
+                raise DuplicateFrame(f"frame {t} is stored twice: {by_number[t]} and {path}")
+            by_number[t] = path
+    return [by_number.get(t) for t in range(max(by_number) + 1)] if by_number else []
 
 
 class FileFrames(Sequence):
