@@ -71,7 +71,7 @@ def find_trajectories(root: str) -> list[str]:
     root = root.rstrip("/")
     found = set()
     for depth in range(MAX_DEPTH + 1):
-        for path in files.gfile().glob(root + "/*" * depth + "/raw/traj_group*/traj*"):
+        for path in files.glob(root + "/*" * depth + "/raw/traj_group*/traj*"):
             if "lmdb" not in path[len(root):]:
                 found.add(path.rstrip("/"))
     return sorted(found)
@@ -160,12 +160,10 @@ class Bridge(DatasetAdapter):
         def reject(reason: str, detail: str) -> Rejection:
             return self.reject(reason, detail, episode_id, traj, 0)
 
-        import tensorflow as tf
-
         path = f"{traj}/policy_out.pkl"
         try:
             data = files.read_bytes(path)
-        except tf.errors.NotFoundError:  # other I/O errors propagate: the runner retries them, they are not bad data
+        except FileNotFoundError:  # other I/O errors propagate: the runner retries them, they are not bad data
             return reject("missing_actions", "no policy_out.pkl")
         try:
             policy_out = safe_pickle.loads(data)
@@ -183,7 +181,7 @@ class Bridge(DatasetAdapter):
             return reject("missing_images", f"no {camera}/im_*.jpg")
         try:
             text = first_instruction(files.read_bytes(f"{traj}/lang.txt"))
-        except tf.errors.NotFoundError:  # unlabelled trajectory
+        except FileNotFoundError:  # unlabelled trajectory
             text = ""
         except TextError as e:
             return reject(e.reason, f"lang.txt: {e}")

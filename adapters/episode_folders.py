@@ -75,7 +75,7 @@ class EpisodeFolders(DatasetAdapter):
         if not files.exists(self.root):
             raise FileNotFoundError(f"{self.name}: source {self.root!r} does not exist")
         pattern = f"{self.root}/{self.split or '*'}/*/*"
-        units = sorted({path.rsplit("/", 1)[0] for path in files.gfile().glob(pattern)
+        units = sorted({path.rsplit("/", 1)[0] for path in files.glob(pattern)
                         if (name := path.rsplit("/", 1)[-1]) == METADATA or _FRAME.match(name)})
         if not units:
             raise FileNotFoundError(f"{self.name}: no episode folders under {self.root!r} (expected "
@@ -88,8 +88,6 @@ class EpisodeFolders(DatasetAdapter):
         yield self._read_episode(unit)
 
     def _read_episode(self, folder: str) -> Episode | Rejection:
-        import tensorflow as tf
-
         split, name = folder[len(self.root) + 1:].split("/")
         episode_id = f"{split}/{name}"  # TEMPLATE: stable and unique across the whole dataset (ids make the keys)
 
@@ -100,7 +98,7 @@ class EpisodeFolders(DatasetAdapter):
         # so the runner retries or fails the unit instead of recording them as bad data.
         try:
             raw = files.read_bytes(f"{folder}/{METADATA}")
-        except tf.errors.NotFoundError:
+        except FileNotFoundError:
             return reject("malformed_metadata", f"no {METADATA}")
         try:
             meta = json.loads(decode_text(raw))  # strict UTF-8 first: bad bytes must not vanish into U+FFFD

@@ -55,7 +55,7 @@ class SomethingSomethingV2(DatasetAdapter):
     def video_dir(self) -> str:
         # isdir, not a glob of the videos: listing 220k objects on every worker would cost more than the unit.
         for name in VIDEO_DIRS[:-1]:
-            if files.gfile().isdir(f"{self.root}/{name}"):
+            if files.isdir(f"{self.root}/{name}"):
                 return f"{self.root}/{name}"
         return self.root
 
