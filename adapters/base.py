@@ -37,6 +37,11 @@ class Episode:
     `frames[i]` is either encoded image bytes (JPEG/PNG, decoded only if the pipeline keeps that frame) or a
     uint8 RGB array [H, W, 3]. `controls` is float32 [len(frames), D] as read (D may be 0).
     `episode_id` must be unique within the dataset and the same on every run: it makes the records' keys.
+
+    `span` marks an annotated action (a narration, a labelled segment): source frames [start, stop) that the
+    action covers, inside a longer `frames` (usually the whole video, decoded lazily). Such an episode gives
+    exactly one clip, placed on the span (`pipelines.clips.plan_span_clip`), with its history frames taken
+    from before the clip. Without a span, the whole episode is cut into successive clips.
     """
 
     episode_id: str
@@ -48,6 +53,7 @@ class Episode:
     source_file: str
     source_index: int
     is_image: bool = False
+    span: tuple[int, int] | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,9 +7,11 @@ bottle" with the first letter as released). Videos are `<id>.webm` (VP9, about 1
 `20bn-something-something-v2/` (or `videos/`, or the root itself). The test split has no labels and is not read.
 
 Work units are runs of `UNIT_SIZE` annotations of one split (`train:0`, `train:1000`, …), so workers share a
-split's 169k videos. Each video is decoded whole, on demand (`adapters/video.py`). Rejected here: an annotation
-that is not an object with a string id and label (`malformed_annotation`), a missing video (`missing_video`), one
-that does not open (`undecodable_video`); later, per clip, a video that ends early (`truncated_video`).
+split's 169k videos. Each video is one annotated action spanning the whole video, so it gives one clip
+(`adapters/annotated_video.py`: centred at `--fps`, or spread over the video with `--fit_spans`). Rejected here:
+an annotation that is not an object with a string id and label (`malformed_annotation`), and the video reasons
+of `annotated_video` (`missing_video`, `undecodable_video`, `empty_video`, `invalid_text_encoding`); later, per
+clip, a video that ends early (`truncated_video`).
 """
 
 from __future__ import annotations
@@ -18,9 +20,8 @@ import functools
 import json
 from collections.abc import Iterator
 
-import numpy as np
-
-from unisim.adapters import files, video
+from unisim.adapters import files
+from unisim.adapters.annotated_video import VideoChecks, video_action
 from unisim.adapters.base import DatasetAdapter, Episode
 from unisim.adapters.registry import register
 from unisim.schemas.dead_letter import Rejection
@@ -41,6 +42,7 @@ class SomethingSomethingV2(DatasetAdapter):
         super().__init__(source, split, options)
         self.root = source.rstrip("/")
         self._annotations: dict[str, list] = {}
+        self._checks = VideoChecks()
         if split is not None and split not in SPLITS:
             raise ValueError(f"ssv2: split must be one of {SPLITS} (the test split has no labels), got {split!r}")
 
@@ -88,17 +90,5 @@ class SomethingSomethingV2(DatasetAdapter):
         if not (isinstance(entry, dict) and isinstance(entry.get("id"), str) and isinstance(entry.get("label"), str)):
             return self.reject("malformed_annotation", f"entry {index} lacks a string id and label: {str(entry)[:200]}",
                                key, label_file, index)
-        try:  # JSON escapes can spell lone surrogates, which are not text
-            text = decode_text(entry["label"].encode("utf-8"))
-        except UnicodeEncodeError as e:
-            return self.reject("invalid_text_encoding", str(e), key, label_file, index)
-        path = f"{self.video_dir}/{entry['id']}.webm"
-        if not files.exists(path):
-            return self.reject("missing_video", f"no {path}", key, label_file, index)
-        info = video.probe(path)
-        if info is None:
-            return self.reject("undecodable_video", f"{path} does not open as a video", key, label_file, index)
-        if info.frames <= 0:
-            return self.reject("empty_video", f"{path} has no frames", key, label_file, index)
-        return Episode(episode_id=key, frames=video.VideoFrames(path, 0, info.frames), fps=info.fps, text=text,
-                       controls=np.zeros((info.frames, 0), np.float32), split=split, source_file=path, source_index=index)
+        return video_action(self, self._checks, key=key, path=f"{self.video_dir}/{entry['id']}.webm", seconds=None,
+                            text=entry["label"], split=split, source_index=index, annotation_file=label_file)

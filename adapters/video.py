@@ -11,6 +11,9 @@ What makes it scale:
   `grab()` (no colour conversion, no copy), and nothing before the window is decoded after one seek;
 - nothing is held: one frame at a time, the capture released when the window is done (or collected), so memory is
   flat however long the video and however many videos a worker reads;
+- many annotations of one video (Ego4D narrations, EPIC segments) are windows read one after another in time
+  order: a finished window leaves its decoder open ("parked", one per process), and the next window on the same
+  video that starts a little later decodes forward from there instead of reopening and seeking;
 - a remote video (gs://) is copied once to local scratch, because FFmpeg needs a real path; the copy is removed
   once windows have moved on to another video (`LocalCopies`).
 """
@@ -110,6 +113,52 @@ class LocalCopies:
 
 COPIES = LocalCopies()
 
+# Up to this many seconds ahead, decoding forward from a parked decoder is preferred to reopening and seeking:
+# a seek decodes from the keyframe before the target anyway (camera footage has keyframes every 0.5-2 s), and
+# reopening costs a container parse on top.
+FORWARD_SECONDS = 2.0
+
+
+class _Parked:
+    """The one decoder a finished window left open, with its position; taken by the next window that can use it."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._slot = None  # (path, capture, next frame, frames it may skip forward)
+        atexit.register(self.drop)
+
+    def put(self, path: str, capture, next_frame: int) -> None:
+        reach = int(FORWARD_SECONDS * max(capture.get(_cv2().CAP_PROP_FPS), 1.0))
+        with self._lock:
+            previous, self._slot = self._slot, (path, capture, next_frame, reach)
+        if previous is not None:
+            _release(previous[0], previous[1])
+
+    def take(self, path: str, frame: int):
+        """(capture, next frame) if the parked decoder is on `path` at or a little before `frame`; else None."""
+        with self._lock:
+            if self._slot is None:
+                return None
+            parked_path, capture, next_frame, reach = self._slot
+            if parked_path != path or not next_frame <= frame <= next_frame + reach:
+                return None
+            self._slot = None
+            return capture, next_frame
+
+    def drop(self) -> None:
+        with self._lock:
+            previous, self._slot = self._slot, None
+        if previous is not None:
+            _release(previous[0], previous[1])
+
+
+def _release(path: str, capture) -> None:
+    capture.release()
+    COPIES.release(path)
+
+
+PARKED = _Parked()
+
 
 def probe(path: str) -> VideoInfo | None:
     """fps, frame count and size from the container, or None when the file does not open as a video."""
@@ -146,6 +195,10 @@ class VideoFrames(Sequence):
     def _open(self, frame: int) -> None:
         cv2 = _cv2()
         self.close()
+        parked = PARKED.take(self.path, frame)
+        if parked is not None:  # the copy reference travels with the decoder
+            self._capture, self._next = parked
+            return
         self._local = COPIES.acquire(self.path)
         self._capture = open_capture(self._local)
         if self._capture is None:
@@ -170,14 +223,20 @@ class VideoFrames(Sequence):
         if not ok or bgr is None:
             raise FrameUnavailable(f"{self.path}: frame {frame} does not decode", "truncated_video")
         if index == self.count - 1:
-            self.close()  # the window is done: free the decoder (and a scratch copy) now, not at collection
+            self.close(park=True)  # the window is done: hand the decoder on now, not at collection
         return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
-    def close(self) -> None:
+    def finished(self) -> None:
+        """The caller needs no more frames from this window (it may have stopped before the last)."""
+        self.close(park=True)
+
+    def close(self, park: bool = False) -> None:
         if self._capture is not None:
-            self._capture.release()
-            self._capture = None
-            COPIES.release(self.path)
+            capture, self._capture = self._capture, None
+            if park:
+                PARKED.put(self.path, capture, self._next)
+            else:
+                _release(self.path, capture)
 
     def __del__(self):
         self.close()

@@ -6,6 +6,12 @@ sequence is cut into clips of `frames_per_clip - context_frames` target frames e
 also carries the `context_frames` frames just before its targets as history (clips overlap by that much), so the
 trainer can condition on up to `context_frames` previous frames. The last clip, or an episode shorter than one
 clip, gives a shorter record rather than being dropped.
+
+An annotated action (an episode with a `span`: a narration, a labelled segment) gives exactly one clip instead
+(`plan_span_clip`), as the paper counts one example per annotation (Table 5): its `frames_per_clip -
+context_frames` target frames are either at the target rate and centred on the span (default), or spread evenly
+over the span (`fit`: the clip shows the whole action, and its rate follows the span's length). History frames
+are taken from before the targets at the same spacing, as far as the video allows.
 """
 
 from __future__ import annotations
@@ -48,3 +54,29 @@ def plan_clips(frame_indices: np.ndarray, frames_per_clip: int, context_frames: 
         first = max(0, start - context_frames)
         plans.append(ClipPlan(clip_index, np.asarray(frame_indices[first:stop], np.int32), start - first))
     return plans
+
+
+def plan_span_clip(num_frames: int, source_fps: float, span: tuple[int, int], target_fps: float | None,
+                   frames_per_clip: int, context_frames: int, fit: bool = False) -> tuple[ClipPlan, float]:
+    """The one clip of an annotated action and its frame rate (see the module docstring).
+
+    Centred clips that would run past either end of the video are shifted inside it. Raises ValueError for a
+    span outside the video.
+    """
+    start, stop = int(span[0]), int(span[1])
+    if not 0 <= start < stop <= num_frames:
+        raise ValueError(f"span [{start}, {stop}) is not inside the video's {num_frames} frames")
+    if not 0 <= context_frames < frames_per_clip:
+        raise ValueError(f"need 0 <= context_frames ({context_frames}) < frames_per_clip ({frames_per_clip})")
+    targets = frames_per_clip - context_frames
+    if fit:  # never finer than the source: a span shorter than the clip is shown at the source rate instead
+        step = max((stop - start) / targets, 1.0)
+    else:
+        step = 1.0 if target_fps is None else source_fps / target_fps
+    count = int(max(1, min(targets, math.floor(num_frames / step + 1e-9))))
+    first = (start + stop) / 2 - count * step / 2
+    first = min(max(first, 0.0), num_frames - count * step)
+    history = min(context_frames, math.floor(first / step + 1e-6))
+    positions = first + step * np.arange(-history, count)
+    indices = np.clip(np.floor(positions + 1e-6), 0, num_frames - 1).astype(np.int32)
+    return ClipPlan(0, indices, history), source_fps / step

@@ -11,7 +11,7 @@ It checks, and raises `ConformanceError` naming the first broken rule:
   3. keys are unique: no episode id twice, across all units;
   4. every item is an `Episode` or a `Rejection` with a reason and a detail;
   5. episodes are well formed: one control row per frame, D = len(control_names), float controls,
-     a positive fps (unless a single-image episode), a split, the source file;
+     a positive fps (unless a single-image episode), a split, the source file, a span (if any) inside the frames;
   6. the adapter's counts match the expectation (episodes, rejections by reason);
   7. the real convert pipeline writes records that all decode and validate, and every episode is accounted
      for: written (some clip of it), or rejected with a reason; the manifest's counts match the expectation.
@@ -54,6 +54,7 @@ class Report:
     rejections: list[Rejection]
     manifest: object
     counters: dict[str, int]
+    output: str  # the directory the pipeline wrote
 
 
 def _require(ok: bool, rule: str, message: str) -> None:
@@ -75,6 +76,10 @@ def _check_episode(episode: Episode, control_dims: int) -> None:
     _require(episode.is_image or episode.fps > 0, "well-formed", f"{who}: fps {episode.fps} for a video episode")
     _require(bool(episode.split), "well-formed", f"{who}: no split")
     _require(bool(episode.source_file), "well-formed", f"{who}: no source file")
+    if episode.span is not None:
+        start, stop = episode.span
+        _require(0 <= start < stop <= len(episode.frames), "well-formed",
+                 f"{who}: span {episode.span} is not inside its {len(episode.frames)} frames")
 
 
 def check_adapter(expect: Expectation, scratch: str) -> Report:
@@ -130,4 +135,4 @@ def check_adapter(expect: Expectation, scratch: str) -> Report:
     _require(manifest.source_episodes == len(episodes) + len(rejections), "counts",
              f"manifest counts {manifest.source_episodes} source episodes, the adapter yielded "
              f"{len(episodes)} + {len(rejections)} rejected")
-    return Report(units, episodes, rejections, manifest, counters)
+    return Report(units, episodes, rejections, manifest, counters, output)

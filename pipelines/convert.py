@@ -77,6 +77,7 @@ class ConvertConfig:
     split: str | None = None
     adapter_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # the adapter's `Options`, by name
     fps: float | None = None  # None: keep the source rate
+    fit_spans: bool = False  # annotated actions: spread the clip over the span instead of centring it at `fps`
     frames_per_clip: int = 20
     context_frames: int = 4
     frame: frame_ops.FrameSpec = frame_ops.FrameSpec()
@@ -166,6 +167,14 @@ class _MakeClipsFn(beam.DoFn):
                                                             episode.source_file, episode.source_index))
 
     def process(self, episode: Episode):
+        try:
+            yield from self._clips(episode)
+        finally:  # lazy frames (a video window) may hand their decoder on to the next episode of the same video
+            finished = getattr(episode.frames, "finished", None)
+            if finished is not None:
+                finished()
+
+    def _clips(self, episode: Episode):
         c = self._config
         try:
             text = text_rules.normalize_text(episode.text, self._conditioning.max_text_chars)
@@ -180,13 +189,17 @@ class _MakeClipsFn(beam.DoFn):
             yield self._reject(episode, episode.episode_id, "malformed_controls",
                                f"controls have shape {list(controls.shape)}, expected [{len(episode.frames)}, {self._control_dims}]")
             return
-        fps = c.fps or episode.fps
-        kept = clip_planning.resample_indices(len(episode.frames), episode.fps, c.fps)
+        try:
+            plans, fps = self._plan(episode)
+        except ValueError as e:
+            yield self._reject(episode, episode.episode_id, "span_out_of_range", str(e))
+            return
+        kept = np.concatenate([plan.frame_indices for plan in plans]) if plans else np.zeros(0, np.int32)
         if self._control_dims:
             yield beam.pvalue.TaggedOutput(CONTROL_ROWS, self._sample_rows(episode.episode_id, kept, controls))
         encoded: dict[int, bytes | frame_ops.FrameError | FrameUnavailable] = {}
         frames_done = 0
-        for plan in clip_planning.plan_clips(kept, c.frames_per_clip, c.context_frames):
+        for plan in plans:
             key = rec.clip_key(episode.episode_id, plan.clip_index)
             indices = [int(i) for i in plan.frame_indices]
             # Clips only overlap their predecessor: anything this clip does not use is never needed again.
@@ -204,7 +217,9 @@ class _MakeClipsFn(beam.DoFn):
                         frames_done += 1
                     except (frame_ops.FrameError, FrameUnavailable) as e:  # both carry a reason code
                         encoded[i] = e
-            errors = [(i, encoded[i]) for i in indices if isinstance(encoded[i], (frame_ops.FrameError, FrameUnavailable))]
+                if isinstance(encoded[i], Exception):
+                    break  # the clip is lost: decoding on (a video cut short would reopen per frame) buys nothing
+            errors = [(i, encoded[i]) for i in indices if isinstance(encoded.get(i), Exception)]
             if errors:
                 index, error = errors[0]
                 yield self._reject(episode, key, error.reason, f"source frame {index}: {error}")
@@ -222,6 +237,16 @@ class _MakeClipsFn(beam.DoFn):
                 source_file=episode.source_file, source_index=episode.source_index)
         self.frames.inc(frames_done)
         self.progress.add(episodes=1, frames=frames_done)
+
+    def _plan(self, episode: Episode) -> tuple[list[clip_planning.ClipPlan], float]:
+        """The episode's clips and their frame rate: successive clips, or the one clip of an annotated span."""
+        c = self._config
+        if episode.span is None:
+            kept = clip_planning.resample_indices(len(episode.frames), episode.fps, c.fps)
+            return clip_planning.plan_clips(kept, c.frames_per_clip, c.context_frames), c.fps or episode.fps
+        plan, fps = clip_planning.plan_span_clip(len(episode.frames), episode.fps, episode.span, c.fps,
+                                                 c.frames_per_clip, c.context_frames, c.fit_spans)
+        return [plan], fps
 
     def _sample_rows(self, episode_id: str, kept: np.ndarray, controls: np.ndarray) -> np.ndarray:
         """The kept frames' controls, each source row once, thinned by a key hash when sampling is on."""

@@ -26,6 +26,34 @@ def test_clips_overlap_by_the_context_and_short_episodes_are_kept():
         clips.plan_clips(np.arange(3), frames_per_clip=4, context_frames=4)
 
 
+def test_an_annotated_span_gives_one_clip_centred_at_the_target_rate_with_history_before_it():
+    # A narration at frame 300 of a 30 fps, 900-frame video, clip at 10 fps: 16 targets 3 frames apart
+    # centred on the span [300, 301), and 4 history frames before them at the same spacing.
+    plan, fps = clips.plan_span_clip(900, 30.0, (300, 301), 10.0, frames_per_clip=20, context_frames=4)
+    assert fps == 10.0 and plan.context_frames == 4 and plan.clip_index == 0
+    assert plan.frame_indices.tolist() == list(range(264, 324, 3))
+    # At the very start there is no history, and a clip that would run past the end moves inside the video.
+    start, _ = clips.plan_span_clip(900, 30.0, (0, 10), 10.0, 20, 4)
+    assert start.context_frames == 0 and start.frame_indices.tolist() == list(range(0, 48, 3))
+    end, _ = clips.plan_span_clip(900, 30.0, (895, 900), 10.0, 20, 4)
+    assert end.frame_indices[-1] == 897 and len(end.frame_indices) == 20
+    # A video shorter than the clip gives what it has; the source rate is kept when no rate is asked for.
+    short, fps = clips.plan_span_clip(10, 12.0, (0, 10), None, 20, 4)
+    assert fps == 12.0 and short.frame_indices.tolist() == list(range(10)) and short.context_frames == 0
+
+
+def test_fit_spreads_the_clip_over_the_span_and_spans_outside_the_video_are_refused():
+    # EPIC-style segment [100, 196) at 50 fps: 16 targets 6 frames apart (8.33 fps) cover it exactly.
+    plan, fps = clips.plan_span_clip(1000, 50.0, (100, 196), None, 20, 4, fit=True)
+    assert plan.frame_indices.tolist() == list(range(76, 196, 6)) and abs(fps - 50 / 6) < 1e-9
+    # Shorter than the clip: shown at the source rate, centred.
+    plan, fps = clips.plan_span_clip(1000, 50.0, (100, 108), None, 20, 4, fit=True)
+    assert fps == 50.0 and plan.frame_indices[4:].tolist() == list(range(96, 112))
+    for span in ((-1, 5), (5, 5), (990, 1001)):
+        with pytest.raises(ValueError, match="not inside"):
+            clips.plan_span_clip(1000, 50.0, span, 10.0, 20, 4)
+
+
 def test_resize_keeps_aspect_then_crops_or_pads_to_the_stored_size():
     image = np.zeros((360, 640, 3), np.uint8)
     image[:, :320] = 255  # left half white

@@ -10,6 +10,7 @@ import tensorflow as tf
 import video_fixtures as vf
 from unisim.adapters import registry, video
 from unisim.adapters.base import Episode, FrameUnavailable
+from unisim.pipelines import inspect
 from unisim.pipelines.conformance import Expectation, check_adapter
 from unisim.samples.video_writer import write_video
 
@@ -63,26 +64,56 @@ def test_remote_videos_are_copied_to_scratch_once_and_removed(clip_path):
     local = video.COPIES._copies[remote][0]  # kept after probing, for the window that follows
     far, near = video.VideoFrames(remote, 5, 3), video.VideoFrames(clip_path, 5, 3)
     assert np.array_equal(far[0], near[0]) and video.COPIES._copies[remote] == (local, 1)  # the same copy
-    far[1], far[2]  # the last frame of the window closes it; the copy stays until another falls idle
+    far[1], far[2]  # the last frame parks the decoder (and its copy) for a later window on the same video
+    assert video.COPIES._copies[remote] == (local, 1) and video.PARKED._slot[0] == remote
+    near[2]  # parking another decoder releases this one; its copy is idle, kept until another falls idle
     assert video.COPIES._copies[remote] == (local, 0) and os.path.exists(local)
+    video.PARKED.drop()
     video.probe(other)
     assert remote not in video.COPIES._copies and not os.path.exists(local)
     video.COPIES.clear()
     assert not video.COPIES._copies
 
 
+def test_a_later_window_on_the_same_video_decodes_on_from_the_parked_decoder(clip_path):
+    video.PARKED.drop()
+    first = video.VideoFrames(clip_path, 5, 3)
+    first[0], first[2]  # the last frame parks it after frame 7
+    parked = video.PARKED._slot[1]
+    later = video.VideoFrames(clip_path, 20, 3)  # 12 frames on: decoding forward beats reopening
+    assert abs(_blue(later[0]) - 160) < 3 and later._capture is parked
+    later[2]
+    parked = video.PARKED._slot[1]
+    behind = video.VideoFrames(clip_path, 10, 2)  # before the parked position: reopens and seeks
+    assert abs(_blue(behind[0]) - 80) < 3 and behind._capture is not parked and video.PARKED._slot[1] is parked
+    behind[1]
+    far = video.VideoFrames(clip_path, 59, 1)  # more than FORWARD_SECONDS past frame 11 (parked by behind)
+    assert abs(_blue(far[0]) - 255) < 3
+    video.PARKED.drop()
+
+
+def assert_one_clip_per_annotation(report, annotations: int) -> None:
+    """`inspect`'s clip count is the annotation count minus the rejected, and each record is its annotation's."""
+    summary = inspect.summarize(report.output)
+    assert summary["records"] == annotations - report.manifest.rejected
+    records = list(inspect.iter_records(report.output, report.manifest))
+    assert all(r.clip_index == 0 for r in records) and len({r.episode_id for r in records}) == len(records)
+
+
 def test_ssv2_passes_the_kit(tmp_path):
     root = vf.write_ssv2(str(tmp_path / "ssv2"))
-    # 100 (30 frames): 2 clips; 101 (20): 2; 103 (40 frames, decodes 19): clip 0 written, clips 1 and 2 need
-    # frames past the cut; 105: empty label; 200 (16): 1.
+    # One clip per labelled video, centred, at the source 12 fps: 100, 101 and 200 are written; 103 decodes 19 of
+    # its 40 frames and its centred clip needs frames 8-27; 105 has an empty label.
     report = check_adapter(Expectation(
-        dataset="ssv2", source=root, records=6,
-        rejected_reasons={"empty_text": 1, "malformed_annotation": 1, "missing_video": 1, "truncated_video": 2},
+        dataset="ssv2", source=root, records=3,
+        rejected_reasons={"empty_text": 1, "malformed_annotation": 1, "missing_video": 1, "truncated_video": 1},
         **vf.SSV2_EXPECT), str(tmp_path))
     assert report.units == ["train:0", "validation:0"]
+    assert_one_clip_per_annotation(report, annotations=len(vf.SSV2))
     by_id = {e.episode_id: e for e in report.episodes}
     assert by_id["train/100"].text == "Holding potato next to vicks vaporub bottle"
     assert by_id["train/100"].fps == 12.0 and by_id["validation/200"].split == "validation"
+    assert by_id["train/100"].span == (0, 30)
 
 
 def test_ssv2_reads_the_older_release_naming(tmp_path):

@@ -40,6 +40,9 @@ def _convert_parser(sub) -> None:
     p.add_argument("--adapter_config", metavar="FILE.json", default=None,
                    help="adapter options as a JSON object (local or gs://); --adapter_option overrides its keys")
     p.add_argument("--fps", type=float, default=None, help="target frame rate (default: keep the source rate)")
+    p.add_argument("--fit_spans", action="store_true",
+                   help="annotated actions (ssv2, ego4d, epic_kitchens, video_captions): spread each clip's frames "
+                        "over the whole annotated span (rate varies per record) instead of centring it at --fps")
     p.add_argument("--frames_per_clip", type=int, default=20, help="frames per record, history included (default 20)")
     p.add_argument("--context_frames", type=int, default=4, help="history frames overlapping the previous clip (default 4)")
     p.add_argument("--height", type=int, default=192, help="stored frame height (default 192)")
@@ -109,7 +112,7 @@ def convert(args, beam_args: list[str], argv: list[str]) -> int:
         max_text_chars=args.max_text_chars, encoder=encoder, embeddings_per_shard=args.embeddings_per_shard)
     config = conv.ConvertConfig(
         dataset=args.dataset, source=args.source, output=args.output, split=args.split,
-        adapter_options=adapter_options(args.adapter_config, args.adapter_option), fps=args.fps,
+        adapter_options=adapter_options(args.adapter_config, args.adapter_option), fps=args.fps, fit_spans=args.fit_spans,
         frames_per_clip=args.frames_per_clip, context_frames=args.context_frames,
         frame=FrameSpec(height=args.height, width=args.width, fit=args.fit, interpolation=args.interpolation,
                         image_format=args.image_format, jpeg_quality=args.jpeg_quality),

@@ -1,0 +1,90 @@
+"""What the human-activity adapters share: videos checked once each, and one episode per annotated action.
+
+Ego4D narrations, EPIC-KITCHENS segments, Something-Something labels and captioned videos are all "an action in
+a video": an `Episode` whose frames are the whole video (decoded lazily, `adapters/video.py`) and whose `span`
+is the annotated stretch. The pipeline makes exactly one clip per such episode (`pipelines.clips.plan_span_clip`),
+so records = annotations − rejected. Reasons given here:
+
+- `missing_video`: the annotation names a video that is not there;
+- `undecodable_video`: the file does not open as a video (a truncated MP4 whose index was at the end);
+- `empty_video`: it opens but has no frames;
+- `timestamp_out_of_range`: the annotated time is not inside the video;
+- `invalid_text_encoding`: the text is not valid Unicode (JSON escapes can spell lone surrogates).
+Later, per clip, a video that ends before a frame the clip needs gives `truncated_video`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from unisim.adapters import files, video
+from unisim.adapters.base import DatasetAdapter, Episode
+from unisim.schemas.dead_letter import Rejection
+from unisim.schemas.text import decode_text
+
+
+class VideoChecks:
+    """Probes each video once while its annotations are read (they come grouped by video, or nearly so)."""
+
+    def __init__(self, cache_size: int = 8):
+        self._cache: dict[str, video.VideoInfo | tuple[str, str]] = {}
+        self._size = cache_size
+
+    def __call__(self, path: str) -> video.VideoInfo | tuple[str, str]:
+        """The video's info, or (reason, detail) when it cannot be used."""
+        if path not in self._cache:
+            if len(self._cache) >= self._size:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[path] = self._check(path)
+        return self._cache[path]
+
+    @staticmethod
+    def _check(path: str) -> video.VideoInfo | tuple[str, str]:
+        if not files.exists(path):
+            return "missing_video", f"no {path}"
+        info = video.probe(path)
+        if info is None:
+            return "undecodable_video", f"{path} does not open as a video"
+        if info.frames <= 0:
+            return "empty_video", f"{path} has no frames"
+        return info
+
+
+def frame_at(seconds: float, fps: float) -> int:
+    """The source frame shown at `seconds` (the one starting at or just before it)."""
+    return int(math.floor(seconds * fps + 1e-6))
+
+
+def action_episode(adapter: DatasetAdapter, *, key: str, frames: Sequence, fps: float, span: tuple[int, int],
+                   text: str, split: str, source_file: str, source_index: int,
+                   annotation_file: str) -> Episode | Rejection:
+    """The episode of one annotated action, or its rejection. `span` is in source frames and may run past the
+    end of the video (annotations are rounded), but must start inside it. Rejections name the annotation file."""
+    def reject(reason: str, detail: str) -> Rejection:
+        return adapter.reject(reason, detail, key, annotation_file, source_index)
+
+    try:
+        text = decode_text(text.encode("utf-8"))
+    except UnicodeEncodeError as e:
+        return reject("invalid_text_encoding", str(e))
+    start, stop = int(span[0]), min(int(span[1]), len(frames))
+    if not 0 <= start < len(frames):
+        return reject("timestamp_out_of_range", f"the action starts at frame {start} ({start / fps:.2f} s) but "
+                                                f"the video has {len(frames)} frames ({len(frames) / fps:.2f} s)")
+    return Episode(episode_id=key, frames=frames, fps=fps, text=text, controls=np.zeros((len(frames), 0), np.float32),
+                   split=split, source_file=source_file, source_index=source_index, span=(start, max(stop, start + 1)))
+
+
+def video_action(adapter: DatasetAdapter, checks: VideoChecks, *, key: str, path: str, seconds: tuple[float, float] | None,
+                 text: str, split: str, source_index: int, annotation_file: str) -> Episode | Rejection:
+    """`action_episode` on a video file: `seconds` is the annotated (start, stop), None for the whole video."""
+    info = checks(path)
+    if not isinstance(info, video.VideoInfo):
+        return adapter.reject(info[0], info[1], key, annotation_file, source_index)
+    span = (0, info.frames) if seconds is None else (frame_at(seconds[0], info.fps), frame_at(seconds[1], info.fps) + 1)
+    return action_episode(adapter, key=key, frames=video.VideoFrames(path, 0, info.frames), fps=info.fps, span=span,
+                          text=text, split=split, source_file=path, source_index=source_index,
+                          annotation_file=annotation_file)
