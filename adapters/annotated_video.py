@@ -6,7 +6,8 @@ is the annotated stretch. The pipeline makes exactly one clip per such episode (
 so records = annotations − rejected. Reasons given here:
 
 - `missing_video`: the annotation names a video that is not there;
-- `undecodable_video`: the file does not open as a video (a truncated MP4 whose index was at the end);
+- `truncated_video`: an MP4 cut short that no longer opens (its index, written last, is lost);
+- `undecodable_video`: the file does not open as a video for another reason;
 - `empty_video`: it opens but has no frames;
 - `timestamp_out_of_range`: the annotated time is not inside the video;
 - `invalid_text_encoding`: the text is not valid Unicode (JSON escapes can spell lone surrogates).
@@ -47,10 +48,33 @@ class VideoChecks:
             return "missing_video", f"no {path}"
         info = video.probe(path)
         if info is None:
+            cut = video.mp4_truncation(path) if path.lower().endswith((".mp4", ".mov", ".m4v")) else None
+            if cut:
+                return "truncated_video", f"{path} does not open: {cut}"
             return "undecodable_video", f"{path} does not open as a video"
         if info.frames <= 0:
             return "empty_video", f"{path} has no frames"
         return info
+
+
+def parse_seconds(value) -> float | None:
+    """A time as annotations write it: seconds (number or numeric string) or "[HH:]MM:SS[.fff]"; None if neither."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str) and value.strip():
+        parts = value.strip().split(":")
+        try:
+            numbers = [float(part) for part in parts]
+        except ValueError:
+            return None
+        if len(numbers) > 3 or any(n < 0 for n in numbers[:-1]):
+            return None
+        seconds = sum(n * 60 ** (len(numbers) - 1 - i) for i, n in enumerate(numbers))
+    else:
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 def frame_at(seconds: float, fps: float) -> int:

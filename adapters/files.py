@@ -71,6 +71,22 @@ def numbered_files(pattern: str, name: re.Pattern) -> list[str | None]:
     return [by_number.get(t) for t in range(max(by_number) + 1)] if by_number else []
 
 
+class NumberedPaths(Sequence):
+    """`template.format(first + i)` for i in range(count), computed when asked: a folder of 200k extracted frames
+    costs no listing and no list (EPIC-KITCHENS' `frame_{:010d}.jpg`, numbered from 1)."""
+
+    def __init__(self, template: str, count: int, first: int = 0):
+        self.template, self.count, self.first = template, int(count), int(first)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> str:  # type: ignore[override]
+        if not 0 <= index < self.count:
+            raise IndexError(index)
+        return self.template.format(self.first + index)
+
+
 class FileFrames(Sequence):
     """Frames stored one file each, read when indexed: frames no clip keeps (a lower --fps) are never read.
 
@@ -78,7 +94,7 @@ class FileFrames(Sequence):
     """
 
     def __init__(self, paths: Sequence[str | None]):
-        self.paths = list(paths)
+        self.paths = paths
 
     def __len__(self) -> int:
         return len(self.paths)

@@ -24,6 +24,7 @@ import atexit
 import dataclasses
 import os
 import shutil
+import struct
 import tempfile
 import threading
 from collections.abc import Sequence
@@ -43,7 +44,13 @@ class VideoInfo:
 
 
 def _cv2():
+    # FFmpeg's own messages about damaged files would flood worker logs; damage is reported as a rejection with a
+    # reason instead. Set OPENCV_FFMPEG_LOGLEVEL=24 (warnings) to see them.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     import cv2
+
+    if "OPENCV_LOG_LEVEL" not in os.environ:  # nor OpenCV's "can't open" warning per damaged file
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
     cv2.setNumThreads(1)
     return cv2
@@ -174,6 +181,33 @@ def probe(path: str) -> VideoInfo | None:
         return info if info.fps > 0 and info.width > 0 else None
     finally:
         COPIES.release(path)
+
+
+def mp4_truncation(path: str) -> str | None:
+    """Why an MP4/MOV file that does not open is damaged, when it is a download cut short: its top-level boxes
+    run past the end of the file (and the index, `moov`, usually written last, is lost). None otherwise."""
+    seen = []
+    with files.open_file(path, "rb") as f:
+        f.seek(0, 2)
+        size = f.tell()
+        position = 0
+        while position + 8 <= size:
+            f.seek(position)
+            header = f.read(16)
+            box_size, kind = struct.unpack(">I4s", header[:8])
+            if box_size == 1 and len(header) == 16:
+                box_size = struct.unpack(">Q", header[8:16])[0]
+            elif box_size == 0:  # "to the end of the file"
+                box_size = size - position
+            name = kind.decode("latin-1")
+            if box_size < 8 or (not seen and name != "ftyp"):
+                return None  # not an MP4 box structure
+            if position + box_size > size:
+                missing = "" if "moov" in seen else "; its index ('moov') is missing"
+                return f"the file ends inside its '{name}' box ({size - position} of {box_size} bytes){missing}"
+            seen.append(name)
+            position += box_size
+    return None
 
 
 class VideoFrames(Sequence):

@@ -10,15 +10,19 @@ CODECS = {"h264": "libx264", "mpeg4": "mpeg4", "vp9": "libvpx-vp9"}
 
 
 def write_video(path: str, frames: Iterable[np.ndarray], fps: float, codec: str = "h264",
-                keyframe_seconds: float = 2.0) -> str:
-    """Encodes RGB uint8 frames (all one even size) at `fps`; a keyframe every `keyframe_seconds`, as cameras do."""
+                keyframe_seconds: float = 2.0, faststart: bool = False) -> str:
+    """Encodes RGB uint8 frames (all one even size) at `fps`; a keyframe every `keyframe_seconds`, as cameras do.
+
+    MP4 puts its index (`moov`) after the frames unless `faststart`, which moves it to the front as web
+    downloads usually have it; a file cut short then still opens and decodes up to the cut."""
     import fractions
 
     import av
 
     if codec not in CODECS:
         raise ValueError(f"codec must be one of {sorted(CODECS)}, got {codec!r}")
-    with av.open(path, "w") as container:
+    options = {"movflags": "faststart"} if faststart else {}
+    with av.open(path, "w", options=options) as container:
         stream = None
         for frame in frames:
             if stream is None:

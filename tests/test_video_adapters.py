@@ -11,6 +11,7 @@ import video_fixtures as vf
 from unisim.adapters import registry, video
 from unisim.adapters.base import Episode, FrameUnavailable
 from unisim.pipelines import inspect
+from unisim.pipelines.frames import FrameSpec, process
 from unisim.pipelines.conformance import Expectation, check_adapter
 from unisim.samples.video_writer import write_video
 
@@ -125,3 +126,121 @@ def test_ssv2_reads_the_older_release_naming(tmp_path):
         registry.create("ssv2", root, split="test")
     with pytest.raises(FileNotFoundError, match="no label files"):
         registry.create("ssv2", str(tmp_path)).work_units()
+
+
+def _records(report) -> dict:
+    return {r.episode_id: r for r in inspect.iter_records(report.output, report.manifest)}
+
+
+def test_ego4d_gives_one_clip_per_narration_centred_on_its_moment(tmp_path):
+    root = vf.write_ego4d(str(tmp_path / "ego4d"))
+    expect = dict(vf.EGO4D_EXPECT)
+    report = check_adapter(Expectation(dataset="ego4d", source=root, **expect), str(tmp_path))
+    assert report.units == ["a1", "b2", "c3", "d4", "e5"]
+    assert_one_clip_per_annotation(report, annotations=vf.EGO4D_ANNOTATIONS)
+    by_id = {e.episode_id: e for e in report.episodes}
+    # Narrations of a video come in time order, both passes merged, so its decoder only moves forward.
+    assert [e.episode_id for e in report.episodes if e.episode_id.startswith("a1/")] == [
+        "a1/a1-1", "a1/a1-6", "a1/a1-2", "a1/a1-7", "a1/a1-3"]
+    assert by_id["a1/a1-2"].text == "The camera wearer cuts something"
+    assert by_id["a1/a1-3"].text == "Man X opens the door" and by_id["a1/a1-7"].text == ""
+    assert by_id["a1/a1-2"].span == (45, 46) and by_id["a1/a1-2"].fps == 30.0
+    records = _records(report)
+    # 1.5 s at 30 fps = frame 45: 16 targets centred there, 4 history frames before them.
+    assert records["a1/a1-2"].frame_indices.tolist() == list(range(33, 53))
+    assert records["a1/a1-2"].context_frames == 4
+    assert records["a1/a1-3"].frame_indices.tolist()[-1] == 89  # 2.9 s: shifted to end with the video
+    assert records["b2/b2-1"].text == "The camera wearer opens the fridge"  # pass 2 only, MPEG-4 Part 2 video
+    reasons = {r.key: r.reason for r in _dead_letter(report)}
+    assert reasons["c3/c3-2/00000"] == "truncated_video" and "c3/c3-1" in records  # early narration of a cut video kept
+    assert reasons["a1/a1-4"] == "timestamp_out_of_range" and reasons["e5"] == "malformed_annotation"
+    # A record's frame is the source frame it names, decoded and encoded as the pipeline does.
+    expected = process(video.VideoFrames(f"{root}/v1/full_scale/a1.mp4", 0, 90)[45], FrameSpec())
+    assert records["a1/a1-2"].frames[12] == expected
+
+
+def test_ego4d_options_select_passes_and_reject_bad_values(tmp_path):
+    root = vf.write_ego4d(str(tmp_path / "ego4d"))
+    adapter = registry.create("ego4d", root, options={"passes": "2", "camera_wearer": "I"})
+    items = [i for u in adapter.work_units() for i in adapter.read(u)]
+    texts = sorted(i.text for i in items if isinstance(i, Episode))
+    assert texts == ["", "I closes the fridge", "I holds a knife", "I opens the fridge"]
+    with pytest.raises(ValueError, match="passes must be"):
+        registry.create("ego4d", root, options={"passes": "3"})
+    with pytest.raises(FileNotFoundError, match="download root that holds v1/"):
+        registry.create("ego4d", str(tmp_path)).work_units()
+
+
+def test_epic_kitchens_reads_videos_and_extracted_frames(tmp_path):
+    root = str(tmp_path / "epic")
+    os.makedirs(root)
+    vf.write_epic(root)
+    report = check_adapter(Expectation(dataset="epic_kitchens", source=root, **vf.EPIC_EXPECT), str(tmp_path))
+    assert report.units == ["train:", "train:P01_01", "train:P01_02", "train:P02_01", "train:P02_02",
+                            "train:P03_01", "validation:P01_01"]
+    assert_one_clip_per_annotation(report, annotations=vf.EPIC_ANNOTATIONS)
+    by_id = {e.episode_id: e for e in report.episodes}
+    assert by_id["P01_01_1"].fps == 50.0 and by_id["P01_01_1"].span == (50, 96)  # 1.00-1.90 s at 50 fps
+    assert by_id["P01_02_0"].fps == 59.94 and len(by_id["P01_02_0"].frames) == 60  # from EPIC_100_video_info.csv
+    assert by_id["P01_02_0"].span == (4, 30)  # frame_0000000005.jpg is index 4
+    records = _records(report)
+    assert records["P01_02_0"].frame_indices.tolist() == list(range(5, 25))
+    assert records["P01_01_0"].text == "open drawer" and records["P01_01_4"].split == "validation"
+    details = {r.key: r.detail for r in _dead_letter(report)}
+    assert "'moov') is missing" in details["P02_01_0"] and "rgb_frames/P02_02" in details["P02_02_0"]
+
+
+def test_epic_kitchens_fits_the_clip_to_the_segment_when_asked(tmp_path):
+    from unisim.pipelines import convert
+
+    root = str(tmp_path / "epic")
+    os.makedirs(root)
+    vf.write_epic(root)
+    manifest, _ = convert.run(convert.ConvertConfig(dataset="epic_kitchens", source=root, split="validation",
+                                                    output=str(tmp_path / "out"), fit_spans=True), command="test")
+    (record,) = inspect.iter_records(str(tmp_path / "out"), manifest)
+    # 0.30-1.10 s at 50 fps = frames [15, 56): 16 targets 2.5625 frames apart cover it.
+    assert record.frame_indices[4] == 15 and record.frame_indices[-1] == 53
+    assert abs(record.fps - 50 / (41 / 16)) < 1e-3 and manifest.fps_values == [record.fps]
+
+
+@pytest.mark.parametrize("table_format", ["csv", "jsonl", "parquet"])
+def test_video_captions_reads_each_table_format(tmp_path, table_format):
+    table = vf.write_video_captions(str(tmp_path / "captions"), table_format)
+    adapter = registry.create("video_captions", table)
+    items = [i for u in adapter.work_units() for i in adapter.read(u)]
+    episodes = [i for i in items if isinstance(i, Episode)]
+    assert [e.episode_id for e in episodes] == ["c1", "c2", "c3", "c6"]
+    assert episodes[1].span == (30, 60) and episodes[2].span == (0, 48) and episodes[2].fps == 24.0
+    reasons = sorted((i.key, i.reason) for i in items if not isinstance(i, Episode))
+    assert reasons == [("c1@5", "duplicate_annotation"), ("c4", "missing_video"), ("c5", "malformed_annotation"),
+                       ("c7" if table_format == "parquet" else "row000000007", "malformed_annotation")]
+
+
+def test_video_captions_passes_the_kit_from_a_non_local_filesystem(tmp_path):
+    table = vf.write_video_captions(str(tmp_path / "captions"))
+    remote = "ram://captions-kit"
+    for name in ("captions.csv", "clips/v1.mp4", "clips/v2.webm"):
+        tf.io.gfile.makedirs(os.path.dirname(f"{remote}/{name}"))
+        tf.io.gfile.copy(os.path.join(os.path.dirname(table), name), f"{remote}/{name}", overwrite=True)
+    report = check_adapter(Expectation(dataset="video_captions", source=f"{remote}/captions.csv",
+                                       **vf.CAPTION_EXPECT), str(tmp_path))
+    assert_one_clip_per_annotation(report, annotations=vf.CAPTION_ANNOTATIONS)
+    assert report.manifest.adapter["columns"] == {"video": "video", "caption": "caption", "start": "start",
+                                                   "end": "end", "id": "id"}
+    with pytest.raises(ValueError, match="no caption column"):
+        registry.create("video_captions", _table_without_captions(tmp_path)).work_units()
+
+
+def _table_without_captions(tmp_path) -> str:
+    path = str(tmp_path / "bad.csv")
+    with open(path, "w") as f:
+        f.write("video,label\nclips/v1.mp4,x\n")
+    return path
+
+
+def _dead_letter(report):
+    from unisim.schemas.dead_letter import Rejection
+
+    text = inspect.out.read_text(os.path.join(report.output, report.manifest.dead_letter))
+    return [Rejection.from_json_line(line) for line in text.splitlines()]

@@ -65,3 +65,156 @@ def write_ssv2(root: str, label_layout: str = "labels") -> str:
         with open(os.path.join(root, name), "w") as f:
             json.dump(entries, f)
     return root
+
+
+def _write_json(path: str, data) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(data, f)
+
+
+# --------------------------------------------------------------------------------------------------- Ego4D
+# video_uid → (codec, frames at 30 fps, defect); "d4" has narrations but no video, "e5" a malformed entry.
+EGO4D_VIDEOS = {"a1": ("h264", 90, None), "b2": ("mpeg4", 60, None), "c3": ("h264", 90, "truncated_video")}
+
+
+def _narrations(*items):
+    return {"narrations": [{"timestamp_sec": t, "timestamp_frame": round(t * 30) if isinstance(t, float) else t,
+                            "narration_text": text, "annotation_uid": uid} for t, text, uid in items],
+            "summaries": [{"start_sec": 0.0, "end_sec": 3.0, "summary_text": "#Summary C cooks", "annotation_uid": "s"}]}
+
+
+EGO4D_NARRATIONS = {
+    "a1": {"narration_pass_1": _narrations((0.5, "#C C picks up a knife", "a1-1"), (1.5, "#C C cuts #unsure", "a1-2"),
+                                           (2.9, "#O man X opens the door", "a1-3"),
+                                           (5.0, "#C C drops the knife", "a1-4"),  # past the 3 s video
+                                           ("abc", "#C C waves", "a1-5")),  # malformed timestamp
+           "narration_pass_2": _narrations((1.0, "#C C holds a knife", "a1-6"), (2.0, "#unsure", "a1-7")),  # empty
+           "status": "complete"},
+    "b2": {"narration_pass_2": _narrations((0.3, "#C C opens the fridge", "b2-1"), (1.2, "#C C closes the fridge", "b2-2"))},
+    "c3": {"narration_pass_1": _narrations((0.2, "#C C lifts a cup", "c3-1"), (2.5, "#C C drinks", "c3-2"))},
+    "d4": {"narration_pass_1": _narrations((1.0, "#C C walks", "d4-1"))},  # no video
+    "e5": ["not", "an", "object"],
+}
+EGO4D_ANNOTATIONS = 13  # narrations, plus e5's entry
+# a1-3 near the end is shifted inside; c3 is cut (faststart MP4): c3-1 early decodes, c3-2 is past the cut.
+EGO4D_EXPECT = dict(episodes=9, read_rejections={"malformed_annotation": 2, "timestamp_out_of_range": 1,
+                                                  "missing_video": 1},
+                    records=7, rejected_reasons={"empty_text": 1, "malformed_annotation": 2, "missing_video": 1,
+                                                 "timestamp_out_of_range": 1, "truncated_video": 1})
+
+
+def write_ego4d(root: str) -> str:
+    _write_json(os.path.join(root, "v1/annotations/narration.json"), EGO4D_NARRATIONS)
+    os.makedirs(os.path.join(root, "v1/full_scale"), exist_ok=True)
+    for seed, (uid, (codec, count, defect)) in enumerate(EGO4D_VIDEOS.items()):
+        path = write_video(os.path.join(root, f"v1/full_scale/{uid}.mp4"), frames(seed, count, 96, 160), 30, codec,
+                           keyframe_seconds=0.5, faststart=defect == "truncated_video")
+        if defect == "truncated_video":
+            truncate(path)
+    return root
+
+
+# -------------------------------------------------------------------------------------------- EPIC-KITCHENS
+EPIC_HEADER = ("narration_id,participant_id,video_id,narration_timestamp,start_timestamp,stop_timestamp,start_frame,"
+               "stop_frame,narration,verb,verb_class,noun,noun_class,all_nouns,all_noun_classes")
+# (split, narration_id, start, stop, start_frame, stop_frame, narration); media per video below.
+EPIC_ROWS = [
+    ("train", "P01_01_0", "00:00:00.20", "00:00:00.80", 10, 40, "open drawer"),
+    ("train", "P01_01_1", "00:00:01.00", "00:00:01.90", 50, 95, "take spoon"),
+    ("train", "P01_01_2", "00:00:05.00", "00:00:06.00", 250, 300, "close drawer"),  # past the 2 s video
+    ("train", "P01_01_3", "00:00:00.50", "00:00:01.50", 25, 75, ""),  # empty narration
+    ("train", "P01_02_0", "00:00:00.08", "00:00:00.50", 5, 30, "wash plate"),  # extracted frames
+    ("train", "P01_02_1", "00:00:00.67", "00:00:00.97", 40, 58, "dry plate"),
+    ("train", "P02_01_0", "00:00:00.10", "00:00:00.50", 5, 25, "pour water"),  # truncated MP4
+    ("train", "P02_02_0", "00:00:00.10", "00:00:00.50", 5, 25, "stir pot"),  # no media at all
+    ("train", "P03_01_0", "00:00:00.10", "00:00:00.50", 6, 30, "cut onion"),  # frames, but no video_info row
+    ("train", "P01_01_5", "00:00:00.10", "00:00:00.50", "abc", 25, "peel potato"),  # malformed frame number
+    ("validation", "P01_01_4", "00:00:00.30", "00:00:01.10", 15, 55, "close drawer"),
+]
+EPIC_ANNOTATIONS = len(EPIC_ROWS) + 1  # and one row with missing fields
+EPIC_EXPECT = dict(episodes=6, read_rejections={"malformed_annotation": 2, "missing_video": 1,
+                                                 "missing_video_info": 1, "timestamp_out_of_range": 1,
+                                                 "truncated_video": 1},
+                   records=5, rejected_reasons={"empty_text": 1, "malformed_annotation": 2, "missing_video": 1,
+                                                "missing_video_info": 1, "timestamp_out_of_range": 1,
+                                                "truncated_video": 1})
+
+
+def write_epic(root: str) -> str:
+    import csv
+
+    rows = {"train": [], "validation": []}
+    for split, nid, start, stop, first, last, text in EPIC_ROWS:
+        participant, video_id = nid.split("_")[0], nid.rsplit("_", 1)[0]
+        verb, noun = (text.split(" ", 1) + ["", ""])[:2] if text else ("", "")
+        rows[split].append([nid, participant, video_id, start, start, stop, first, last, text, verb, 0, noun, 0,
+                            str([noun, "bin"]), "[0, 1]"])
+    rows["train"].append(["P01_01_9", "P01", "P01_01", "00:00:00.10"])  # a line cut short
+    for split, lines in rows.items():
+        with open(os.path.join(root, f"EPIC_100_{split}.csv"), "w", newline="") as f:
+            f.write(EPIC_HEADER + "\n")
+            csv.writer(f).writerows(lines)
+    with open(os.path.join(root, "EPIC_100_video_info.csv"), "w") as f:
+        f.write("video_id,duration,fps,resolution\nP01_01,2.0,50.0,160x96\nP01_02,1.001,59.94,160x96\n"
+                "P02_01,2.0,50.0,160x96\n")
+    os.makedirs(os.path.join(root, "P01/videos"))
+    write_video(os.path.join(root, "P01/videos/P01_01.MP4"), frames(1, 100, 96, 160), 50, "h264", keyframe_seconds=0.5)
+    os.makedirs(os.path.join(root, "P02/videos"))
+    truncate(write_video(os.path.join(root, "P02/videos/P02_01.MP4"), frames(2, 100, 96, 160), 50, "h264"))
+    import cv2
+
+    for participant, video_id, count in (("P01", "P01_02", 60), ("P03", "P03_01", 40)):
+        folder = os.path.join(root, participant, "rgb_frames", video_id)
+        os.makedirs(folder)
+        for t, image in enumerate(frames(3, count, 96, 160), 1):
+            cv2.imwrite(os.path.join(folder, f"frame_{t:010d}.jpg"), image[..., ::-1])
+    return root
+
+
+# ------------------------------------------------------------------------------------------ video_captions
+# (id, video, caption, start, end)
+CAPTION_ROWS = [
+    ("c1", "clips/v1.mp4", "a dog runs", "0.0", "1.0"),
+    ("c2", "clips/v1.mp4", "the dog sits", "00:00:01.0", "00:00:02.0"),
+    ("c3", "clips/v2.webm", "waves roll in", "", ""),  # the whole video
+    ("c4", "clips/gone.mp4", "a cat sleeps", "0", "1"),  # missing video
+    ("c5", "clips/v1.mp4", "backwards", "1.5", "0.5"),  # end before start
+    ("c1", "clips/v1.mp4", "a dog runs again", "0.0", "1.0"),  # repeated id
+    ("c6", "clips/v1.mp4", "", "0.0", "1.0"),  # empty caption
+]
+CAPTION_ANNOTATIONS = len(CAPTION_ROWS) + 1  # and one malformed line
+CAPTION_EXPECT = dict(episodes=4, read_rejections={"duplicate_annotation": 1, "malformed_annotation": 2,
+                                                    "missing_video": 1},
+                      records=3, rejected_reasons={"duplicate_annotation": 1, "empty_text": 1,
+                                                   "malformed_annotation": 2, "missing_video": 1})
+
+
+def write_video_captions(root: str, table_format: str = "csv") -> str:
+    """The videos under root/clips and the table as root/captions.{csv,jsonl,parquet}; returns the table path."""
+    os.makedirs(os.path.join(root, "clips"), exist_ok=True)
+    write_video(os.path.join(root, "clips/v1.mp4"), frames(4, 60, 96, 160), 30, "h264")
+    write_video(os.path.join(root, "clips/v2.webm"), frames(5, 48, 96, 160), 24, "vp9")
+    names = ("id", "video", "caption", "start", "end")
+    path = os.path.join(root, f"captions.{table_format}")
+    if table_format == "csv":
+        import csv
+
+        with open(path, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(names)
+            writer.writerows(CAPTION_ROWS)
+            f.write("c7,clips/v1.mp4\n")  # a line cut short
+    elif table_format == "jsonl":
+        with open(path, "w") as f:
+            for row in CAPTION_ROWS:
+                f.write(json.dumps(dict(zip(names, row))) + "\n")
+            f.write('{"id": "c7", "video": "clips/v1.mp4", "capt\n')  # a line cut short
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        rows = [dict(zip(names, row)) for row in CAPTION_ROWS] + [{"id": "c7", "video": None, "caption": None,
+                                                                  "start": None, "end": None}]
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    return path

@@ -1,0 +1,166 @@
+"""EPIC-KITCHENS-100 (Damen et al. 2022): every narrated action segment becomes one clip.
+
+`--source` is the directory that holds the annotation CSVs and the participant folders:
+
+    EPIC_100_train.csv, EPIC_100_validation.csv    narration_id, participant_id, video_id, narration_timestamp,
+                                                   start_timestamp, stop_timestamp, start_frame, stop_frame,
+                                                   narration, verb, verb_class, noun, noun_class, all_nouns,
+                                                   all_noun_classes
+    EPIC_100_video_info.csv                        video_id, duration, fps, resolution (optional beside videos)
+    <P>/videos/<video_id>.MP4                      the videos, or
+    <P>/rgb_frames/<video_id>/frame_0000000001.jpg the extracted frames (numbered from 1)
+
+The text action is the `narration` ("put rubbish in the bin"). A video is preferred when both are present. With
+a video, the segment is [start_timestamp, stop_timestamp] at the video's own rate; with extracted frames it is
+frames start_frame … stop_frame, and the rate and length come from EPIC_100_video_info.csv (frame rates differ
+between videos: 59.94, 50, 29.97, …), so frames without it are rejected (`missing_video_info`). The clip is centred
+on the segment at `--fps`, or spread over it with `--fit_spans` (segments last 0.5 s to over a minute).
+
+Work units are videos (`train:P03_02`), their segments read in start order so one decoder serves them all.
+Rejected here: `malformed_annotation` (a row with the wrong number of fields or an unreadable time or frame),
+`duplicate_annotation` (a narration_id twice), `missing_video` (neither media present), `missing_video_info`,
+and the reasons of `adapters/annotated_video.py` (`truncated_video`, `timestamp_out_of_range`, …).
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+from collections.abc import Iterator
+
+from unisim.adapters import files
+from unisim.adapters.annotated_video import VideoChecks, action_episode, parse_seconds, video_action
+from unisim.adapters.base import DatasetAdapter, Episode
+from unisim.adapters.registry import register
+from unisim.schemas.dead_letter import Rejection
+from unisim.schemas.text import decode_text
+
+SPLITS = ("train", "validation")  # the test split's CSV has no narrations
+ANNOTATIONS = "EPIC_100_{split}.csv"
+VIDEO_INFO = "EPIC_100_video_info.csv"
+COLUMNS = ("narration_id", "participant_id", "video_id", "narration_timestamp", "start_timestamp", "stop_timestamp",
+           "start_frame", "stop_frame", "narration", "verb", "verb_class", "noun", "noun_class", "all_nouns",
+           "all_noun_classes")
+
+
+def _read_csv(path: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """(header, [(line number, fields)]); the CSV module copes with the quoted list columns."""
+    rows = list(csv.reader(io.StringIO(decode_text(files.read_bytes(path)))))
+    if not rows:
+        return [], []
+    return rows[0], [(number, fields) for number, fields in enumerate(rows[1:], 2) if fields]
+
+
+@register
+class EpicKitchens(DatasetAdapter):
+    name = "epic_kitchens"
+    description = "EPIC-KITCHENS-100: one clip per narrated action segment, from the videos or extracted frames"
+
+    def __init__(self, source: str, split: str | None = None, options=None):
+        super().__init__(source, split, options)
+        self.root = source.rstrip("/")
+        if split is not None and split not in SPLITS:
+            raise ValueError(f"epic_kitchens: split must be one of {SPLITS} (the test split has no narrations), "
+                             f"got {split!r}")
+        self._checks = VideoChecks()
+
+    def _annotation_file(self, split: str) -> str:
+        return f"{self.root}/{ANNOTATIONS.format(split=split)}"
+
+    @functools.cache  # noqa: B019 - one parse per split per adapter instance; the instance lives for the run
+    def segments(self, split: str) -> dict[str, list[tuple[int, list[str]]]]:
+        """The split's rows grouped by video_id (rows whose video_id is unreadable under "")."""
+        path = self._annotation_file(split)
+        header, rows = _read_csv(path)
+        if tuple(header) != COLUMNS:
+            raise ValueError(f"epic_kitchens: {path} does not have the EPIC-KITCHENS-100 header; expected "
+                             f"{','.join(COLUMNS)}, found {','.join(header)[:300]}")
+        by_video: dict[str, list[tuple[int, list[str]]]] = {}
+        for number, fields in rows:
+            video_id = fields[2] if len(fields) == len(COLUMNS) else ""
+            by_video.setdefault(video_id, []).append((number, fields))
+        return by_video
+
+    @functools.cached_property
+    def video_info(self) -> dict[str, tuple[float, float]]:
+        """video_id → (duration s, fps) from EPIC_100_video_info.csv; {} when the file is absent."""
+        path = f"{self.root}/{VIDEO_INFO}"
+        if not files.exists(path):
+            return {}
+        info = {}
+        for _, fields in _read_csv(path)[1]:
+            try:
+                info[fields[0]] = (float(fields[1]), float(fields[2]))
+            except (IndexError, ValueError):
+                continue  # a bad line only matters to the frames of its video, which are then rejected
+        return info
+
+    def work_units(self) -> list[str]:
+        if not files.exists(self.root):
+            raise FileNotFoundError(f"epic_kitchens: source {self.root!r} does not exist")
+        splits = [s for s in ([self.split] if self.split else SPLITS) if files.exists(self._annotation_file(s))]
+        if not splits:
+            raise FileNotFoundError(f"epic_kitchens: no {ANNOTATIONS.format(split='train')} or "
+                                    f"{ANNOTATIONS.format(split='validation')} under {self.root!r}")
+        return [f"{split}:{video_id}" for split in splits for video_id in sorted(self.segments(split))]
+
+    def read(self, unit: str) -> Iterator[Episode | Rejection]:
+        split, video_id = unit.split(":", 1)
+        where = self._annotation_file(split)
+        segments, seen = [], set()
+        for number, fields in self.segments(split)[video_id]:
+            key = fields[0] if fields and fields[0] else f"{split}@{number}"
+            parsed = self._parse(fields)
+            if isinstance(parsed, str):
+                yield self.reject("malformed_annotation", f"line {number}: {parsed}", key, where, number)
+            elif key in seen:
+                yield self.reject("duplicate_annotation", f"line {number}: narration_id {key} appears twice",
+                                  f"{key}@{number}", where, number)
+            else:
+                seen.add(key)
+                segments.append((parsed, number, key, fields[8], fields[1]))
+        media = self._media(segments[0][4], video_id) if segments else ("", "")
+        for times, number, key, text, _ in sorted(segments):  # in start order: the decoder only moves forward
+            yield self._segment(split, video_id, media, times, number, key, text, where)
+
+    def _media(self, participant: str, video_id: str) -> tuple[str, str]:
+        """("video", path), ("frames", folder) or ("", what was looked for); looked up once per video."""
+        video = f"{self.root}/{participant}/videos/{video_id}.MP4"
+        if files.exists(video):
+            return "video", video
+        frames_dir = f"{self.root}/{participant}/rgb_frames/{video_id}"
+        if files.isdir(frames_dir):
+            return "frames", frames_dir
+        return "", f"neither {video} nor {frames_dir}/ exists"
+
+    @staticmethod
+    def _parse(fields: list[str]) -> tuple[float, float, int, int] | str:
+        """(start s, stop s, start frame, stop frame), or what is wrong with the row."""
+        if len(fields) != len(COLUMNS):
+            return f"{len(fields)} fields, expected {len(COLUMNS)}"
+        start, stop = parse_seconds(fields[4]), parse_seconds(fields[5])
+        try:
+            first, last = int(fields[6]), int(fields[7])
+        except ValueError:
+            return f"start_frame/stop_frame {fields[6]!r}/{fields[7]!r} are not integers"
+        if start is None or stop is None or stop < start or last < first or first < 1:
+            return f"unreadable or reversed segment {fields[4]!r}-{fields[5]!r}, frames {first}-{last}"
+        return start, stop, first, last
+
+    def _segment(self, split: str, video_id: str, media: tuple[str, str], times, number: int, key: str, text: str,
+                 where: str) -> Episode | Rejection:
+        start, stop, first, last = times
+        kind, path = media
+        if kind == "":
+            return self.reject("missing_video", path, key, where, number)
+        if kind == "video":
+            return video_action(self, self._checks, key=key, path=path, seconds=(start, stop), text=text,
+                                split=split, source_index=number, annotation_file=where)
+        if video_id not in self.video_info:
+            return self.reject("missing_video_info", f"{path} has frames but {VIDEO_INFO} gives no fps and "
+                               f"duration for {video_id}", key, where, number)
+        duration, fps = self.video_info[video_id]
+        frames = files.FileFrames(files.NumberedPaths(f"{path}/frame_{{:010d}}.jpg", round(duration * fps), 1))
+        return action_episode(self, key=key, frames=frames, fps=fps, span=(first - 1, last), text=text, split=split,
+                              source_file=path, source_index=number, annotation_file=where)

@@ -1,0 +1,169 @@
+"""Captioned videos of any origin: a table of (video, caption[, start, end]) rows, one clip per row.
+
+`--source` is the table: a `.csv` (with a header), `.jsonl` (one object per line) or `.parquet` file, local or
+gs://. Columns are found by name (options override): the video by `video`, `video_path`, `path`, `file`,
+`filename`; the caption by `caption`, `text`, `title`, `description`; optional `start` / `end` (also
+`start_sec`/`end_sec`, `start_time`/`end_time`) in seconds or "HH:MM:SS.fff"; an optional `id` (also `key`,
+`video_id`, `clip_id`) names the episode, else the row number does. Relative video paths are resolved
+against `video_root` (default: the table's folder). A row without start and end (or with both empty) covers the whole video.
+Records get the split given by `--split` (default "train").
+
+Work units are runs of `UNIT_SIZE` rows; rows for one video are best kept together and in time order, which lets
+one decoder serve them. Rejected here: `malformed_annotation` (a row that does not parse, lacks a video or
+caption, or has end before start), `duplicate_annotation` (an id twice), and the video reasons of
+`adapters/annotated_video.py`.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import functools
+import io
+import json
+import posixpath
+from collections.abc import Iterator
+from typing import Any
+
+from unisim.adapters import files
+from unisim.adapters.annotated_video import VideoChecks, parse_seconds, video_action
+from unisim.adapters.base import DatasetAdapter, Episode, option
+from unisim.adapters.registry import register
+from unisim.schemas.dead_letter import Rejection
+from unisim.schemas.text import decode_text
+
+UNIT_SIZE = 1000
+GUESSES = {
+    "video": ("video", "video_path", "path", "file", "filename"),
+    "caption": ("caption", "text", "title", "description"),
+    "start": ("start", "start_sec", "start_time"),
+    "end": ("end", "end_sec", "end_time"),
+    "id": ("id", "key", "video_id", "clip_id"),
+}
+FORMATS = (".csv", ".jsonl", ".parquet")
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoCaptionsOptions:
+    video: str = option("", "the video path column (default: guessed, see the module docs)")
+    caption: str = option("", "the caption column (default: guessed)")
+    start: str = option("", "the start-time column (default: guessed; none means whole videos)")
+    end: str = option("", "the end-time column (default: guessed)")
+    id: str = option("", "the column naming each row's episode (default: guessed, else the row number)")
+    video_root: str = option("", "folder that relative video paths are under (default: the table's folder)")
+
+
+def _rows(path: str) -> tuple[list[str], list[dict | str]]:
+    """(column names, rows); a row that does not parse is kept as a string saying why."""
+    data = files.read_bytes(path)
+    if path.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(io.BytesIO(data))
+        return table.column_names, table.to_pylist()
+    text = decode_text(data)
+    if path.endswith(".jsonl"):
+        rows: list[dict | str] = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                rows.append(row if isinstance(row, dict) else f"line {number} is not a JSON object")
+            except json.JSONDecodeError as e:
+                rows.append(f"line {number}: {e}")
+        names = sorted({k for row in rows if isinstance(row, dict) for k in row})
+        return names, rows
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, [])
+    rows = []
+    for number, fields in enumerate(reader, 2):
+        if not fields:
+            continue
+        rows.append(dict(zip(header, fields)) if len(fields) == len(header)
+                    else f"line {number} has {len(fields)} fields, the header {len(header)}")
+    return header, rows
+
+
+@register
+class VideoCaptions(DatasetAdapter):
+    name = "video_captions"
+    description = "any captioned videos: a CSV/JSONL/parquet table of (video, caption[, start, end]), one clip per row"
+    Options = VideoCaptionsOptions
+
+    def __init__(self, source: str, split: str | None = None, options=None):
+        super().__init__(source, split, options)
+        if not source.endswith(FORMATS):
+            raise ValueError(f"video_captions: --source must be a {', '.join(FORMATS)} file, got {source!r}")
+        self.root = (self.options.video_root or posixpath.dirname(source)).rstrip("/")
+        self._checks = VideoChecks()
+
+    @functools.cached_property
+    def table(self) -> tuple[dict[str, str], list[dict | str]]:
+        """(role → column, rows), parsed once per adapter instance."""
+        if not files.exists(self.source):
+            raise FileNotFoundError(f"video_captions: {self.source!r} does not exist")
+        names, rows = _rows(self.source)
+        columns = {}
+        for role, guesses in GUESSES.items():
+            chosen = getattr(self.options, role)
+            if chosen and chosen not in names:
+                raise ValueError(f"video_captions: column {chosen!r} ({role}) is not in {self.source}; its "
+                                 f"columns: {', '.join(names)}")
+            found = chosen or next((g for g in guesses if g in names), "")
+            if found:
+                columns[role] = found
+        missing = [role for role in ("video", "caption") if role not in columns]
+        if missing:
+            raise ValueError(f"video_captions: no {' or '.join(missing)} column in {self.source} (its columns: "
+                             f"{', '.join(names)}); name it with --adapter_option {missing[0]}=COLUMN")
+        if ("start" in columns) != ("end" in columns):
+            raise ValueError(f"video_captions: {self.source} has a {'start' if 'start' in columns else 'end'} "
+                             "column but not the other; give both or neither")
+        return columns, rows
+
+    @functools.cached_property
+    def first_row(self) -> dict[str, int]:
+        """id → the row that first uses it (later rows with the same id are duplicates)."""
+        columns, rows = self.table
+        first: dict[str, int] = {}
+        for index, row in enumerate(rows):
+            if isinstance(row, dict) and "id" in columns and row.get(columns["id"]) not in (None, ""):
+                first.setdefault(str(row[columns["id"]]), index)
+        return first
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "columns": self.table[0]}
+
+    def work_units(self) -> list[str]:
+        return [str(start) for start in range(0, len(self.table[1]), UNIT_SIZE)]
+
+    def read(self, unit: str) -> Iterator[Episode | Rejection]:
+        columns, rows = self.table
+        start = int(unit)
+        for index, row in enumerate(rows[start : start + UNIT_SIZE], start):
+            yield self._row(columns, index, row)
+
+    def _row(self, columns: dict[str, str], index: int, row: dict | str) -> Episode | Rejection:
+        default_key = f"row{index:09d}"
+        if isinstance(row, str):
+            return self.reject("malformed_annotation", row, default_key, self.source, index)
+        key = str(row.get(columns["id"])) if "id" in columns and row.get(columns["id"]) not in (None, "") else default_key
+        if self.first_row.get(key, index) != index:
+            return self.reject("duplicate_annotation", f"row {index} repeats id {key} of row {self.first_row[key]}",
+                               f"{key}@{index}", self.source, index)
+        video, caption = row.get(columns["video"]), row.get(columns["caption"])
+        if not isinstance(video, str) or not video or not isinstance(caption, str):
+            return self.reject("malformed_annotation", f"row {index} lacks a video path or a caption: "
+                               f"{str(row)[:200]}", key, self.source, index)
+        seconds = None
+        bounds = [row.get(columns[c]) for c in ("start", "end") if c in columns]
+        if any(b not in (None, "") for b in bounds):  # both empty: the whole video
+            start, end = (parse_seconds(b) for b in bounds)
+            if start is None or end is None or end < start:
+                return self.reject("malformed_annotation", f"row {index}: start {row.get(columns['start'])!r} and end "
+                                   f"{row.get(columns['end'])!r} are not a time span", key, self.source, index)
+            seconds = (start, end)
+        path = video if "://" in video or video.startswith("/") else f"{self.root}/{video}"
+        return video_action(self, self._checks, key=key, path=path, seconds=seconds, text=caption,
+                            split=self.split or "train", source_index=index, annotation_file=self.source)
