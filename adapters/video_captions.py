@@ -8,8 +8,9 @@ gs://. Columns are found by name (options override): the video by `video`, `vide
 against `video_root` (default: the table's folder). A row without start and end (or with both empty) covers the whole video.
 Records get the split given by `--split` (default "train").
 
-Work units are runs of `UNIT_SIZE` rows; rows for one video are best kept together and in time order, which lets
-one decoder serve them. Rejected here: `malformed_annotation` (a row that does not parse, lacks a video or
+Work units are runs of rows (`0:16`, …; at most `UNIT_SIZE`, and small tables are cut into up to `MIN_UNITS`
+so that workers share them); rows of one video are best kept together and in time order, which lets one
+decoder serve them. Rejected here: `malformed_annotation` (a row that does not parse, lacks a video or
 caption, or has end before start), `duplicate_annotation` (an id twice), and the video reasons of
 `adapters/annotated_video.py`.
 """
@@ -32,7 +33,9 @@ from unisim.adapters.registry import register
 from unisim.schemas.dead_letter import Rejection
 from unisim.schemas.text import decode_text
 
-UNIT_SIZE = 1000
+UNIT_SIZE = 1000  # rows per work unit at most; small tables are cut into up to MIN_UNITS units so workers share them
+MIN_UNITS = 64
+MIN_UNIT_SIZE = 16
 GUESSES = {
     "video": ("video", "video_path", "path", "file", "filename"),
     "caption": ("caption", "text", "title", "description"),
@@ -136,12 +139,14 @@ class VideoCaptions(DatasetAdapter):
         return {**super().describe(), "columns": self.table[0]}
 
     def work_units(self) -> list[str]:
-        return [str(start) for start in range(0, len(self.table[1]), UNIT_SIZE)]
+        rows = len(self.table[1])
+        size = min(UNIT_SIZE, max(MIN_UNIT_SIZE, -(-rows // MIN_UNITS)))
+        return [f"{start}:{min(start + size, rows)}" for start in range(0, rows, size)]
 
     def read(self, unit: str) -> Iterator[Episode | Rejection]:
         columns, rows = self.table
-        start = int(unit)
-        for index, row in enumerate(rows[start : start + UNIT_SIZE], start):
+        start, stop = (int(n) for n in unit.split(":"))
+        for index, row in enumerate(rows[start:stop], start):
             yield self._row(columns, index, row)
 
     def _row(self, columns: dict[str, str], index: int, row: dict | str) -> Episode | Rejection:
