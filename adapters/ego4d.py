@@ -16,8 +16,9 @@ Summaries describe minutes of activity, not an action, and are not used.
 The narration text is rewritten into plain English by `natural_narration` (rule in its docstring), e.g.
 "#C C picks up a knife" → "The camera wearer picks up a knife".
 
-Work units are videos (`<video_uid>`), their narrations read in time order so that one decoder serves them
-all, moving forward (`adapters/video.py`). The narration file is parsed once per worker. Rejected here:
+Work units are videos (`<video_uid>@<byte range>`), their narrations read in time order so that one decoder
+serves them all, moving forward (`adapters/video.py`). The launcher finds each video's bytes in the narration
+file (`entry_ranges`); a worker reads and parses only the videos it is given. Rejected here:
 `malformed_annotation` (a video entry or narration of the wrong shape, a timestamp that is not a number),
 `duplicate_annotation` (an annotation_uid seen twice in a video), and the video reasons of
 `adapters/annotated_video.py` (`missing_video`, `truncated_video`, `undecodable_video`, `timestamp_out_of_range`, …).
@@ -78,6 +79,52 @@ def _timestamp(narration: dict) -> float | None:
     return float(value)
 
 
+def entry_ranges(data: bytes) -> list[tuple[str, int, int]]:
+    """(key, first byte, end byte) of each value of a JSON object, found by parsing one value at a time.
+
+    The launcher parses narration.json once this way and each worker then reads and parses only its video's
+    bytes: the whole file as Python objects (3.85M narrations) would take gigabytes in every worker."""
+    text = decode_text(data)
+    decoder, ranges = json.JSONDecoder(), []
+    ascii_only = text.isascii()
+    mark_char, mark_byte = 0, 0
+
+    def byte_at(char: int) -> int:  # str index → UTF-8 byte offset, moving forward only
+        nonlocal mark_char, mark_byte
+        if ascii_only:
+            return char
+        mark_byte += len(text[mark_char:char].encode("utf-8"))
+        mark_char = char
+        return mark_byte
+
+    def skip(i: int) -> int:
+        while i < len(text) and text[i] in " \t\r\n":
+            i += 1
+        return i
+
+    i = skip(0)
+    if text[i : i + 1] != "{":
+        raise ValueError("ego4d: the narration file is not a JSON object keyed by video_uid")
+    i = skip(i + 1)
+    while text[i : i + 1] != "}":
+        try:
+            key, i = decoder.raw_decode(text, i)
+            i = skip(i)
+            if text[i : i + 1] != ":" or not isinstance(key, str):
+                raise json.JSONDecodeError("expected a string key and ':'", text, i)
+            start = skip(i + 1)
+            _, end = decoder.raw_decode(text, start)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"ego4d: the narration file is not valid JSON: {e}") from None
+        ranges.append((key, byte_at(start), byte_at(end)))
+        i = skip(end)
+        if text[i : i + 1] == ",":
+            i = skip(i + 1)
+        elif text[i : i + 1] != "}":
+            raise ValueError(f"ego4d: the narration file is not valid JSON: expected ',' or '}}' at character {i}")
+    return ranges
+
+
 @dataclasses.dataclass(frozen=True)
 class Ego4DOptions:
     passes: tuple[str, ...] = option(("1", "2"), "annotator passes to read, e.g. 1 or 1,2")
@@ -111,19 +158,20 @@ class Ego4D(DatasetAdapter):
         raise FileNotFoundError(f"ego4d: no {' or '.join(NARRATION_FILES)} under {self.root!r} (--source is the "
                                 "download root that holds v1/)")
 
-    @functools.cached_property
-    def narrations(self) -> dict[str, Any]:
-        """narration.json, parsed once per adapter instance (a worker reads many videos of it)."""
-        data = json.loads(decode_text(files.read_bytes(self.narration_file)))
-        if not isinstance(data, dict):
-            raise ValueError(f"ego4d: {self.narration_file} is not a JSON object keyed by video_uid")
-        return data
-
     def work_units(self) -> list[str]:
-        return sorted(self.narrations)
+        """`<video_uid>@<first byte>:<end byte>` of every video's entry in the narration file, sorted by uid."""
+        ranges = entry_ranges(files.read_bytes(self.narration_file))
+        return [f"{uid}@{start}:{end}" for uid, start, end in sorted(ranges)]
 
     def read(self, unit: str) -> Iterator[Episode | Rejection]:
-        entry = self.narrations[unit]
+        uid, byte_range = unit.rsplit("@", 1)
+        start, end = (int(n) for n in byte_range.split(":"))
+        with files.open_file(self.narration_file, "rb") as f:  # only this video's entry: a ranged read
+            f.seek(start)
+            entry = json.loads(decode_text(f.read(end - start)))
+        yield from self._read_video(uid, entry)
+
+    def _read_video(self, unit: str, entry: Any) -> Iterator[Episode | Rejection]:
         if not isinstance(entry, dict):
             yield self.reject("malformed_annotation", f"the entry of video {unit} is a {type(entry).__name__}, "
                               "not an object of narration passes", unit, self.narration_file)

@@ -127,36 +127,44 @@ FORWARD_SECONDS = 2.0
 
 
 class _Parked:
-    """The one decoder a finished window left open, with its position; taken by the next window that can use it."""
+    """The decoder a finished window left open, with its position, one per thread (a runner's threads each read
+    their own videos); taken by the next window of that thread that can use it."""
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._slot = None  # (path, capture, next frame, frames it may skip forward)
+        self._slots: dict[int, tuple] = {}  # thread id → (path, capture, next frame, frames it may skip forward)
         atexit.register(self.drop)
+
+    @property
+    def _slot(self):
+        return self._slots.get(threading.get_ident())
 
     def put(self, path: str, capture, next_frame: int) -> None:
         reach = int(FORWARD_SECONDS * max(capture.get(_cv2().CAP_PROP_FPS), 1.0))
         with self._lock:
-            previous, self._slot = self._slot, (path, capture, next_frame, reach)
+            previous = self._slots.get(threading.get_ident())
+            self._slots[threading.get_ident()] = (path, capture, next_frame, reach)
         if previous is not None:
             _release(previous[0], previous[1])
 
     def take(self, path: str, frame: int):
-        """(capture, next frame) if the parked decoder is on `path` at or a little before `frame`; else None."""
+        """(capture, next frame) if this thread's parked decoder is on `path` at or a little before `frame`."""
         with self._lock:
-            if self._slot is None:
+            slot = self._slots.get(threading.get_ident())
+            if slot is None:
                 return None
-            parked_path, capture, next_frame, reach = self._slot
+            parked_path, capture, next_frame, reach = slot
             if parked_path != path or not next_frame <= frame <= next_frame + reach:
                 return None
-            self._slot = None
+            del self._slots[threading.get_ident()]
             return capture, next_frame
 
     def drop(self) -> None:
+        """Releases every parked decoder (all threads')."""
         with self._lock:
-            previous, self._slot = self._slot, None
-        if previous is not None:
-            _release(previous[0], previous[1])
+            slots, self._slots = list(self._slots.values()), {}
+        for path, capture, _, _ in slots:
+            _release(path, capture)
 
 
 def _release(path: str, capture) -> None:

@@ -35,7 +35,7 @@ from unisim.schemas.text import decode_text
 
 UNIT_SIZE = 1000  # rows per work unit at most; small tables are cut into up to MIN_UNITS units so workers share them
 MIN_UNITS = 64
-MIN_UNIT_SIZE = 16
+MIN_UNIT_SIZE = 8
 GUESSES = {
     "video": ("video", "video_path", "path", "file", "filename"),
     "caption": ("caption", "text", "title", "description"),

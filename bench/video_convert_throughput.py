@@ -145,11 +145,11 @@ def memory_over_windows(videos: list[str], windows: int) -> list[tuple[int, floa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--videos", type=int, default=8)
-    parser.add_argument("--seconds", type=float, default=40.0)
+    parser.add_argument("--videos", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=360.0)
     parser.add_argument("--height", type=int, default=360)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--memory_windows", type=int, default=2000)
+    parser.add_argument("--memory_windows", type=int, default=500)
     parser.add_argument("--workdir", default="/tmp/unisim-bench-video")
     args = parser.parse_args()
 

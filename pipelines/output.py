@@ -60,6 +60,11 @@ def prepare_output_dir(output: str) -> None:
         os.makedirs(output, exist_ok=True)
 
 
+def remove(path: str) -> None:
+    if FileSystems.exists(path):
+        FileSystems.delete([path])
+
+
 def publish_bytes(data: bytes, destination: str) -> None:
     """Writes `data` to `destination` atomically (temporary name, then rename)."""
     temporary = _temporary_name(destination)

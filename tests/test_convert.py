@@ -189,4 +189,18 @@ def test_dataflow_options_pass_through_to_beam():
     assert options.view_as(SetupOptions).setup_file == "./setup.py"
     local, local_options = convert.pipeline_options([], "local", 2)
     assert type(local).__name__ == "FnApiRunner"
-    assert local_options.get_all_options()["direct_running_mode"] == "multi_processing"
+    assert local_options.get_all_options()["direct_running_mode"] == "multi_threading"
+
+
+def test_a_run_whose_runner_lost_records_is_withdrawn(tmp_path):
+    from types import SimpleNamespace
+
+    manifest_path = tmp_path / "manifest.json"
+    manifest_path.write_text("{}")
+    complete = SimpleNamespace(records=9, rejected_reasons={"duplicate_key": 1})
+    convert.check_nothing_lost(str(tmp_path), complete, {"records_encoded": 10})
+    assert manifest_path.exists()
+    short = SimpleNamespace(records=7, rejected_reasons={"duplicate_key": 1})
+    with pytest.raises(convert.LostRecordsError, match="lost 2"):
+        convert.check_nothing_lost(str(tmp_path), short, {"records_encoded": 10})
+    assert not manifest_path.exists()  # inspect and the trainer refuse a directory without a manifest

@@ -1,5 +1,6 @@
 """Video decoding (adapters/video.py) and the human-activity video adapters on fixtures with real encoded videos."""
 
+import json
 import os
 import pickle
 
@@ -136,7 +137,7 @@ def test_ego4d_gives_one_clip_per_narration_centred_on_its_moment(tmp_path):
     root = vf.write_ego4d(str(tmp_path / "ego4d"))
     expect = dict(vf.EGO4D_EXPECT)
     report = check_adapter(Expectation(dataset="ego4d", source=root, **expect), str(tmp_path))
-    assert report.units == ["a1", "b2", "c3", "d4", "e5"]
+    assert [unit.split("@")[0] for unit in report.units] == ["a1", "b2", "c3", "d4", "e5"]
     assert_one_clip_per_annotation(report, annotations=vf.EGO4D_ANNOTATIONS)
     by_id = {e.episode_id: e for e in report.episodes}
     # Narrations of a video come in time order, both passes merged, so its decoder only moves forward.
@@ -157,6 +158,21 @@ def test_ego4d_gives_one_clip_per_narration_centred_on_its_moment(tmp_path):
     # A record's frame is the source frame it names, decoded and encoded as the pipeline does.
     expected = process(video.VideoFrames(f"{root}/v1/full_scale/a1.mp4", 0, 90)[45], FrameSpec())
     assert records["a1/a1-2"].frames[12] == expected
+
+
+def test_ego4d_work_units_are_byte_ranges_that_parse_alone():
+    from unisim.adapters.ego4d import entry_ranges
+
+    data = {"v1": {"narration_pass_1": {"narrations": [{"narration_text": "#C C pèle une pomme — ☕"}]}},
+            "v2": [1, {"a": "}"}], "v3": "x"}
+    for text in (json.dumps(data), json.dumps(data, ensure_ascii=False, indent=2)):
+        raw = text.encode("utf-8")
+        ranges = entry_ranges(raw)
+        assert [key for key, _, _ in ranges] == ["v1", "v2", "v3"]
+        assert [json.loads(raw[start:end]) for _, start, end in ranges] == list(data.values())
+    for broken in (b'{"v1": {"a": 1}, "v2": ', b'["not", "an object"]', b'{"v1": 1 "v2": 2}'):
+        with pytest.raises(ValueError, match="ego4d: the narration file is not"):
+            entry_ranges(broken)
 
 
 def test_ego4d_options_select_passes_and_reject_bad_values(tmp_path):
