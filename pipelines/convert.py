@@ -411,6 +411,11 @@ def pipeline_options(beam_args: list[str], runner: str, num_workers: int) -> tup
     if runner in LOCAL_RUNNERS:
         from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
+        if num_workers > 1:
+            print(f"warning: --direct_num_workers {num_workers}: Beam's local runner has lost records with more than "
+                  "one worker in our benchmarks (README, Reliability); use 1 unless you check the output counts",
+                  file=sys.stderr)
+
         direct = options.view_as(DirectOptions)
         direct.direct_num_workers = num_workers
         # Threads, not processes: with Beam 2.77's FnApiRunner in multi_processing mode, 3 of 3 two-worker runs
