@@ -16,6 +16,8 @@ Later, per clip, a video that ends before a frame the clip needs gives `truncate
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 from collections.abc import Sequence
 
@@ -55,6 +57,14 @@ class VideoChecks:
         if info.frames <= 0:
             return "empty_video", f"{path} has no frames"
         return info
+
+
+def csv_rows(text: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """(header, [(row number, fields)]) of an annotation CSV, the header being row 1; blank lines are skipped.
+    The CSV module copes with quoted fields (EPIC's list columns)."""
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, [])
+    return header, [(number, fields) for number, fields in enumerate(reader, 2) if fields]
 
 
 def parse_seconds(value) -> float | None:

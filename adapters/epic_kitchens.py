@@ -24,13 +24,11 @@ and the reasons of `adapters/annotated_video.py` (`truncated_video`, `timestamp_
 
 from __future__ import annotations
 
-import csv
 import functools
-import io
 from collections.abc import Iterator
 
 from unisim.adapters import files
-from unisim.adapters.annotated_video import VideoChecks, action_episode, parse_seconds, video_action
+from unisim.adapters.annotated_video import VideoChecks, action_episode, csv_rows, parse_seconds, video_action
 from unisim.adapters.base import DatasetAdapter, Episode
 from unisim.adapters.registry import register
 from unisim.schemas.dead_letter import Rejection
@@ -45,11 +43,7 @@ COLUMNS = ("narration_id", "participant_id", "video_id", "narration_timestamp", 
 
 
 def _read_csv(path: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    """(header, [(line number, fields)]); the CSV module copes with the quoted list columns."""
-    rows = list(csv.reader(io.StringIO(decode_text(files.read_bytes(path)))))
-    if not rows:
-        return [], []
-    return rows[0], [(number, fields) for number, fields in enumerate(rows[1:], 2) if fields]
+    return csv_rows(decode_text(files.read_bytes(path)))
 
 
 @register

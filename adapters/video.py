@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import functools
 import os
 import shutil
 import struct
@@ -43,6 +44,7 @@ class VideoInfo:
     width: int
 
 
+@functools.cache  # the set-up once per process: this is called for every decoded frame
 def _cv2():
     # FFmpeg's own messages about damaged files would flood worker logs; damage is reported as a rejection with a
     # reason instead. Set OPENCV_FFMPEG_LOGLEVEL=24 (warnings) to see them.

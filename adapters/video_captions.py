@@ -17,7 +17,6 @@ caption, or has end before start), `duplicate_annotation` (an id twice), and the
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import functools
 import io
@@ -27,7 +26,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from unisim.adapters import files
-from unisim.adapters.annotated_video import VideoChecks, parse_seconds, video_action
+from unisim.adapters.annotated_video import VideoChecks, csv_rows, parse_seconds, video_action
 from unisim.adapters.base import DatasetAdapter, Episode, option
 from unisim.adapters.registry import register
 from unisim.schemas.dead_letter import Rejection
@@ -77,15 +76,10 @@ def _rows(path: str) -> tuple[list[str], list[dict | str]]:
                 rows.append(f"line {number}: {e}")
         names = sorted({k for row in rows if isinstance(row, dict) for k in row})
         return names, rows
-    reader = csv.reader(io.StringIO(text))
-    header = next(reader, [])
-    rows = []
-    for number, fields in enumerate(reader, 2):
-        if not fields:
-            continue
-        rows.append(dict(zip(header, fields)) if len(fields) == len(header)
-                    else f"line {number} has {len(fields)} fields, the header {len(header)}")
-    return header, rows
+    header, numbered = csv_rows(text)
+    return header, [dict(zip(header, fields)) if len(fields) == len(header)
+                    else f"line {number} has {len(fields)} fields, the header {len(header)}"
+                    for number, fields in numbered]
 
 
 @register

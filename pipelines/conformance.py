@@ -55,6 +55,7 @@ class Report:
     manifest: object
     counters: dict[str, int]
     output: str  # the directory the pipeline wrote
+    dead_letter: list[Rejection]  # what the pipeline rejected, as written to its dead letter
 
 
 def _require(ok: bool, rule: str, message: str) -> None:
@@ -135,4 +136,4 @@ def check_adapter(expect: Expectation, scratch: str) -> Report:
     _require(manifest.source_episodes == len(episodes) + len(rejections), "counts",
              f"manifest counts {manifest.source_episodes} source episodes, the adapter yielded "
              f"{len(episodes)} + {len(rejections)} rejected")
-    return Report(units, episodes, rejections, manifest, counters, output)
+    return Report(units, episodes, rejections, manifest, counters, output, dead)

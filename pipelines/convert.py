@@ -419,9 +419,9 @@ def pipeline_options(beam_args: list[str], runner: str, num_workers: int) -> tup
         direct = options.view_as(DirectOptions)
         direct.direct_num_workers = num_workers
         # Threads, not processes: with Beam 2.77's FnApiRunner in multi_processing mode, 3 of 3 two-worker runs
-        # of bench/video_convert_throughput.py (720 records) wrote 626-710 records and reported success: output
-        # of some bundles never reached the shard writer. The same runs on threads wrote all 720. Decoding,
-        # resizing and JPEG encoding run in OpenCV, which releases the GIL, so threads still share the work.
+        # of bench/video_convert_throughput.py (720 records) wrote 626-710 records and reported success. On
+        # threads one run wrote all 720 and another 714, so more than one worker is still unsafe (undiagnosed;
+        # hence the warning). Decoding, resizing and JPEG encoding run in OpenCV, which releases the GIL.
         direct.direct_running_mode = "multi_threading" if num_workers > 1 else "in_memory"
         return FnApiRunner(), options
     options.view_as(StandardOptions).runner = runner
@@ -464,8 +464,8 @@ class LostRecordsError(RuntimeError):
 
 def check_nothing_lost(output: str, manifest: Manifest, counters: dict[str, int]) -> None:
     """Every encoded record must be in a shard or rejected as a duplicate; otherwise the output is withdrawn
-    (its manifest deleted, so `inspect` and the trainer refuse it) and the run fails. This has caught a runner
-    losing bundles (see `pipeline_options`)."""
+    (its manifest deleted, so `inspect` and the trainer refuse it) and the run fails. Added after a local runner
+    lost records (see `pipeline_options`); records lost before encoding are not seen here."""
     encoded = counters.get("records_encoded")
     if encoded is None:  # a runner that does not report counters
         return

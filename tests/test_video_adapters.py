@@ -152,7 +152,7 @@ def test_ego4d_gives_one_clip_per_narration_centred_on_its_moment(tmp_path):
     assert records["a1/a1-2"].context_frames == 4
     assert records["a1/a1-3"].frame_indices.tolist()[-1] == 89  # 2.9 s: shifted to end with the video
     assert records["b2/b2-1"].text == "The camera wearer opens the fridge"  # pass 2 only, MPEG-4 Part 2 video
-    reasons = {r.key: r.reason for r in _dead_letter(report)}
+    reasons = {r.key: r.reason for r in report.dead_letter}
     assert reasons["c3/c3-2/00000"] == "truncated_video" and "c3/c3-1" in records  # early narration of a cut video kept
     assert reasons["a1/a1-4"] == "timestamp_out_of_range" and reasons["e5"] == "malformed_annotation"
     # A record's frame is the source frame it names, decoded and encoded as the pipeline does.
@@ -202,7 +202,7 @@ def test_epic_kitchens_reads_videos_and_extracted_frames(tmp_path):
     records = _records(report)
     assert records["P01_02_0"].frame_indices.tolist() == list(range(5, 25))
     assert records["P01_01_0"].text == "open drawer" and records["P01_01_4"].split == "validation"
-    details = {r.key: r.detail for r in _dead_letter(report)}
+    details = {r.key: r.detail for r in report.dead_letter}
     assert "'moov') is missing" in details["P02_01_0"] and "rgb_frames/P02_02" in details["P02_02_0"]
 
 
@@ -254,9 +254,3 @@ def _table_without_captions(tmp_path) -> str:
         f.write("video,label\nclips/v1.mp4,x\n")
     return path
 
-
-def _dead_letter(report):
-    from unisim.schemas.dead_letter import Rejection
-
-    text = inspect.out.read_text(os.path.join(report.output, report.manifest.dead_letter))
-    return [Rejection.from_json_line(line) for line in text.splitlines()]
