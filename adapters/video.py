@@ -236,6 +236,11 @@ class VideoFrames(Sequence):
     def __len__(self) -> int:
         return self.count
 
+    @property
+    def decoder_key(self) -> str:
+        """Windows with the same key can share a decoder: the pipeline runs them on one thread, in order."""
+        return self.path
+
     def _open(self, frame: int) -> None:
         cv2 = _cv2()
         self.close()

@@ -5,7 +5,7 @@ panning so the encoder has real work), and a `video_captions` table with one row
 like Ego4D narrations). Then, in one run:
 
 1. `unisim convert --dataset video_captions --fps 10` as a user runs it (the whole command: interpreter start,
-   pipeline, shards, manifest), with 1 and with 2 local workers;
+   pipeline, shards, manifest), with `--direct_num_workers` 1 and 2 (locally: clip threads in one Beam worker);
 2. the bare loop over exactly the frames those records hold: for each video, one OpenCV capture read
    front to back (`grab()` every frame, `retrieve()` the needed ones), then the pipeline's own resize and JPEG
    encode (`pipelines.frames.process`), one thread, no Beam;

@@ -16,22 +16,27 @@ from __future__ import annotations
 
 import dataclasses
 import shlex
+import shutil
 import sys
+import tempfile
 from typing import Any
 
 import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.transforms.window import GlobalWindows
 
 from unisim.adapters import registry
 from unisim.adapters.base import DatasetAdapter, Episode, FrameUnavailable
 from unisim.pipelines import clips as clip_planning
 from unisim.pipelines import frames as frame_ops
+from unisim.pipelines.lanes import OrderedLanes
 from unisim.pipelines import output as out
 from unisim.pipelines import shards
 from unisim.pipelines.embed import EmbedTexts, EncoderSettings
 from unisim.pipelines.progress import Progress
+from unisim.pipelines.spill import SpillWriter
 from unisim.schemas import record as rec
 from unisim.schemas import text as text_rules
 from unisim.schemas.controls import ControlStats, ControlTokenizer
@@ -94,6 +99,7 @@ class ConvertConfig:
             raise ValueError(f"fps must be positive, got {self.fps}")
         if self.records_per_shard <= 0:
             raise ValueError("records_per_shard must be positive")
+
         if not 0 <= self.low_percentile < self.high_percentile <= 100:
             raise ValueError("need 0 <= low_percentile < high_percentile <= 100")
         if not 0 < self.stats_sample_rate <= 1:
@@ -143,30 +149,63 @@ class ReadEpisodes(beam.PTransform):
 # --------------------------------------------------------------------------------------------------- clips
 
 
+@dataclasses.dataclass(frozen=True)
+class _EpisodeDone:
+    frames: int  # frames the episode encoded
+
+
 class _MakeClipsFn(beam.DoFn):
     def __init__(self, config: ConvertConfig, dataset_name: str, control_dims: int, requires_text: bool,
-                 conditioning: text_rules.ConditioningSpec):
+                 conditioning: text_rules.ConditioningSpec, threads: int):
         self._config = config
+        self._threads = threads
         self._dataset_name = dataset_name
         self._control_dims = control_dims
         self._requires_text = requires_text
         self._conditioning = conditioning
 
     def setup(self):
-        # One OpenCV thread per worker: runners already run one worker per core, and OpenCV's own thread pool
-        # on top of that oversubscribes the cores (measured: 2 local workers were slower than 1 without this).
+        # One OpenCV thread per lane: runners already run one worker per core, and OpenCV's own thread pool on top
+        # of that oversubscribes the cores (measured: 2 local workers were slower than 1 without this).
         frame_ops.cv2.setNumThreads(1)
         self.records = Metrics.counter(_NAMESPACE, "clips_made")
         self.frames = Metrics.counter(_NAMESPACE, "frames_encoded")
         self.rejected = Metrics.counter(_NAMESPACE, "rejected_clips")
         self.progress = Progress("convert")
+        self.lanes = OrderedLanes(self._threads, self._episode_outputs)
+
+    def process(self, episode: Episode):
+        # Lazy video windows name their file, so windows of one video share a lane and its parked decoder.
+        outputs = self.lanes.submit(episode, affinity=getattr(episode.frames, "decoder_key", None))
+        yield from self._counted(outputs)
+
+    def finish_bundle(self):
+        # Outputs of items still in flight; finish_bundle must give windowed values (this pipeline is global-window).
+        for value in self._counted(self.lanes.drain()):
+            if isinstance(value, beam.pvalue.TaggedOutput):
+                yield beam.pvalue.TaggedOutput(value.tag, GlobalWindows.windowed_value(value.value))
+            else:
+                yield GlobalWindows.windowed_value(value)
+
+    def _counted(self, outputs):
+        """Counts on the caller's thread: Beam's metrics are bound to it, not to the lanes."""
+        for value in outputs:
+            if isinstance(value, _EpisodeDone):
+                self.frames.inc(value.frames)
+                self.progress.add(episodes=1, frames=value.frames)
+                continue
+            if isinstance(value, rec.ClipRecord):
+                self.records.inc()
+            elif isinstance(value, beam.pvalue.TaggedOutput) and value.tag == REJECTED:
+                self.rejected.inc()
+            yield value
 
     def _reject(self, episode: Episode, key: str, reason: str, detail: str):
-        self.rejected.inc()
         return beam.pvalue.TaggedOutput(REJECTED, Rejection(self._dataset_name, key, reason, detail,
                                                             episode.source_file, episode.source_index))
 
-    def process(self, episode: Episode):
+    def _episode_outputs(self, episode: Episode):
+        """Everything one episode gives, ending with an `_EpisodeDone`; runs on a lane."""
         try:
             yield from self._clips(episode)
         finally:  # lazy frames (a video window) may hand their decoder on to the next episode of the same video
@@ -225,7 +264,6 @@ class _MakeClipsFn(beam.DoFn):
                 yield self._reject(episode, key, error.reason, f"source frame {index}: {error}")
                 continue
             clip_frames = [encoded[i] for i in indices]
-            self.records.inc()
             yield rec.ClipRecord(
                 dataset=self._dataset_name, episode_id=episode.episode_id, clip_index=plan.clip_index,
                 frames=clip_frames, image_format=c.frame.image_format, height=c.frame.height,
@@ -235,8 +273,7 @@ class _MakeClipsFn(beam.DoFn):
                                                                plan.context_frames),
                 frame_indices=plan.frame_indices, is_image=episode.is_image, split=episode.split,
                 source_file=episode.source_file, source_index=episode.source_index)
-        self.frames.inc(frames_done)
-        self.progress.add(episodes=1, frames=frames_done)
+        yield _EpisodeDone(frames_done)
 
     def _plan(self, episode: Episode) -> tuple[list[clip_planning.ClipPlan], float]:
         """The episode's clips and their frame rate: successive clips, or the one clip of an annotated span."""
@@ -257,6 +294,8 @@ class _MakeClipsFn(beam.DoFn):
         return controls[rows]
 
     def teardown(self):
+        if getattr(self, "lanes", None):
+            self.lanes.close()
         if getattr(self, "progress", None) and self.progress.counts:
             self.progress.report()
 
@@ -265,9 +304,9 @@ class MakeClips(beam.PTransform):
     """Episodes → clip records with frames resized and encoded (tokens not yet set), control rows, rejections."""
 
     def __init__(self, config: ConvertConfig, dataset_name: str, control_dims: int, requires_text: bool,
-                 conditioning: text_rules.ConditioningSpec):
+                 conditioning: text_rules.ConditioningSpec, threads: int = 1):
         super().__init__()
-        self._fn = _MakeClipsFn(config, dataset_name, control_dims, requires_text, conditioning)
+        self._fn = _MakeClipsFn(config, dataset_name, control_dims, requires_text, conditioning, threads)
 
     def expand(self, episodes):
         return episodes | "Clip" >> beam.ParDo(self._fn).with_outputs(REJECTED, CONTROL_ROWS, main="clips")
@@ -301,9 +340,19 @@ class _ControlStatsFn(beam.CombineFn):
 
 
 class _TokenizeFn(beam.DoFn):
+    def __init__(self, spill_dir: str | None):
+        self._spill_dir = spill_dir
+
     def setup(self):
         self.written = Metrics.counter(_NAMESPACE, "records_encoded")
         self._tokenizer: ControlTokenizer | None = None
+
+    def start_bundle(self):
+        self._spill = SpillWriter(self._spill_dir) if self._spill_dir else None
+
+    def finish_bundle(self):
+        if self._spill is not None:
+            self._spill.close()
 
     def process(self, record: rec.ClipRecord, stats: ControlStats | None):
         if stats is not None and record.controls.size:  # replace, not mutate: Beam inputs are immutable
@@ -317,7 +366,7 @@ class _TokenizeFn(beam.DoFn):
                                                                str(e), record.source_file, record.source_index))
             return
         self.written.inc()
-        yield record.key, data, (record.num_frames, record.fps)
+        yield record.key, self._spill.put(data) if self._spill else data, (record.num_frames, record.fps)
         yield beam.pvalue.TaggedOutput(TEXTS, (record.text_key, record.conditioning_text))
 
 
@@ -372,18 +421,24 @@ class _FinishFn(beam.DoFn):
 
 
 def build(pipeline: beam.Pipeline, config: ConvertConfig, adapter: DatasetAdapter, units: list[str], command: str,
-          encoder_identity: dict | None = None):
-    """Adds the whole conversion to `pipeline`; returns the PCollection holding the one Manifest."""
+          encoder_identity: dict | None = None, clip_threads: int = 1, spill_dir: str | None = None):
+    """Adds the whole conversion to `pipeline`; returns the PCollection holding the one Manifest.
+
+    `clip_threads` (threads making clips inside each worker, `pipelines.lanes`) and `spill_dir` (local runs: a
+    folder parking encoded records during the shuffle, `pipelines.spill`) change speed, not output, so they are
+    not part of the config the manifest records."""
     name = adapter.dataset_name
     conditioning = config.text.conditioning(name, bool(adapter.control_names))
     read = pipeline | "ReadEpisodes" >> ReadEpisodes(config, units)
     made = read.episodes | "MakeClips" >> MakeClips(config, name, len(adapter.control_names), adapter.requires_text,
-                                                    conditioning)
+                                                    conditioning, clip_threads)
     stats = (made[CONTROL_ROWS]
              | "ControlStats" >> beam.CombineGlobally(
                  _ControlStatsFn(tuple(adapter.control_names), config.low_percentile, config.high_percentile)))
-    tokenized = (made.clips
-                 | "Tokenize" >> beam.ParDo(_TokenizeFn(), beam.pvalue.AsSingleton(stats)).with_outputs(REJECTED, TEXTS, main="records"))
+    # Tokenizing waits for the statistics of all control rows, so the clips are held until then; a dataset without
+    # controls skips that wait (measured: holding 527 MiB of clips cost 2.7 s of a 35 s local run).
+    tokenize = beam.ParDo(_TokenizeFn(spill_dir), beam.pvalue.AsSingleton(stats) if adapter.control_names else None)
+    tokenized = made.clips | "Tokenize" >> tokenize.with_outputs(REJECTED, TEXTS, main="records")
     written, num_shards = tokenized.records | "WriteShards" >> shards.WriteShards(
         config.output, name, config.records_per_shard, RECORD_PREFIX, _summarize_records)
     settings = config.text.encoder
@@ -405,35 +460,31 @@ def build(pipeline: beam.Pipeline, config: ConvertConfig, adapter: DatasetAdapte
                 beam.pvalue.AsSingleton(episodes), beam.pvalue.AsSingleton(texts)))
 
 
-def pipeline_options(beam_args: list[str], runner: str, num_workers: int) -> tuple[Any, PipelineOptions]:
-    """The runner object and options. Local runs use FnApiRunner: parallel over processes, nothing downloaded."""
+def pipeline_options(beam_args: list[str], runner: str) -> tuple[Any, PipelineOptions]:
+    """The runner object and options. Local runs use FnApiRunner with one worker: nothing downloaded, nothing lost."""
     options = PipelineOptions(beam_args)
     if runner in LOCAL_RUNNERS:
         from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-        if num_workers > 1:
-            print(f"warning: --direct_num_workers {num_workers}: Beam's local runner has lost records with more than "
-                  "one worker in our benchmarks (README, Reliability); use 1 unless you check the output counts",
-                  file=sys.stderr)
-
+        # One worker, always: with Beam 2.77's FnApiRunner, 3 of 3 two-worker runs in multi_processing mode of
+        # bench/video_convert_throughput.py (720 records) wrote 626-710 records and reported success, and one of
+        # two runs in multi_threading mode wrote 714. Local parallelism is `ConvertConfig.clip_threads` instead.
         direct = options.view_as(DirectOptions)
-        direct.direct_num_workers = num_workers
-        # Threads, not processes: with Beam 2.77's FnApiRunner in multi_processing mode, 3 of 3 two-worker runs
-        # of bench/video_convert_throughput.py (720 records) wrote 626-710 records and reported success. On
-        # threads one run wrote all 720 and another 714, so more than one worker is still unsafe (undiagnosed;
-        # hence the warning). Decoding, resizing and JPEG encoding run in OpenCV, which releases the GIL.
-        direct.direct_running_mode = "multi_threading" if num_workers > 1 else "in_memory"
+        direct.direct_num_workers = 1
+        direct.direct_running_mode = "in_memory"
         return FnApiRunner(), options
     options.view_as(StandardOptions).runner = runner
     return runner, options
 
 
-def run(config: ConvertConfig, beam_args: list[str] | None = None, runner: str = "local", num_workers: int = 1,
+def run(config: ConvertConfig, beam_args: list[str] | None = None, runner: str = "local", clip_threads: int = 1,
         command: str | None = None) -> tuple[Manifest, dict[str, int]]:
     """Converts one dataset; returns the manifest it wrote and the Beam counters of the run.
 
     Raises early, with a clear message, on a bad setup (unknown dataset, missing source, foreign output files).
     """
+    if clip_threads < 1:
+        raise ValueError(f"clip_threads must be >= 1, got {clip_threads}")
     adapter = registry.create(config.dataset, config.source, config.split, config.adapter_options)
     units = adapter.work_units()
     if not units:
@@ -446,16 +497,28 @@ def run(config: ConvertConfig, beam_args: list[str] | None = None, runner: str =
         identity = encoder_identity(config.text.encoder.path, config.text.encoder.max_tokens)
     out.prepare_output_dir(config.output)
     command = command if command is not None else shlex.join(sys.argv)
-    runner_obj, options = pipeline_options(beam_args or [], runner, num_workers)
-    pipeline = beam.Pipeline(runner=runner_obj, options=options)
-    build(pipeline, config, adapter, units, command, identity)
-    result = pipeline.run()
-    result.wait_until_finish()
+    runner_obj, options = pipeline_options(beam_args or [], runner)
+    spill_dir = _spill_folder(config.output) if runner in LOCAL_RUNNERS else None
+    try:
+        pipeline = beam.Pipeline(runner=runner_obj, options=options)
+        build(pipeline, config, adapter, units, command, identity, clip_threads, spill_dir)
+        result = pipeline.run()
+        result.wait_until_finish()
+    finally:
+        if spill_dir:
+            shutil.rmtree(spill_dir, ignore_errors=True)
     counters = {c.key.metric.name: c.committed for c in result.metrics().query()["counters"]
                 if c.key.metric.namespace == _NAMESPACE}
     manifest = Manifest.loads(out.read_text(out.join(config.output, MANIFEST_NAME)))
     check_nothing_lost(config.output, manifest, counters)
     return manifest, counters
+
+
+def _spill_folder(output: str) -> str:
+    """Inside a local output (same disk as the shards; cleared with a killed run's files), else system temp."""
+    if out.is_local(output):
+        return tempfile.mkdtemp(prefix=out.TMP_PREFIX + "spill-", dir=output)
+    return tempfile.mkdtemp(prefix="unisim-spill-")
 
 
 class LostRecordsError(RuntimeError):
@@ -475,4 +538,4 @@ def check_nothing_lost(output: str, manifest: Manifest, counters: dict[str, int]
         raise LostRecordsError(
             f"{encoded} records were encoded but {accounted} reached the shards or the dead letter: the runner "
             f"lost {encoded - accounted}. The output in {output} is withdrawn (no manifest); re-run it "
-            "(with --direct_num_workers 1 if it happens again locally).")
+            "and report it: local runs use one Beam worker so that this does not happen.")

@@ -19,7 +19,7 @@ from apache_beam.io.filesystems import FileSystems
 from unisim.schemas.manifest import ARRAY_RECORD_OPTIONS, DEAD_LETTER_NAME, MANIFEST_NAME, RECORD_PREFIX, SHARD_SUFFIX
 from unisim.schemas.text_embeddings import EMBEDDING_PREFIX, KEYS_SUFFIX
 
-_TMP_PREFIX = ".tmp-"
+TMP_PREFIX = ".tmp-"  # files (and folders) a run is still writing
 _COPY_CHUNK = 16 << 20
 
 
@@ -32,7 +32,7 @@ def join(directory: str, name: str) -> str:
 
 
 def _ours(name: str) -> bool:
-    return (name in (MANIFEST_NAME, DEAD_LETTER_NAME) or name.startswith(_TMP_PREFIX)
+    return (name in (MANIFEST_NAME, DEAD_LETTER_NAME) or name.startswith(TMP_PREFIX)
             or (name.startswith(f"{RECORD_PREFIX}-") and name.endswith(SHARD_SUFFIX))
             or (name.startswith(f"{EMBEDDING_PREFIX}-") and name.endswith((SHARD_SUFFIX, KEYS_SUFFIX))))
 
@@ -58,6 +58,9 @@ def prepare_output_dir(output: str) -> None:
         FileSystems.delete(rest)
     if is_local(output):
         os.makedirs(output, exist_ok=True)
+        for name in os.listdir(output):  # a killed local run's spill folder (`pipelines.spill`); match skips folders
+            if name.startswith(TMP_PREFIX) and os.path.isdir(os.path.join(output, name)):
+                shutil.rmtree(os.path.join(output, name))
 
 
 def remove(path: str) -> None:
@@ -109,7 +112,7 @@ def read_text(path: str) -> str:
 
 def _temporary_name(destination: str) -> str:
     head, _, name = destination.rpartition("/")
-    return f"{head}/{_TMP_PREFIX}{uuid.uuid4().hex[:12]}-{name}"
+    return f"{head}/{TMP_PREFIX}{uuid.uuid4().hex[:12]}-{name}"
 
 
 def _rename(source: str, destination: str) -> None:

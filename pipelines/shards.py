@@ -9,6 +9,7 @@ item are filled with empty shards at the end (`fill_missing_shards`), so the set
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +18,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from unisim.pipelines import output as out
+from unisim.pipelines.spill import SpillReader
 from unisim.schemas.dead_letter import Rejection
 from unisim.schemas.manifest import ShardInfo, shard_name
 from unisim.schemas.text_embeddings import keys_path
@@ -53,18 +55,20 @@ class _WriteShardFn(beam.DoFn):
 
     def process(self, element, num_shards: int):
         index, items = element
-        items = sorted(items, key=lambda item: (item[0], item[1]))
-        unique = []
-        for item in items:
-            key = item[0]
-            if unique and unique[-1][0] == key:  # same key twice: keep the first in byte order, reject the rest
-                self.duplicates.inc()
-                yield beam.pvalue.TaggedOutput(REJECTED, Rejection(self._dataset_name, key, "duplicate_key",
-                                                                   "another item has the same key"))
-                continue
-            unique.append(item)
-        name = shard_name(index, num_shards, self._prefix)
-        count, size = out.write_shard((data for _, data, _ in unique), out.join(self._output, name))
+        with SpillReader() as spilled:  # an item's bytes may be parked in a spill file (`pipelines.spill`)
+            unique = []
+            for key, group in itertools.groupby(sorted(items, key=lambda item: item[0]), key=lambda item: item[0]):
+                group = list(group)
+                if len(group) > 1:  # same key twice: keep the first in byte order, reject the rest
+                    group.sort(key=lambda item: spilled.read(item[1]))
+                    for _ in group[1:]:
+                        self.duplicates.inc()
+                        yield beam.pvalue.TaggedOutput(REJECTED, Rejection(self._dataset_name, key, "duplicate_key",
+                                                                           "another item has the same key"))
+                unique.append(group[0])
+            name = shard_name(index, num_shards, self._prefix)
+            count, size = out.write_shard((spilled.read(data) for _, data, _ in unique),
+                                          out.join(self._output, name))
         if self._write_keys:
             out.publish_bytes("".join(f"{key}\n" for key, _, _ in unique).encode(),
                               out.join(self._output, keys_path(name)))
@@ -73,7 +77,7 @@ class _WriteShardFn(beam.DoFn):
 
 
 class WriteShards(beam.PTransform):
-    """(key, bytes, info) → shards `<prefix>-NNNNN-of-NNNNN.array_record` (+ `.keys` files if `write_keys`).
+    """(key, bytes or SpillRef, info) → shards `<prefix>-NNNNN-of-NNNNN.array_record` (+ `.keys` files if `write_keys`).
 
     Returns (shards, num_shards): `shards` has a main output of (index, ShardInfo, summarize([info, …])) — a
     per-shard summary keeps the final step's side input small — and a `rejected` output; `num_shards` is a

@@ -24,10 +24,10 @@ EXPECTED_REASONS = {"empty_text": 1, "non_finite_control": 1, "undecodable_image
 
 
 def run(source, output, **kwargs):
-    num_workers = kwargs.pop("num_workers", 1)
+    clip_threads = kwargs.pop("clip_threads", 1)
     config = convert.ConvertConfig(dataset="language_table", source=source, output=output,
                                    records_per_shard=kwargs.pop("records_per_shard", 2), **kwargs)
-    return convert.run(config, num_workers=num_workers, command="test")
+    return convert.run(config, clip_threads=clip_threads, command="test")
 
 
 def read_dir(path):
@@ -78,7 +78,7 @@ def test_records_are_valid_clips_with_context_and_tokens(converted):
     assert sum(s.records for s in manifest.shards) == 5 and len(manifest.shards) == 3
 
 
-def test_rerun_gives_identical_bytes_with_one_or_two_workers(converted, language_table_dir, tmp_path):
+def test_rerun_gives_identical_bytes_with_one_or_two_clip_threads(converted, language_table_dir, tmp_path):
     output, _, _ = converted
     reference = read_dir(output)
     run(language_table_dir, str(tmp_path / "again"))  # note: the manifest records the output path
@@ -86,8 +86,8 @@ def test_rerun_gives_identical_bytes_with_one_or_two_workers(converted, language
     assert again.keys() == reference.keys()
     assert {k: v for k, v in again.items() if k != MANIFEST_NAME} == {
         k: v for k, v in reference.items() if k != MANIFEST_NAME}
-    # In place, with two worker processes: every byte, manifest included, is the same.
-    run(language_table_dir, output, num_workers=2)
+    # In place, with two clip threads: every byte, manifest included, is the same.
+    run(language_table_dir, output, clip_threads=2)
     assert read_dir(output) == reference
 
 
@@ -182,14 +182,15 @@ def test_dataflow_options_pass_through_to_beam():
 
     runner, options = convert.pipeline_options(
         ["--project", "my-project", "--region", "us-central1", "--temp_location", "gs://bucket/tmp",
-         "--setup_file", "./setup.py"], "DataflowRunner", 1)
+         "--setup_file", "./setup.py"], "DataflowRunner")
     assert runner == "DataflowRunner"
     gcp = options.view_as(GoogleCloudOptions)
     assert (gcp.project, gcp.region, gcp.temp_location) == ("my-project", "us-central1", "gs://bucket/tmp")
     assert options.view_as(SetupOptions).setup_file == "./setup.py"
-    local, local_options = convert.pipeline_options([], "local", 2)
-    assert type(local).__name__ == "FnApiRunner"
-    assert local_options.get_all_options()["direct_running_mode"] == "multi_threading"
+    local, local_options = convert.pipeline_options(["--direct_num_workers", "2"], "local")
+    assert type(local).__name__ == "FnApiRunner"  # one worker whatever is asked: parallelism is clip threads
+    local_options = local_options.get_all_options()
+    assert (local_options["direct_running_mode"], local_options["direct_num_workers"]) == ("in_memory", 1)
 
 
 def test_a_run_whose_runner_lost_records_is_withdrawn(tmp_path):

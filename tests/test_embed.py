@@ -18,11 +18,11 @@ from unisim.schemas.manifest import MANIFEST_NAME
 from unisim.schemas.text_embeddings import TextEmbeddingStore, check_same_encoder
 
 
-def run(source, output, encoder, num_workers=1, **text):
+def run(source, output, encoder, clip_threads=1, **text):
     text_options = convert.TextOptions(encoder=EncoderSettings(encoder, batch_size=2), **text)
     config = convert.ConvertConfig(dataset="language_table", source=source, output=output, records_per_shard=2,
                                    text=text_options)
-    return convert.run(config, num_workers=num_workers, command="test")
+    return convert.run(config, clip_threads=clip_threads, command="test")
 
 
 def test_a_repeated_string_reaches_the_encoder_once(language_table_dir, tiny_t5_dir, tmp_path):
@@ -62,7 +62,7 @@ def test_tabletop_twice_gives_identical_bytes_and_inspect_reports_the_encoder(ta
             "--records_per_shard", "2", "--text_encoder", tiny_t5_dir, "--text_batch_size", "2"]
     subprocess.run(_cli(*args), check=True, capture_output=True)
     first = fixtures.read_dir(output)
-    # Again in place, now with two worker processes that each load the encoder: every byte is the same.
+    # Again in place, now with two clip threads: every byte is the same.
     subprocess.run(_cli(*args, "--direct_num_workers", "2"), check=True, capture_output=True)
     again = fixtures.read_dir(output)
     assert {k: v for k, v in again.items() if k != MANIFEST_NAME} == {k: v for k, v in first.items() if k != MANIFEST_NAME}

@@ -158,6 +158,17 @@ def test_ego4d_gives_one_clip_per_narration_centred_on_its_moment(tmp_path):
     # A record's frame is the source frame it names, decoded and encoded as the pipeline does.
     expected = process(video.VideoFrames(f"{root}/v1/full_scale/a1.mp4", 0, 90)[45], FrameSpec())
     assert records["a1/a1-2"].frames[12] == expected
+    # Three clip threads (windows of one video share a thread and its decoder): the same shards and dead letter.
+    from unisim.pipelines import convert
+
+    again = str(tmp_path / "threads")
+    convert.run(convert.ConvertConfig(dataset="ego4d", source=root, output=again), clip_threads=3, command="test")
+    assert _files_but_manifest(again) == _files_but_manifest(report.output)
+
+
+def _files_but_manifest(folder: str) -> dict[str, bytes]:
+    return {name: open(os.path.join(folder, name), "rb").read() for name in sorted(os.listdir(folder))
+            if name != "manifest.json"}
 
 
 def test_ego4d_work_units_are_byte_ranges_that_parse_alone():

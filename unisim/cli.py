@@ -73,7 +73,12 @@ def _convert_parser(sub) -> None:
     g.add_argument("--max_text_chars", type=int, default=2048,
                    help="longer action texts are rejected as text_too_long (default 2048)")
     p.add_argument("--runner", default="local", help="'local' (FnApiRunner, no downloads) or a Beam runner, e.g. DataflowRunner")
-    p.add_argument("--direct_num_workers", type=int, default=1, help="local worker processes (default 1)")
+    p.add_argument("--clip_threads", type=int, default=None,
+                   help="threads decoding, resizing and encoding inside each worker (default: --direct_num_workers "
+                        "on the local runner, 1 on others, whose workers already run one per core)")
+    p.add_argument("--direct_num_workers", type=int, default=1,
+                   help="local runs: use this many cores, as clip threads in one Beam worker (Beam's multi-worker "
+                        "local modes lost records; README, Reliability) (default 1)")
 
 
 def adapter_options(config_file: str | None, pairs: list[str]) -> dict:
@@ -122,14 +127,15 @@ def convert(args, beam_args: list[str], argv: list[str]) -> int:
         print("note: no --text_encoder: conditioning texts are written and counted but not embedded; the trainer "
               "refuses directories without embeddings", file=sys.stderr)
     start = time.monotonic()
-    manifest, counters = conv.run(config, beam_args, runner=args.runner, num_workers=args.direct_num_workers,
+    threads = args.clip_threads or (args.direct_num_workers if args.runner in conv.LOCAL_RUNNERS else 1)
+    manifest, counters = conv.run(config, beam_args, runner=args.runner, clip_threads=threads,
                                   command=shlex.join(["unisim", *argv]))
     elapsed = time.monotonic() - start
     frames = counters.get("frames_encoded", 0)
     print(f"converted {manifest.source_episodes} source episodes → {manifest.records} records in "
           f"{len(manifest.shards)} shards, {manifest.rejected} rejected {manifest.rejected_reasons or ''}")
     print(f"{elapsed:.1f} s: {manifest.source_episodes / elapsed:.2f} episodes/s, {frames / elapsed:.1f} frames/s "
-          f"({frames} frames encoded, {args.direct_num_workers} worker(s))")
+          f"({frames} frames encoded, {threads} clip thread(s))")
     if manifest.text_encoder:
         print(f"texts: {manifest.unique_texts} unique, {manifest.encoder_calls} through the encoder "
               f"({manifest.texts_truncated} truncated at {args.text_max_tokens} tokens), "
@@ -255,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("demo", help="generate the tabletop sample, convert it, inspect it")
     p.add_argument("--workdir", default=os.environ.get("DEMO_OUT", "demo-output"))
     p.add_argument("--episodes", type=int, default=12)
-    p.add_argument("--direct_num_workers", type=int, default=1)  # 2 measured slower on 2 cores (README)
+    p.add_argument("--direct_num_workers", type=int, default=1)  # 2 clip threads gained 8 % on the tabletop sample (README)
     p.add_argument("--text_encoder", default=None, help="T5 checkpoint (default: write the tiny random stand-in)")
     argv = sys.argv[1:] if argv is None else list(argv)
     args, rest = parser.parse_known_args(argv)

@@ -1,0 +1,59 @@
+"""pipelines/shards.py with spill files (pipelines/spill.py): the same shard bytes whether records travel as bytes or
+as references, and duplicate keys resolved by byte order either way."""
+
+import os
+
+import apache_beam as beam
+import pytest
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from apache_beam.testing.util import assert_that, equal_to
+
+from unisim.pipelines import inspect, shards
+from unisim.pipelines.spill import SpillReader, SpillRef, SpillWriter
+
+ITEMS = [(f"k{i:03d}", f"record {i}".encode() * (i + 1), i) for i in range(40)]
+DUPLICATES = [("k007", b"a smaller duplicate", 7), ("k011", b"~ a larger duplicate", 11)]
+
+
+def _write(items, output):
+    os.makedirs(output)
+    with beam.Pipeline(runner=FnApiRunner()) as p:
+        written, _ = (p | beam.Create(items)
+                      | shards.WriteShards(output, "test", 16, "records", lambda infos: len(infos)))
+        rejected = written[shards.REJECTED] | beam.Map(lambda r: (r.key, r.reason))
+        assert_that(rejected, equal_to(
+            [("k007", "duplicate_key"), ("k011", "duplicate_key")]))
+    return {name: open(os.path.join(output, name), "rb").read() for name in sorted(os.listdir(output))}
+
+
+def _records(files):
+    from array_record.python.array_record_module import ArrayRecordReader
+
+    got = []
+    for name in files:
+        reader = ArrayRecordReader(name)
+        got.extend(reader.read_all())
+        reader.close()
+    return got
+
+
+def test_spilled_records_give_the_same_shards_and_duplicates_keep_the_first_in_byte_order(tmp_path):
+    spill = SpillWriter(str(tmp_path))
+    as_refs = [(key, spill.put(data), info) for key, data, info in ITEMS + DUPLICATES]
+    spill.close()
+    direct = _write(ITEMS + DUPLICATES, str(tmp_path / "direct"))
+    spilled = _write(as_refs, str(tmp_path / "spilled"))
+    assert direct == spilled and len(direct) == 3  # ceil(42 / 16)
+    stored = set(_records(os.path.join(tmp_path, "direct", name) for name in direct))
+    expected = {data for key, data, _ in ITEMS if key != "k007"} | {b"a smaller duplicate"}
+    assert stored == expected  # k007 kept the smaller duplicate, k011 its original ("r" < "~")
+
+
+def test_a_spill_file_cut_short_is_an_error_not_a_short_record(tmp_path):
+    spill = SpillWriter(str(tmp_path))
+    ref = spill.put(b"0123456789")
+    spill.close()
+    with SpillReader() as reader:
+        assert reader.read(ref) == b"0123456789" and reader.read(b"raw") == b"raw"
+        with pytest.raises(OSError, match="ends before byte 20"):
+            reader.read(SpillRef(ref.path, 10, 10))
