@@ -27,6 +27,7 @@ def fixtures(workdir: str) -> dict[str, tuple[str, str, dict]]:
     """name → (dataset, source, options); written on first use."""
     import fixtures as lt_fixtures
     import robot_fixtures as rf
+    import image_fixtures as imf
     import test_episode_folders as ef
 
     def once(name, write):
@@ -48,6 +49,8 @@ def fixtures(workdir: str) -> dict[str, tuple[str, str, dict]]:
         "rlds (toy OXE)": ("rlds", once("toy_oxe", rf.write_toy_oxe),
                            {"fps": 10, "episode_id": "episode_metadata/episode_id"}),
         "episode_folders": ("episode_folders", once("episode_folders", ef.write_fixture), ef.OPTIONS),
+        "laion (tar)": ("laion", once("laion_tar", imf.write_img2dataset), {}),
+        "laion (parquet)": ("laion", once("laion_parquet", imf.write_coyo_files), {}),
     }
 
 

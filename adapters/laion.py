@@ -1,0 +1,233 @@
+"""LAION-400M / LAION-5B / COYO-700M / ALIGN-style image-text pairs: one single-frame episode per image, the
+caption as the text action (the paper treats internet images as one-frame videos, §2.1).
+
+`--source` is a folder (local or gs://) holding either layout, found by file name:
+
+- **img2dataset webdataset output**: `NNNNN.tar` holding `KEY.jpg` (or .png/.webp), `KEY.txt` (the caption) and
+  `KEY.json` (metadata), beside `NNNNN.parquet` (one row per input URL, with `key`, `status`, `error_message`)
+  and `NNNNN_stats.json`. One work unit per tar. Parquet rows whose `status` is not `success` never reached the
+  tar and are rejected as `download_failed` with img2dataset's error message, so every input row is accounted for.
+- **a metadata parquet plus image files**: `*.parquet` without a sibling tar, one row per image; the image is the
+  row's path column (relative to the parquet's folder), else `KEY.jpg` beside the parquet or in img2dataset's
+  `files` layout (`NNNNN/KEY.jpg`). One work unit per parquet.
+
+Column names differ between releases; each field takes the first column present (case-sensitive), or the one
+named by an option:
+
+| field | columns tried | releases |
+| --- | --- | --- |
+| caption | `caption`, `TEXT`, `text`, `alt_text`, `ALT` | img2dataset, LAION-400M/5B, COYO, ALIGN-style |
+| key | `key`, `id`, `SAMPLE_ID` | img2dataset, COYO, LAION-400M |
+| image path | `image_path`, `path`, `file`, `filepath` | hand-made tables |
+| url (recorded only) | `url`, `URL` | all |
+
+Untrusted archives: tar members are read into memory, never extracted. A member whose name is absolute, holds a
+`..` component or is not a regular file is rejected as `unsafe_archive_member` and its bytes are not read. An
+image whose header states more than `max_pixels` pixels is rejected as `image_too_large` before anything decodes
+it (decompression bombs); the header is read by Pillow, which parses only the first bytes. A corrupt image is
+rejected by the pipeline (`undecodable_image`, `truncated_image`); an image without a caption as `empty_text`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import posixpath
+import tarfile
+from collections.abc import Iterator
+
+import numpy as np
+
+from unisim.adapters import files
+from unisim.adapters.base import DatasetAdapter, Episode, option
+from unisim.adapters.registry import register
+from unisim.schemas.dead_letter import Rejection
+from unisim.schemas.text import TextError, decode_text
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
+CAPTION_COLUMNS = ("caption", "TEXT", "text", "alt_text", "ALT")
+KEY_COLUMNS = ("key", "id", "SAMPLE_ID")
+PATH_COLUMNS = ("image_path", "path", "file", "filepath")
+
+
+@dataclasses.dataclass(frozen=True)
+class LaionOptions:
+    caption: str = option("", "the caption column of a metadata parquet (default: guessed, see the module docs)")
+    key: str = option("", "the key column (default: guessed, else the row number)")
+    image: str = option("", "the image-path column (default: guessed, else KEY.jpg beside the parquet)")
+    max_pixels: int = option(89_478_485, "images with more pixels are rejected before decoding (Pillow's bomb limit)")
+
+
+def image_pixels(data: bytes) -> int | None:
+    """Width × height from the image header alone (no pixel data decoded); None if no format recognises it.
+
+    Pillow's plugins parse just the header when constructed; `Image.open` is not used because it refuses (raises)
+    images over twice its own bomb limit before telling their size, and this adapter wants the size to report.
+    """
+    from PIL import Image
+
+    Image.init()
+    for format_id in Image.ID:
+        factory, accept = Image.OPEN[format_id]
+        if accept is not None and not accept(data[:16]):
+            continue
+        try:
+            with factory(io.BytesIO(data)) as image:
+                width, height = image.size
+            return width * height
+        except Exception:  # noqa: BLE001 - not this format (or a damaged header): try the next, else None
+            continue
+    return None
+
+
+def unsafe_member(member: tarfile.TarInfo) -> str | None:
+    """Why a tar member must not be used, or None."""
+    name = member.name
+    if name.startswith("/") or posixpath.isabs(name) or ".." in name.replace("\\", "/").split("/"):
+        return f"member path {name!r} is absolute or leaves the archive"
+    if not member.isfile():
+        return f"member {name!r} is not a regular file (type {member.type!r})"
+    return None
+
+
+def _first(names, candidates, chosen: str, what: str) -> str | None:
+    if chosen:
+        if chosen not in names:
+            raise ValueError(f"laion: option {what}={chosen!r} is not a column (columns: {', '.join(names)})")
+        return chosen
+    return next((c for c in candidates if c in names), None)
+
+
+@register
+class Laion(DatasetAdapter):
+    name = "laion"
+    description = "image-text pairs (LAION, COYO, ALIGN-style): img2dataset tars or parquet + images, one frame each"
+    Options = LaionOptions
+
+    def __init__(self, source: str, split: str | None = None, options=None):
+        super().__init__(source, split, options)
+        self.root = source.rstrip("/")
+        if self.options.max_pixels < 1:
+            raise ValueError("laion: max_pixels must be >= 1")
+
+    def work_units(self) -> list[str]:
+        if not files.isdir(self.root):
+            raise FileNotFoundError(f"laion: source {self.root!r} is not a folder")
+        tars = files.glob(f"{self.root}/*.tar")
+        stems = {t[: -len(".tar")] for t in tars}
+        tables = [p for p in files.glob(f"{self.root}/*.parquet") if p[: -len(".parquet")] not in stems]
+        if not tars and not tables:
+            raise FileNotFoundError(f"laion: no img2dataset *.tar nor metadata *.parquet under {self.root!r}")
+        return [f"tar:{t}" for t in tars] + [f"parquet:{p}" for p in tables]
+
+    def read(self, unit: str) -> Iterator[Episode | Rejection]:
+        kind, _, path = unit.partition(":")
+        yield from (self._read_tar(path) if kind == "tar" else self._read_table(path))
+
+    # ------------------------------------------------------------------------------------------ webdataset tars
+
+    def _read_tar(self, path: str) -> Iterator[Episode | Rejection]:
+        table = path[: -len(".tar")] + ".parquet"
+        if files.exists(table):
+            yield from self._failed_downloads(table)
+        samples: dict[str, dict[str, bytes]] = {}
+        order: list[str] = []
+        try:
+            with files.open_file(path) as raw, tarfile.open(fileobj=raw, mode="r|") as archive:
+                for index, member in enumerate(archive):
+                    reason = unsafe_member(member)
+                    if reason:  # never read, never written
+                        yield self.reject("unsafe_archive_member", reason, f"{posixpath.basename(path)}/{member.name}",
+                                          path, index)
+                        continue
+                    key, _, ext = posixpath.basename(member.name).partition(".")
+                    if key not in samples:
+                        samples[key] = {}
+                        order.append(key)
+                    samples[key]["." + ext.lower()] = archive.extractfile(member).read()
+                    # img2dataset writes a sample's files together: a new key means earlier ones are complete.
+                    while len(order) > 1:
+                        done = order.pop(0)
+                        yield self._tar_sample(done, samples.pop(done), path)
+        except tarfile.TarError as e:
+            yield self.reject("malformed_archive", f"{path}: {e}", posixpath.basename(path), path)
+        for key in order:
+            yield self._tar_sample(key, samples.pop(key), path)
+
+    def _tar_sample(self, key: str, parts: dict[str, bytes], path: str) -> Episode | Rejection:
+        image = next((parts[ext] for ext in IMAGE_EXTENSIONS if ext in parts), None)
+        if image is None:
+            return self.reject("missing_image", f"sample {key} has {sorted(parts)} but no image", key, path)
+        caption = parts.get(".txt")
+        if caption is None and ".json" in parts:
+            try:
+                caption = str(json.loads(parts[".json"]).get("caption") or "").encode()
+            except (ValueError, AttributeError):
+                caption = None
+        try:
+            text = decode_text(caption or b"")
+        except TextError as e:
+            return self.reject(e.reason, str(e), key, path)
+        return self._episode(key, image, text, path, -1)
+
+    def _failed_downloads(self, table: str) -> Iterator[Rejection]:
+        _, rows = _parquet(table)
+        for index, row in enumerate(rows):
+            failure = self._download_failure(row, str(row.get("key") or f"{posixpath.basename(table)}@{index}"),
+                                             table, index)
+            if failure:
+                yield failure
+
+    def _download_failure(self, row: dict, key: str, table: str, index: int) -> Rejection | None:
+        """img2dataset's verdict on a row: anything but `success` never produced an image."""
+        if row.get("status") in (None, "success"):
+            return None
+        return self.reject("download_failed", str(row.get("error_message") or row.get("status"))[:300], key, table,
+                           index)
+
+    # ------------------------------------------------------------------------------------ parquet + image files
+
+    def _read_table(self, table: str) -> Iterator[Episode | Rejection]:
+        names, rows = _parquet(table)
+        o = self.options
+        caption = _first(names, CAPTION_COLUMNS, o.caption, "caption")
+        key_column = _first(names, KEY_COLUMNS, o.key, "key")
+        image_column = _first(names, PATH_COLUMNS, o.image, "image")
+        if caption is None:
+            raise ValueError(f"laion: {table} has no caption column (tried {', '.join(CAPTION_COLUMNS)}); "
+                             "name it with --adapter_option caption=COLUMN")
+        folder = posixpath.dirname(table)
+        for index, row in enumerate(rows):
+            key = str(row.get(key_column)) if key_column and row.get(key_column) is not None else \
+                f"{posixpath.basename(table)}@{index}"
+            failure = self._download_failure(row, key, table, index)
+            if failure:
+                yield failure
+                continue
+            candidates = ([posixpath.join(folder, str(row[image_column]))] if image_column and row.get(image_column)
+                          else [f"{folder}/{key}{ext}" for ext in IMAGE_EXTENSIONS]
+                          + [f"{folder}/{key[:5]}/{key}{ext}" for ext in IMAGE_EXTENSIONS])
+            image_path = next((p for p in candidates if files.exists(p)), None)
+            if image_path is None:
+                yield self.reject("missing_image", f"no image for row {index}: tried {candidates[0]}", key, table, index)
+                continue
+            yield self._episode(key, files.read_bytes(image_path), str(row.get(caption) or ""), image_path, index)
+
+    # ------------------------------------------------------------------------------------------------ common
+
+    def _episode(self, key: str, image: bytes, text: str, source: str, index: int) -> Episode | Rejection:
+        pixels = image_pixels(image)
+        if pixels is not None and pixels > self.options.max_pixels:
+            return self.reject("image_too_large", f"{pixels} pixels in the header, over max_pixels "
+                               f"{self.options.max_pixels}", key, source, index)
+        return Episode(episode_id=key, frames=[image], fps=1.0, text=text.strip(),
+                       controls=np.zeros((1, 0), np.float32), split=self.split or "train", source_file=source,
+                       source_index=index, is_image=True)
+
+
+def _parquet(path: str) -> tuple[list[str], list[dict]]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(io.BytesIO(files.read_bytes(path)))
+    return table.column_names, table.to_pylist()

@@ -1,0 +1,74 @@
+"""The laion adapter on img2dataset and COYO-style fixtures with planted bad items, through the conformance kit."""
+
+import os
+
+import pytest
+
+import image_fixtures as imf
+from unisim.adapters import registry
+from unisim.adapters.laion import image_pixels
+from unisim.pipelines import inspect
+from unisim.pipelines.conformance import Expectation, check_adapter
+
+
+def test_img2dataset_tars_pass_the_kit_with_every_bad_item_rejected(tmp_path):
+    root = imf.write_img2dataset(str(tmp_path / "laion"))
+    report = check_adapter(Expectation(dataset="laion", source=root, **imf.LAION_TAR_EXPECT), str(tmp_path))
+    summary = inspect.summarize(report.output)
+    assert summary["frames_per_record"] == [1, 1]
+    records = {r.episode_id: r for r in inspect.iter_records(report.output, report.manifest)}
+    assert records["000000000"].text == "a red mug on a wooden table" and records["000000000"].is_image
+    assert records["000000001"].text == "Ein Hund im Schnee — ❄"
+    reasons = {r.key: r.reason for r in report.dead_letter}
+    assert reasons["000000007"] == reasons["000000008"] == "download_failed"
+    assert reasons["00000.tar/../../etc/evil.jpg"] == "unsafe_archive_member"
+    assert reasons["000000004"] == "image_too_large" and reasons["000000002/00000"] == "undecodable_image"
+    assert reasons["000000006"] == "missing_image" and reasons["000000005"] == "empty_text"
+    # Nothing from the archive was extracted anywhere: the traversal target does not exist.
+    assert not os.path.exists(os.path.join(str(tmp_path), "etc", "evil.jpg"))
+
+
+def test_coyo_parquet_with_image_files_passes_the_kit(tmp_path):
+    root = imf.write_coyo_files(str(tmp_path / "coyo"))
+    report = check_adapter(Expectation(dataset="laion", source=root, **imf.COYO_EXPECT), str(tmp_path))
+    assert {e.episode_id: e.text for e in report.episodes} == {"4000000": "a lighthouse at dusk",
+                                                               "4000001": "two cats on a sofa"}
+    assert report.rejections[0].key == "4000002"
+
+
+def test_laion_400m_column_names_and_a_named_caption_column(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root = str(tmp_path / "laion400m")
+    os.makedirs(root)
+    with open(os.path.join(root, "img.jpg"), "wb") as f:
+        f.write(imf.jpeg())
+    rows = [{"SAMPLE_ID": 17, "URL": "https://x/y.jpg", "TEXT": "a boat", "NOTE": "a note", "image_path": "img.jpg",
+             "WIDTH": 64, "HEIGHT": 48, "similarity": 0.33}]
+    pq.write_table(pa.Table.from_pylist(rows), os.path.join(root, "part-00000.parquet"))
+    (episode,) = registry.create("laion", root).read(registry.create("laion", root).work_units()[0])
+    assert (episode.episode_id, episode.text, episode.frames[0][:2]) == ("17", "a boat", b"\xff\xd8")
+    adapter = registry.create("laion", root, options={"caption": "NOTE"})
+    assert next(adapter.read(adapter.work_units()[0])).text == "a note"
+    with pytest.raises(ValueError, match="not a column"):
+        bad = registry.create("laion", root, options={"caption": "CAPTION"})
+        list(bad.read(bad.work_units()[0]))
+
+
+def test_the_pixel_count_comes_from_the_header_alone():
+    assert image_pixels(imf.png_bomb(30_000, 30_000)) == 900_000_000  # 900 Mpx from a file of a few hundred bytes
+    assert image_pixels(imf.jpeg(48, 64)) == 48 * 64
+    assert image_pixels(b"not an image") is None
+
+
+def test_both_layouts_pass_the_kit_from_a_non_local_filesystem(tmp_path):
+    import tensorflow as tf
+
+    for name, writer, expect in (("laion", imf.write_img2dataset, imf.LAION_TAR_EXPECT),
+                                 ("coyo", imf.write_coyo_files, imf.COYO_EXPECT)):
+        local, remote = writer(str(tmp_path / name)), f"ram://laion-kit-{name}"
+        tf.io.gfile.makedirs(remote)
+        for file in os.listdir(local):
+            tf.io.gfile.copy(os.path.join(local, file), f"{remote}/{file}", overwrite=True)
+        check_adapter(Expectation(dataset="laion", source=remote, **expect), str(tmp_path / f"out-{name}"))
