@@ -77,3 +77,15 @@ def write_language_table_texts(data_dir: str, instructions: list[bytes], steps: 
 def read_dir(path: str) -> dict[str, bytes]:
     """Every file of a directory by name: for byte-for-byte comparisons of outputs."""
     return {name: open(os.path.join(path, name), "rb").read() for name in sorted(os.listdir(path))}
+
+
+def copy_tree(local: str, remote: str) -> str:
+    """Copies a local fixture folder to another filesystem (e.g. TensorFlow's ram://) file by file; returns `remote`."""
+    import tensorflow as tf
+
+    for folder, _, names in os.walk(local):
+        target = remote + folder[len(local):].replace(os.sep, "/")
+        tf.io.gfile.makedirs(target)
+        for name in names:
+            tf.io.gfile.copy(os.path.join(folder, name), f"{target}/{name}", overwrite=True)
+    return remote

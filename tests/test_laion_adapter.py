@@ -5,6 +5,7 @@ import os
 import pytest
 
 import image_fixtures as imf
+from fixtures import copy_tree
 from unisim.adapters import registry
 from unisim.adapters.laion import image_pixels
 from unisim.pipelines import inspect
@@ -63,12 +64,7 @@ def test_the_pixel_count_comes_from_the_header_alone():
 
 
 def test_both_layouts_pass_the_kit_from_a_non_local_filesystem(tmp_path):
-    import tensorflow as tf
-
     for name, writer, expect in (("laion", imf.write_img2dataset, imf.LAION_TAR_EXPECT),
                                  ("coyo", imf.write_coyo_files, imf.COYO_EXPECT)):
-        local, remote = writer(str(tmp_path / name)), f"ram://laion-kit-{name}"
-        tf.io.gfile.makedirs(remote)
-        for file in os.listdir(local):
-            tf.io.gfile.copy(os.path.join(local, file), f"{remote}/{file}", overwrite=True)
+        remote = copy_tree(writer(str(tmp_path / name)), f"ram://laion-kit-{name}")
         check_adapter(Expectation(dataset="laion", source=remote, **expect), str(tmp_path / f"out-{name}"))
