@@ -39,4 +39,4 @@ def all_adapters() -> dict[str, type[DatasetAdapter]]:
 def _load_builtin_adapters() -> None:
     # Imported on first use so that `import unisim.adapters.registry` stays cheap; each module registers itself.
     from unisim.adapters import (  # noqa: F401
-        bridge, ego4d, episode_folders, epic_kitchens, laion, language_table, r2r, rlds, rt1, ssv2, video_captions)
+        bridge, ego4d, episode_folders, epic_kitchens, habitat_objectnav, laion, language_table, r2r, rlds, rt1, ssv2, video_captions)

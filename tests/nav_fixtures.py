@@ -73,3 +73,56 @@ def write_r2r(root: str) -> str:
     with open(os.path.join(tasks, "R2R_train.json"), "w") as f:
         json.dump(entries, f)
     return root
+
+
+HABITAT_EXPECT = dict(
+    episodes=3, read_rejections={"unknown_action": 1, "missing_observations": 1, "observation_count_mismatch": 1,
+                                 "malformed_annotation": 1},
+    records=2, rejected_reasons={"unknown_action": 1, "missing_observations": 1, "observation_count_mismatch": 1,
+                                 "malformed_annotation": 1, "undecodable_image": 1})
+
+
+def write_habitat(root: str) -> str:
+    """ObjectNav HM3D v1 demonstrations (habitat-web style `reference_replay`) and our rendered-observation layout,
+    under a habitat root (`data/datasets/objectnav/hm3d/v1`)."""
+    import gzip
+
+    base = os.path.join(root, "data", "datasets", "objectnav", "hm3d", "v1", "train")
+    os.makedirs(os.path.join(base, "content"), exist_ok=True)
+
+    def dump(path, data):
+        with gzip.open(path, "wt") as f:
+            json.dump(data, f)
+
+    dump(os.path.join(base, "train.json.gz"), {"episodes": [], "category_to_task_category_id": {
+        c: i for i, c in enumerate(["chair", "bed", "plant", "toilet", "tv_monitor", "sofa"])}})
+
+    def episode(episode_id, category, actions, observations, corrupt=None, scene="sceneA"):
+        replay = [{"action": "STOP", "agent_state": {"position": [0, 0, 0], "rotation": [0, 0, 0, 1]}}]
+        replay += [{"action": a, "agent_state": {"position": [0.25 * t, 0, 0], "rotation": [0, 0, 0, 1]}}
+                   for t, a in enumerate(actions, 1)]
+        folder = os.path.join(base, "rgb", scene, str(episode_id))
+        for t in range(observations):
+            os.makedirs(folder, exist_ok=True)
+            image = np.full((48, 64, 3), (30 * t) % 255, np.uint8)
+            image[:, : 4 + 4 * t] = (0, 180, 0)
+            data = cv2.imencode(".jpg", image)[1].tobytes()
+            if t == corrupt:
+                data = data[:4] + bytes(200) + data[-2:]
+            with open(os.path.join(folder, f"{t:04d}.jpg"), "wb") as f:
+                f.write(data)
+        return {"episode_id": str(episode_id), "scene_id": f"hm3d/{scene}.basis.glb", "object_category": category,
+                "start_position": [0, 0, 0], "start_rotation": [0, 0, 0, 1], "goals": [],
+                "info": {"geodesic_distance": 2.0}, "reference_replay": replay}
+
+    forward = ["MOVE_FORWARD", "TURN_LEFT", "MOVE_FORWARD", "STOP"]
+    scene_a = [episode(0, "chair", forward, 5),
+               episode(1, "tv_monitor", forward + ["STOP"], 6, corrupt=2),
+               episode(2, "bed", ["MOVE_FORWARD", "FLY"], 3),
+               episode(3, "plant", forward, 0),
+               episode(4, "sofa", ["MOVE_FORWARD", "LOOK_UP", "STOP"], 3),
+               {"episode_id": "5", "scene_id": "hm3d/sceneA.basis.glb"}]
+    dump(os.path.join(base, "content", "sceneA.json.gz"), {"goals_by_category": {}, "episodes": scene_a})
+    scene_b = [episode(6, "toilet", ["TURN_RIGHT", "LOOK_DOWN", "LOOK_UP"] + forward, 8, scene="sceneB")]
+    dump(os.path.join(base, "content", "sceneB.json.gz"), {"goals_by_category": {}, "episodes": scene_b})
+    return root

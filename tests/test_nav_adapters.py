@@ -1,4 +1,4 @@
-"""The r2r adapter on a Room-to-Room + Matterport3D fixture with planted bad items, through the conformance kit."""
+"""The navigation adapters (r2r, habitat_objectnav) on fixtures in their official layouts with planted bad items."""
 
 import math
 
@@ -62,3 +62,21 @@ def test_options_are_checked():
         registry.create("r2r", "/nowhere", options={"directions": "right,sideways"})
     with pytest.raises(ValueError, match="split must be one of"):
         registry.create("r2r", "/nowhere", split="test")
+
+
+def test_habitat_objectnav_passes_the_kit(tmp_path):
+    root = nf.write_habitat(str(tmp_path / "habitat"))
+    report = check_adapter(Expectation(dataset="habitat_objectnav", source=root, **nf.HABITAT_EXPECT),
+                           str(tmp_path))
+    by_id = {e.episode_id: e for e in report.episodes}
+    chair = by_id["train/sceneA/0"]
+    assert chair.text == "find a chair" and by_id["train/sceneA/1"].text == "find a tv monitor"
+    # Row t: the action after observation t (replay entry t + 1), one-hot; the last row is empty.
+    assert chair.controls.argmax(axis=1)[:4].tolist() == [0, 1, 0, 5] and not chair.controls[4].any()
+    reasons = {r.key: r.reason for r in report.dead_letter}
+    assert reasons["train/sceneA/2"] == "unknown_action" and reasons["train/sceneA/4"] == "observation_count_mismatch"
+    assert reasons["train/sceneA/1/00000"] == "undecodable_image"
+    records = {r.episode_id: r for r in inspect.iter_records(report.output, report.manifest)}
+    assert records["train/sceneB/6"].conditioning_text.startswith("habitat_objectnav")  # the domain identifier
+    remote = copy_tree(root, "ram://habitat-kit")
+    check_adapter(Expectation(dataset="habitat_objectnav", source=remote, **nf.HABITAT_EXPECT), str(tmp_path / "r"))
