@@ -107,3 +107,30 @@ class FileFrames(Sequence):
             return read_bytes(path)
         except FileNotFoundError:
             return b""
+
+
+class SplitLists:
+    """Per-split annotation files that are JSON lists, found under `root` by the first matching name pattern
+    (`{split}` filled in) and parsed once each: a worker reads many work units of one file."""
+
+    def __init__(self, root: str, patterns: Sequence[str], what: str):
+        self.root, self.patterns, self.what = root, tuple(patterns), what
+        self._parsed: dict[str, list] = {}
+
+    def path(self, split: str) -> str | None:
+        """The split's file, or None when no pattern matches."""
+        return next((f"{self.root}/{p.format(split=split)}" for p in self.patterns
+                     if exists(f"{self.root}/{p.format(split=split)}")), None)
+
+    def entries(self, split: str) -> list:
+        if split not in self._parsed:
+            import json
+
+            from unisim.schemas.text import decode_text
+
+            path = self.path(split)
+            data = json.loads(decode_text(read_bytes(path)))
+            if not isinstance(data, list):
+                raise ValueError(f"{path} is not a JSON list of {self.what}")
+            self._parsed[split] = data
+        return self._parsed[split]

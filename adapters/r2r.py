@@ -124,39 +124,27 @@ class RoomToRoom(DatasetAdapter):
         bad = sorted(set(self.options.directions) - set(DIRECTIONS))
         if bad:
             raise ValueError(f"r2r: unknown direction(s) {', '.join(bad)}; choose from {', '.join(DIRECTIONS)}")
-        self._tasks: dict[str, list] = {}
-
-    def _task_file(self, split: str) -> str | None:
-        return next((f"{self.root}/{p.format(split=split)}" for p in TASK_FILES
-                     if files.exists(f"{self.root}/{p.format(split=split)}")), None)
-
-    def tasks(self, split: str) -> list:
-        if split not in self._tasks:
-            data = json.loads(decode_text(files.read_bytes(self._task_file(split))))
-            if not isinstance(data, list):
-                raise ValueError(f"r2r: {self._task_file(split)} is not a JSON list of paths")
-            self._tasks[split] = data
-        return self._tasks[split]
+        self.tasks = files.SplitLists(self.root, TASK_FILES, "paths")
 
     def work_units(self) -> list[str]:
-        splits = [s for s in ([self.split] if self.split else SPLITS) if self._task_file(s)]
+        splits = [s for s in ([self.split] if self.split else SPLITS) if self.tasks.path(s)]
         if not splits:
             raise FileNotFoundError(f"r2r: no R2R_<split>.json under {self.root!r} (looked in "
                                     + " and ".join(p.format(split="train") for p in TASK_FILES) + ")")
         units = []
         for split in splits:
-            scans = {e.get("scan") for e in self.tasks(split) if isinstance(e, dict)}
+            scans = {e.get("scan") for e in self.tasks.entries(split) if isinstance(e, dict)}
             units += [f"{split}:{scan}" for scan in sorted(s for s in scans if isinstance(s, str))]
-            if any(not _well_formed(e) for e in self.tasks(split)):
+            if any(not _well_formed(e) for e in self.tasks.entries(split)):
                 units.append(f"{split}:")  # the malformed entries, so that they are counted
         return units
 
     def read(self, unit: str) -> Iterator[Episode | Rejection]:
         split, _, scan = unit.partition(":")
-        task_file = self._task_file(split)
-        entries = [(i, e) for i, e in enumerate(self.tasks(split)) if isinstance(e, dict) and e.get("scan") == scan]
+        task_file = self.tasks.path(split)
+        entries = [(i, e) for i, e in enumerate(self.tasks.entries(split)) if isinstance(e, dict) and e.get("scan") == scan]
         if not scan:
-            for index, entry in enumerate(self.tasks(split)):
+            for index, entry in enumerate(self.tasks.entries(split)):
                 if not _well_formed(entry):
                     yield self.reject("malformed_annotation", f"entry {index} lacks scan, path, heading or "
                                       f"instructions: {str(entry)[:200]}", f"{split}@{index}", task_file, index)

@@ -17,7 +17,6 @@ clip, a video that ends early (`truncated_video`).
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Iterator
 
 from unisim.adapters import files
@@ -25,7 +24,6 @@ from unisim.adapters.annotated_video import VideoChecks, video_action
 from unisim.adapters.base import DatasetAdapter, Episode
 from unisim.adapters.registry import register
 from unisim.schemas.dead_letter import Rejection
-from unisim.schemas.text import decode_text
 
 SPLITS = ("train", "validation")
 LABEL_FILES = ("labels/{split}.json", "something-something-v2-{split}.json")
@@ -41,17 +39,10 @@ class SomethingSomethingV2(DatasetAdapter):
     def __init__(self, source: str, split: str | None = None, options=None):
         super().__init__(source, split, options)
         self.root = source.rstrip("/")
-        self._annotations: dict[str, list] = {}
+        self.labels = files.SplitLists(self.root, LABEL_FILES, "annotations")
         self._checks = VideoChecks()
         if split is not None and split not in SPLITS:
             raise ValueError(f"ssv2: split must be one of {SPLITS} (the test split has no labels), got {split!r}")
-
-    def _label_file(self, split: str) -> str | None:
-        for pattern in LABEL_FILES:
-            path = f"{self.root}/{pattern.format(split=split)}"
-            if files.exists(path):
-                return path
-        return None
 
     @functools.cached_property
     def video_dir(self) -> str:
@@ -61,28 +52,19 @@ class SomethingSomethingV2(DatasetAdapter):
                 return f"{self.root}/{name}"
         return self.root
 
-    def annotations(self, split: str) -> list:
-        """The split's label file, parsed once per adapter instance (a worker reads many units of it)."""
-        if split not in self._annotations:
-            data = json.loads(decode_text(files.read_bytes(self._label_file(split))))
-            if not isinstance(data, list):
-                raise ValueError(f"ssv2: {self._label_file(split)} is not a JSON list of annotations")
-            self._annotations[split] = data
-        return self._annotations[split]
-
     def work_units(self) -> list[str]:
         if not files.exists(self.root):
             raise FileNotFoundError(f"ssv2: source {self.root!r} does not exist")
-        splits = [s for s in ([self.split] if self.split else SPLITS) if self._label_file(s)]
+        splits = [s for s in ([self.split] if self.split else SPLITS) if self.labels.path(s)]
         if not splits:
             raise FileNotFoundError(f"ssv2: no label files under {self.root!r} (expected "
                                     + " or ".join(p.format(split="train") for p in LABEL_FILES) + ")")
-        return [f"{split}:{start}" for split in splits for start in range(0, len(self.annotations(split)), UNIT_SIZE)]
+        return [f"{split}:{start}" for split in splits for start in range(0, len(self.labels.entries(split)), UNIT_SIZE)]
 
     def read(self, unit: str) -> Iterator[Episode | Rejection]:
         split, start = unit.split(":")
-        label_file = self._label_file(split)
-        for index, entry in enumerate(self.annotations(split)[int(start) : int(start) + UNIT_SIZE], int(start)):
+        label_file = self.labels.path(split)
+        for index, entry in enumerate(self.labels.entries(split)[int(start) : int(start) + UNIT_SIZE], int(start)):
             yield self._episode(entry, split, label_file, index)
 
     def _episode(self, entry, split: str, label_file: str, index: int) -> Episode | Rejection:
