@@ -9,7 +9,9 @@ Every step is a named composite transform; every rejected item leaves through a 
 reason code and ends in `rejected.jsonl`, counted by reason in the manifest. Records are assigned to shards by a
 hash of their key and sorted by key inside each shard (`pipelines.shards`), so the output bytes do not depend on
 worker count or bundle order. Text actions become conditioning texts (`schemas.text`) embedded once each
-(`pipelines.embed`). Local runs use Beam's FnApiRunner directly (never the Prism download that DirectRunner may try).
+(`pipelines.embed`). Local runs use Beam's FnApiRunner directly (never the Prism download that DirectRunner may try)
+with one worker, clip threads inside it (`pipelines.lanes`) and records spilled to disk across the shuffle
+(`pipelines.spill`).
 """
 
 from __future__ import annotations
@@ -31,10 +33,10 @@ from unisim.adapters import registry
 from unisim.adapters.base import DatasetAdapter, Episode, FrameUnavailable
 from unisim.pipelines import clips as clip_planning
 from unisim.pipelines import frames as frame_ops
-from unisim.pipelines.lanes import OrderedLanes
 from unisim.pipelines import output as out
 from unisim.pipelines import shards
 from unisim.pipelines.embed import EmbedTexts, EncoderSettings
+from unisim.pipelines.lanes import OrderedLanes
 from unisim.pipelines.progress import Progress
 from unisim.pipelines.spill import SpillWriter
 from unisim.schemas import record as rec
@@ -99,7 +101,6 @@ class ConvertConfig:
             raise ValueError(f"fps must be positive, got {self.fps}")
         if self.records_per_shard <= 0:
             raise ValueError("records_per_shard must be positive")
-
         if not 0 <= self.low_percentile < self.high_percentile <= 100:
             raise ValueError("need 0 <= low_percentile < high_percentile <= 100")
         if not 0 < self.stats_sample_rate <= 1:
@@ -468,7 +469,7 @@ def pipeline_options(beam_args: list[str], runner: str) -> tuple[Any, PipelineOp
 
         # One worker, always: with Beam 2.77's FnApiRunner, 3 of 3 two-worker runs in multi_processing mode of
         # bench/video_convert_throughput.py (720 records) wrote 626-710 records and reported success, and one of
-        # two runs in multi_threading mode wrote 714. Local parallelism is `ConvertConfig.clip_threads` instead.
+        # two runs in multi_threading mode wrote 714. Local parallelism is `run`'s clip threads instead.
         direct = options.view_as(DirectOptions)
         direct.direct_num_workers = 1
         direct.direct_running_mode = "in_memory"
