@@ -1,0 +1,135 @@
+"""trainer/data.py: the grain mixture over converted shards (tabletop clips + single images), with real embeddings."""
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import image_fixtures as imf
+from unisim.pipelines import convert
+from unisim.pipelines.embed import EncoderSettings
+from unisim.schemas.text_embeddings import EncoderMismatchError
+from unisim.trainer import data
+
+CONFIG = data.InputConfig(batch_size=3, threads=2, seed=7)
+
+
+def _convert(dataset, source, output, encoder):
+    text = convert.TextOptions(encoder=EncoderSettings(encoder, batch_size=4) if encoder else None)
+    convert.run(convert.ConvertConfig(dataset=dataset, source=source, output=output, records_per_shard=2, text=text),
+                command="test")
+    return output
+
+
+@pytest.fixture(scope="module")
+def shards(language_table_dir, tiny_t5_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("train_input")
+    tabletop = _convert("language_table", language_table_dir, str(root / "tabletop"), tiny_t5_dir)
+    images = _convert("laion", imf.write_coyo_files(str(root / "coyo")), str(root / "images"), tiny_t5_dir)
+    return tabletop, images
+
+
+def _batches(train_input, n):
+    iterator = iter(train_input.dataset)
+    return [next(iterator) for _ in range(n)]
+
+
+def test_batches_have_the_base_shape_and_masks_say_what_is_real(shards):
+    tabletop, images = shards
+    train_input = data.build_input([data.Source(tabletop, 2.0), data.Source(images, 1.0)], CONFIG)
+    assert train_input.control_dims == 2 and train_input.text_dim > 0
+    batch = _batches(train_input, 1)[0]
+    assert batch["frames"].shape == (3, 16, 24, 40, 3) and batch["frames"].dtype == np.uint8
+    assert batch["history"].shape == (3, 4, 24, 40, 3)
+    assert batch["text"].shape == (3, 64, train_input.text_dim) and batch["text"].dtype == np.float16
+    assert batch["controls"].shape == (3, 16, 2) and batch["drop_condition"].shape == (3,)
+    for i, source in enumerate(batch["source"]):
+        if source == 1:  # a single image: one target frame, no history, no controls
+            assert batch["frame_mask"][i].sum() == 1 and not batch["history_mask"][i].any()
+            assert not batch["control_mask"][i].any() and not batch["frames"][i, 1:].any()
+        else:
+            assert batch["frame_mask"][i].sum() >= 1 and batch["control_mask"][i][batch["frame_mask"][i]][1:].all()
+        assert batch["text_mask"][i].any() and not batch["text"][i][~batch["text_mask"][i]].any()
+
+
+def test_the_realized_mixture_follows_the_weights_and_guidance_drops_about_its_share(shards):
+    tabletop, images = shards
+    train_input = data.build_input([data.Source(tabletop, 0.1), data.Source(images, 0.05)],
+                                   dataclasses.replace(CONFIG, batch_size=8, condition_drop=0.25))
+    batches = _batches(train_input, 30)
+    counts = np.bincount(np.concatenate([b["source"] for b in batches]), minlength=2)
+    np.testing.assert_allclose(data.realized_proportions(counts), [2 / 3, 1 / 3], atol=0.01)
+    dropped = np.concatenate([b["drop_condition"] for b in batches]).mean()
+    assert 0.15 < dropped < 0.35  # 240 draws at p = 0.25
+
+
+def test_the_iterator_state_resumes_the_same_examples(shards):
+    tabletop, images = shards
+    sources = [data.Source(tabletop, 1.0), data.Source(images, 1.0)]
+    iterator = iter(data.build_input(sources, CONFIG).dataset)
+    for _ in range(3):
+        next(iterator)
+    state = iterator.get_state()
+    expected = [next(iterator) for _ in range(2)]
+    resumed = iter(data.build_input(sources, CONFIG).dataset)  # a new process would build it anew
+    resumed.set_state(state)
+    for want, got in zip(expected, [next(resumed) for _ in range(2)]):
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+
+
+def test_each_epoch_is_a_new_permutation_split_between_processes():
+    length = 10
+    index = lambda position, process: data.epoch_index(position, length=length, seed=3, process_index=process,  # noqa: E731
+                                                       process_count=2)
+    for epoch in range(3):
+        seen = [index(epoch * 5 + k, p) for p in range(2) for k in range(5)]
+        assert sorted(seen) == list(range(length))  # both processes together cover the epoch once
+    first, second = [index(k, 0) for k in range(5)], [index(5 + k, 0) for k in range(5)]
+    assert first != second
+
+
+def test_mixtures_are_refused_with_a_clear_reason(shards, tmp_path, language_table_dir):
+    tabletop, images = shards
+    with pytest.raises(data.MixtureError, match="no manifest.json"):
+        data.build_input([data.Source(str(tmp_path), 1.0)], CONFIG)
+    old = shutil.copytree(tabletop, str(tmp_path / "old"))
+    manifest = json.load(open(os.path.join(old, "manifest.json")))
+    manifest["schema_version"] = 1
+    json.dump(manifest, open(os.path.join(old, "manifest.json"), "w"))
+    with pytest.raises(data.MixtureError, match="schema version 1"):
+        data.build_input([data.Source(tabletop, 1.0), data.Source(old, 1.0)], CONFIG)
+    plain = _convert("language_table", language_table_dir, str(tmp_path / "plain"), None)
+    with pytest.raises(EncoderMismatchError, match="converted without a text encoder"):
+        data.build_input([data.Source(tabletop, 1.0), data.Source(plain, 1.0)], CONFIG)
+
+
+def test_mixture_specs(tmp_path):
+    assert data.parse_mixture("/a/b:0.1, gs://c/d:0.05") == [data.Source("/a/b", 0.1), data.Source("gs://c/d", 0.05)]
+    spec = tmp_path / "mix.py"
+    spec.write_text("MIXTURE = [('/x', 0.1, 'ego4d'), ('/y', 0.05)]\n")
+    assert data.parse_mixture(str(spec)) == [data.Source("/x", 0.1, "ego4d"), data.Source("/y", 0.05)]
+    for bad in ("/a", "/a:x", "/a:0", ""):
+        with pytest.raises(data.MixtureError):
+            data.parse_mixture(bad)
+
+
+def test_the_input_path_never_imports_tensorflow(shards):
+    tabletop, images = shards
+    code = ("import sys; from unisim.trainer import data; "
+            f"it = iter(data.build_input(data.parse_mixture({tabletop + ':1,' + images + ':1'!r}), "
+            "data.InputConfig(batch_size=2, threads=1)).dataset); next(it); "
+            "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_the_shipped_mixtures_parse_with_the_papers_weights():
+    table5 = data.parse_mixture(os.path.join(os.path.dirname(data.__file__), "configs", "mixtures", "paper_table5.py"))
+    assert len(table5) == 14 and {s.weight for s in table5} == {0.1, 0.05}
+    assert sum(s.weight for s in table5) == pytest.approx(1.0)  # 6 × 0.1 + 8 × 0.05
+    assert data.parse_mixture(os.path.join(os.path.dirname(data.__file__), "configs", "mixtures", "demo.py"))
