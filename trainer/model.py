@@ -1,0 +1,212 @@
+"""The history-conditioned video diffusion U-Net (paper §2.2, Appendix 10, Table 6), in Flax linen.
+
+A 3D U-Net factorised in space and time: every block is a residual spatial convolution, then (at the attention
+resolutions) spatial self-attention with cross-attention to the conditioning tokens, then temporal mixing —
+temporal self-attention in the base model, a temporal convolution in the super-resolution models (`temporal`).
+Down and up passes with skip connections, channel multipliers and blocks per resolution as configured.
+
+Inputs: the noisy target frames [B, T, H, W, 3], the log-SNR of their noise level [B], and a `Conditioning`:
+- the history frames [B, Hh, H, W, 3] with their mask, concatenated channelwise to every target frame (the paper
+  takes 4 frames from the previous segment and concatenates them to the noise);
+- the T5 text embedding [B, L, d] with its mask, through a `cond_mlp_layers`-layer MLP to `cond_dim`, then used as
+  cross-attention tokens and (masked mean) in the global embedding;
+- the control tokens [B, T, D] (4096 bins) with their mask, through a learned embedding of the bins, as
+  cross-attention tokens beside the text;
+- `drop` [B]: examples that train (or sample) the null condition: their tokens are replaced by a learned null
+  token and their pooled embedding by a learned null vector (classifier-free guidance); history stays.
+Output: the predicted noise ε, shaped like the input frames.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+NUM_CONTROL_BINS = 4096
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    channels: int = 1024  # base channels (Table 6)
+    channel_mult: tuple[int, ...] = (1, 2, 4)
+    blocks_per_resolution: int = 3
+    attention_resolutions: tuple[int, ...] = (6, 12, 24)  # feature-map heights that get attention
+    attention_heads: tuple[int, ...] = (16, 16, 8)  # heads at each attention resolution, same order
+    cond_dim: int = 4096  # conditioning embedding dimension
+    cond_mlp_layers: int = 4
+    dropout: float = 0.1
+    temporal: str = "attention"  # "attention" (base model) or "conv" (super-resolution models)
+    groups: int = 32  # GroupNorm groups (at most the channel count)
+    dtype: Any = jnp.float32  # compute dtype (bfloat16 on accelerators); parameters stay float32
+
+    def heads_at(self, height: int) -> int:
+        return self.attention_heads[self.attention_resolutions.index(height)]
+
+
+@dataclasses.dataclass
+class Conditioning:
+    history: jax.Array  # [B, Hh, H, W, 3] in [-1, 1]
+    history_mask: jax.Array  # [B, Hh] bool
+    text: jax.Array  # [B, L, d]
+    text_mask: jax.Array  # [B, L] bool
+    controls: jax.Array  # [B, T, D] int32 bins
+    control_mask: jax.Array  # [B, T, D] bool
+    drop: jax.Array  # [B] bool: use the null condition
+
+
+jax.tree_util.register_dataclass(Conditioning, data_fields=[f.name for f in dataclasses.fields(Conditioning)],
+                                 meta_fields=[])
+
+
+def timestep_embedding(logsnr: jax.Array, dim: int) -> jax.Array:
+    """Sinusoidal features of the log-SNR (scaled into a timestep-like range), [B] → [B, dim]."""
+    half = dim // 2
+    freqs = jnp.exp(-jnp.log(10_000.0) * jnp.arange(half) / half)
+    args = (logsnr[:, None] * 50.0) * freqs[None]  # log-SNR in [-20, 20] → ±1000, like diffusion timesteps
+    return jnp.concatenate([jnp.sin(args), jnp.cos(args)], axis=-1)
+
+
+class ResBlock(nn.Module):
+    channels: int
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x, emb, deterministic: bool):
+        c = self.config
+        h = nn.swish(nn.GroupNorm(min(c.groups, x.shape[-1]), dtype=c.dtype)(x))
+        h = nn.Conv(self.channels, (1, 3, 3), dtype=c.dtype)(h)  # spatial
+        scale, shift = jnp.split(nn.Dense(2 * self.channels, dtype=c.dtype)(nn.swish(emb)), 2, axis=-1)
+        h = nn.GroupNorm(min(c.groups, self.channels), dtype=c.dtype)(h)
+        h = h * (1 + scale[:, None, None, None]) + shift[:, None, None, None]
+        h = nn.Dropout(c.dropout)(nn.swish(h), deterministic=deterministic)
+        h = nn.Conv(self.channels, (1, 3, 3), dtype=c.dtype, kernel_init=nn.initializers.zeros)(h)
+        if c.temporal == "conv":  # super-resolution models: temporal convolution instead of temporal attention
+            h = h + nn.Conv(self.channels, (3, 1, 1), dtype=c.dtype, kernel_init=nn.initializers.zeros)(nn.swish(h))
+        if x.shape[-1] != self.channels:
+            x = nn.Dense(self.channels, dtype=c.dtype)(x)
+        return x + h
+
+
+class SpatialAttention(nn.Module):
+    """Self-attention over each frame's positions, then cross-attention to the conditioning tokens."""
+
+    heads: int
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x, tokens, token_mask):
+        c = self.config
+        b, t, h, w, ch = x.shape
+        seq = x.reshape(b * t, h * w, ch)
+        normed = nn.GroupNorm(min(c.groups, ch), dtype=c.dtype)(seq)
+        seq = seq + nn.MultiHeadDotProductAttention(self.heads, dtype=c.dtype, out_kernel_init=nn.initializers.zeros,
+                                                    name="self")(normed, normed)
+        context = jnp.repeat(tokens, t, axis=0)  # [B·T, N, cond]
+        mask = jnp.repeat(token_mask, t, axis=0)[:, None, None, :]  # [B·T, 1, 1, N]
+        normed = nn.LayerNorm(dtype=c.dtype)(seq)
+        seq = seq + nn.MultiHeadDotProductAttention(self.heads, dtype=c.dtype, out_kernel_init=nn.initializers.zeros,
+                                                    name="cross")(normed, context, mask=mask)
+        return seq.reshape(b, t, h, w, ch)
+
+
+class TemporalAttention(nn.Module):
+    """Self-attention along time at every position, with a learned position embedding of the frame index."""
+
+    heads: int
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x):
+        c = self.config
+        b, t, h, w, ch = x.shape
+        seq = x.transpose(0, 2, 3, 1, 4).reshape(b * h * w, t, ch)
+        position = self.param("position", nn.initializers.normal(0.02), (64, ch))[:t]
+        normed = nn.GroupNorm(min(c.groups, ch), dtype=c.dtype)(seq) + position.astype(c.dtype)
+        seq = seq + nn.MultiHeadDotProductAttention(self.heads, dtype=c.dtype,
+                                                    out_kernel_init=nn.initializers.zeros)(normed, normed)
+        return seq.reshape(b, h, w, t, ch).transpose(0, 3, 1, 2, 4)
+
+
+class Block(nn.Module):
+    channels: int
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x, emb, tokens, token_mask, deterministic: bool):
+        x = ResBlock(self.channels, self.config)(x, emb, deterministic)
+        height = x.shape[2]
+        if height in self.config.attention_resolutions:
+            heads = self.config.heads_at(height)
+            x = SpatialAttention(heads, self.config)(x, tokens, token_mask)
+            if self.config.temporal == "attention":
+                x = TemporalAttention(heads, self.config)(x)
+        return x
+
+
+class ConditionEncoder(nn.Module):
+    """Text and controls → (cross-attention tokens [B, N, cond], their mask [B, N], pooled vector [B, cond])."""
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, cond: Conditioning):
+        c = self.config
+        text = nn.Dense(c.cond_dim, dtype=c.dtype)(cond.text.astype(c.dtype))
+        for _ in range(c.cond_mlp_layers - 1):
+            text = text + nn.Dense(c.cond_dim, dtype=c.dtype)(nn.swish(nn.LayerNorm(dtype=c.dtype)(text)))
+        b, t, d = cond.controls.shape
+        controls = nn.Embed(NUM_CONTROL_BINS, c.cond_dim, dtype=c.dtype)(jnp.clip(cond.controls, 0,
+                                                                                 NUM_CONTROL_BINS - 1))
+        controls = controls + self.param("control_dim", nn.initializers.normal(0.02), (max(d, 1), c.cond_dim))[:d]
+        tokens = jnp.concatenate([text, controls.reshape(b, t * d, c.cond_dim)], axis=1)
+        mask = jnp.concatenate([cond.text_mask, cond.control_mask.reshape(b, t * d)], axis=1)
+        pooled = (tokens * mask[..., None]).sum(1) / jnp.maximum(mask.sum(1, keepdims=True), 1)
+        # Classifier-free guidance: the null condition is one learned token and a learned pooled vector.
+        null_token = self.param("null_token", nn.initializers.normal(0.02), (1, 1, c.cond_dim)).astype(c.dtype)
+        null_pooled = self.param("null_pooled", nn.initializers.normal(0.02), (1, c.cond_dim)).astype(c.dtype)
+        drop = cond.drop[:, None]
+        tokens = jnp.where(drop[..., None], jnp.zeros_like(tokens).at[:, :1].set(null_token[0]), tokens)
+        mask = jnp.where(drop, jnp.zeros_like(mask).at[:, 0].set(True), mask)
+        pooled = jnp.where(drop, null_pooled, pooled)
+        return tokens, mask, pooled
+
+
+class VideoUNet(nn.Module):
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, noisy: jax.Array, logsnr: jax.Array, cond: Conditioning, deterministic: bool = True):
+        c = self.config
+        b, t, h, w, _ = noisy.shape
+        tokens, token_mask, pooled = ConditionEncoder(c)(cond)
+        emb = nn.Dense(4 * c.channels, dtype=c.dtype)(timestep_embedding(logsnr, c.channels).astype(c.dtype))
+        emb = nn.Dense(4 * c.channels, dtype=c.dtype)(nn.swish(emb)) + nn.Dense(4 * c.channels, dtype=c.dtype)(pooled)
+        # History: every history frame's channels (and whether it exists) beside every target frame.
+        history = cond.history * cond.history_mask[:, :, None, None, None]
+        history = history.transpose(0, 2, 3, 1, 4).reshape(b, h, w, -1)
+        presence = jnp.broadcast_to(cond.history_mask[:, None, None, :], (b, h, w, cond.history_mask.shape[1]))
+        extra = jnp.concatenate([history, presence.astype(history.dtype)], axis=-1)
+        x = jnp.concatenate([noisy, jnp.broadcast_to(extra[:, None], (b, t, h, w, extra.shape[-1]))], axis=-1)
+        x = nn.Conv(c.channels, (1, 3, 3), dtype=c.dtype)(x.astype(c.dtype))
+        skips = [x]
+        for level, mult in enumerate(c.channel_mult):
+            for _ in range(c.blocks_per_resolution):
+                x = Block(c.channels * mult, c)(x, emb, tokens, token_mask, deterministic)
+                skips.append(x)
+            if level < len(c.channel_mult) - 1:
+                x = nn.Conv(x.shape[-1], (1, 3, 3), strides=(1, 2, 2), dtype=c.dtype)(x)
+                skips.append(x)
+        x = Block(x.shape[-1], c)(x, emb, tokens, token_mask, deterministic)
+        for level, mult in reversed(list(enumerate(c.channel_mult))):
+            for _ in range(c.blocks_per_resolution + 1):
+                x = Block(c.channels * mult, c)(jnp.concatenate([x, skips.pop()], axis=-1), emb, tokens,
+                                                 token_mask, deterministic)
+            if level > 0:
+                x = jax.image.resize(x, (*x.shape[:2], x.shape[2] * 2, x.shape[3] * 2, x.shape[4]), "nearest")
+                x = nn.Conv(x.shape[-1], (1, 3, 3), dtype=c.dtype)(x)
+        x = nn.swish(nn.GroupNorm(min(c.groups, x.shape[-1]), dtype=c.dtype)(x))
+        return nn.Conv(noisy.shape[-1], (1, 3, 3), dtype=jnp.float32, kernel_init=nn.initializers.zeros)(x)
