@@ -39,3 +39,22 @@ def masked_mse(prediction: jax.Array, target: jax.Array, frame_mask: jax.Array) 
     """Mean squared error over the real target frames only ([B, T, H, W, C] with a [B, T] mask)."""
     error = jnp.square(prediction.astype(jnp.float32) - target.astype(jnp.float32)).mean(axis=(2, 3, 4))
     return (error * frame_mask).sum() / jnp.maximum(frame_mask.sum(), 1)
+
+
+def ddim_sample(denoise, noise: jax.Array, steps: int) -> jax.Array:
+    """Deterministic DDIM sampling from pure noise in `steps` steps; `denoise(z, logsnr[B]) → ε`. Returns x in
+    [-1, 1]. (The 256-step ancestral sampler and guidance belong to the simulator.)"""
+    times = jnp.linspace(1.0, 0.0, steps + 1)
+    batch = noise.shape[0]
+
+    def step(i, carry):
+        z, _ = carry
+        logsnr, logsnr_next = cosine_logsnr(times[i]), cosine_logsnr(times[i + 1])
+        eps = denoise(z, jnp.full((batch,), logsnr)).astype(jnp.float32)
+        alpha, sigma = alpha_sigma(logsnr)
+        x = jnp.clip((z - sigma * eps) / alpha, -1.0, 1.0)
+        alpha_next, sigma_next = alpha_sigma(logsnr_next)
+        return alpha_next * x + sigma_next * eps, x
+
+    _, x = jax.lax.fori_loop(0, steps, step, (noise, jnp.zeros_like(noise)))
+    return x

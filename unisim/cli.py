@@ -263,7 +263,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--episodes", type=int, default=12)
     p.add_argument("--direct_num_workers", type=int, default=1)  # 2 clip threads gained 8 % on the tabletop sample (README)
     p.add_argument("--text_encoder", default=None, help="T5 checkpoint (default: write the tiny random stand-in)")
+    sub.add_parser("train", help="train the base video model (flags: unisim train --help)", add_help=False)
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["train"]:  # absl/ml_collections flags (--config.key=value), parsed by the trainer itself
+        from unisim.trainer import train
+
+        try:
+            return train.main(argv[1:])
+        except (FileNotFoundError, ValueError) as e:
+            print(f"unisim train: error: {e}", file=sys.stderr)
+            return 2
     args, rest = parser.parse_known_args(argv)
     if rest and args.command != "convert":
         parser.error(f"unrecognised arguments: {' '.join(rest)}")

@@ -1,0 +1,112 @@
+"""`unisim train` (trainer/train.py) on real shards: the tiny config's loss falls on 1 CPU device; a SIGKILLed run
+resumes with the same data and loss curve; 8 simulated devices with FSDP; 2 processes through jax.distributed."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from unisim.pipelines import convert
+from unisim.pipelines.embed import EncoderSettings
+
+STEPS = 16
+OVERRIDES = ["--config.optimizer.learning_rate=3e-3", "--config.optimizer.warmup_steps=2", "--config.log_every=1",
+             "--config.checkpoint_every=8", "--config.sample_every=8", "--config.sample_steps=2"]
+
+
+@pytest.fixture(scope="module")
+def clips(language_table_dir, tiny_t5_dir, tmp_path_factory):
+    output = str(tmp_path_factory.mktemp("train") / "clips")
+    text = convert.TextOptions(encoder=EncoderSettings(tiny_t5_dir, batch_size=4))
+    convert.run(convert.ConvertConfig(dataset="language_table", source=language_table_dir, output=output,
+                                      records_per_shard=2, text=text), command="test")
+    return output
+
+
+def _command(workdir, clips, *extra):
+    return [sys.executable, "-m", "unisim.cli", "train", "--config", "trainer/configs/tiny.py", "--workdir", workdir,
+            "--mixture", f"{clips}:1", "--steps", str(STEPS), *OVERRIDES, *extra]
+
+
+def _run(workdir, clips, *extra, env=None):
+    result = subprocess.run(_command(workdir, clips, *extra), capture_output=True, text=True, env=env,
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stderr
+
+
+def _losses(workdir):
+    rows = {}
+    for line in open(os.path.join(workdir, "metrics.jsonl")):
+        row = json.loads(line)
+        rows[row["step"]] = row  # a restarted run logs some steps again: the last one counts
+    return {step: row["loss"] for step, row in sorted(rows.items())}
+
+
+@pytest.fixture(scope="module")
+def reference_run(clips, tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("reference"))
+    _run(workdir, clips)
+    return workdir
+
+
+def test_the_tiny_config_learns_and_writes_checkpoints_logs_and_samples(reference_run):
+    losses = list(_losses(reference_run).values())
+    assert len(losses) == STEPS
+    assert sum(losses[-4:]) / 4 < 0.9 * sum(losses[:4]) / 4, losses
+    assert sorted(os.listdir(os.path.join(reference_run, "checkpoints"))) == ["16", "8"]
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(os.path.join(reference_run, "tensorboard")))
+    assert sorted(os.listdir(os.path.join(reference_run, "samples"))) == [
+        "step00000008_0.gif", "step00000008_1.gif", "step00000016_0.gif", "step00000016_1.gif"]
+    row = json.loads(open(os.path.join(reference_run, "metrics.jsonl")).readline())
+    assert row["mixture"] == {"language_table": {"realized": 1.0, "target": 1.0}} and row["examples_per_second"] > 0
+
+
+def test_a_run_killed_after_a_checkpoint_resumes_the_same_loss_curve(reference_run, clips, tmp_path):
+    workdir = str(tmp_path / "killed")
+    process = subprocess.Popen(_command(workdir, clips), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    checkpoint = os.path.join(workdir, "checkpoints", "8")
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and process.poll() is None and not os.path.isdir(checkpoint):
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run ended before the kill"
+    stderr = _run(workdir, clips)
+    assert "resumed from step 8" in stderr
+    reference, resumed = _losses(reference_run), _losses(workdir)
+    assert list(resumed) == list(range(1, STEPS + 1))
+    for step in range(9, STEPS + 1):
+        assert resumed[step] == pytest.approx(reference[step], rel=1e-5), step
+
+
+def test_eight_simulated_devices_with_sharded_parameters(clips, tmp_path):
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    stderr = _run(str(tmp_path / "eight"), clips, "--steps", "2", "--config.fsdp=2", "--config.input.batch_size=8",
+                  "--config.sample_every=0", env=env)
+    assert "mesh data×fsdp = 4×2 over 8 cpu devices" in stderr
+    assert len(_losses(str(tmp_path / "eight"))) == 2
+
+
+def test_two_processes_through_jax_distributed(clips, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    workdir = str(tmp_path / "two")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    processes = [subprocess.Popen(_command(workdir, clips, "--steps", "2", "--config.sample_every=0",
+                                           "--coordinator_address", f"127.0.0.1:{port}", "--num_processes", "2",
+                                           "--process_id", str(i)),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=root)
+                 for i in range(2)]
+    outputs = [p.communicate(timeout=600) for p in processes]
+    for p, (_, err) in zip(processes, outputs):
+        assert p.returncode == 0, err[-3000:]
+    assert "process 1 of 2" in outputs[1][1] and "mesh data×fsdp = 2×1 over 2 cpu devices" in outputs[0][1]
+    assert len(_losses(workdir)) == 2 and os.path.isdir(os.path.join(workdir, "checkpoints", "2"))

@@ -1,0 +1,29 @@
+"""The paper's base model and training hyperparameters (UniSim, Appendix 10, Table 6), as an ml_collections config.
+
+Override any field on the command line: `unisim train --config trainer/configs/base.py --config.model.channels=256`.
+"""
+
+import ml_collections
+
+
+def get_config():
+    config = ml_collections.ConfigDict()
+    config.model = ml_collections.ConfigDict(dict(
+        channels=1024, channel_mult=(1, 2, 4), blocks_per_resolution=3, attention_resolutions=(6, 12, 24),
+        attention_heads=(16, 16, 8), cond_dim=4096, cond_mlp_layers=4, dropout=0.1, temporal="attention", groups=32))
+    config.input = ml_collections.ConfigDict(dict(
+        batch_size=256, frames=16, history_frames=4, height=24, width=40, text_tokens=64, condition_drop=0.1,
+        seed=0, threads=16, prefetch=2))
+    config.optimizer = ml_collections.ConfigDict(dict(
+        learning_rate=1e-4, warmup_steps=10_000, b1=0.9, b2=0.99, clip_norm=1.0, ema_decay=0.9999))
+    config.bf16 = False  # bfloat16 compute (parameters, optimizer state and EMA stay float32)
+    config.fsdp = 1  # devices per FSDP group: parameters are sharded over them, the batch over all devices
+    config.seed = 0
+    config.steps = 1_000_000
+    config.log_every = 100
+    config.checkpoint_every = 5_000
+    config.keep_checkpoints = 3
+    config.sample_every = 10_000  # sample videos from the EMA parameters into TensorBoard and workdir/samples
+    config.sample_steps = 32  # deterministic (DDIM) steps for those samples
+    config.mixture = "trainer/configs/mixtures/paper_table5.py"
+    return config

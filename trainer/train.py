@@ -1,0 +1,325 @@
+"""`unisim train`: the base video model's training loop — one readable main in sections, big_vision style.
+
+    unisim train --config trainer/configs/tiny.py --workdir /tmp/run [--mixture SPEC] [--steps N] [--config.k=v]
+
+Sections: devices and mesh → input → model and state → checkpoint restore → the loop (step, log, sample, save).
+The train step is one `jax.jit` with explicit shardings — the batch split over every device, parameters and
+optimizer state sharded over the `fsdp` axis (`config.fsdp` devices) and replicated over `data` — and the state
+donated. Checkpoints (orbax) hold the parameters, optimizer state, EMA, step and every process's data-iterator
+state, so a killed run restarts on the same data order and the same loss curve. Metrics go to TensorBoard
+(`workdir/tensorboard`, via tensorboardX: no TensorFlow) and to `workdir/metrics.jsonl`.
+
+Multi-host: pass `--coordinator_address HOST:PORT --num_processes N --process_id I` (or let `jax.distributed`
+find them on a TPU pod / SLURM); each process reads its own interleaved share of every source.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+
+
+# ------------------------------------------------------------------------------------------------ state
+
+
+@dataclasses.dataclass
+class TrainState:
+    step: object
+    params: object
+    ema: object
+    opt_state: object
+
+
+def _register_state():
+    import jax
+
+    jax.tree_util.register_dataclass(TrainState, data_fields=["step", "params", "ema", "opt_state"], meta_fields=[])
+
+
+def fsdp_spec(shape: tuple[int, ...], fsdp: int):
+    """Shard a parameter's largest axis that `fsdp` divides over the `fsdp` mesh axis; replicate small ones."""
+    from jax.sharding import PartitionSpec as P
+
+    if fsdp == 1 or int(np.prod(shape)) < 2**14:
+        return P()
+    for axis in sorted(range(len(shape)), key=lambda a: -shape[a]):
+        if shape[axis] % fsdp == 0:
+            return P(*[("fsdp" if a == axis else None) for a in range(len(shape))])
+    return P()
+
+
+def make_optimizer(opt):
+    import optax
+
+    schedule = optax.join_schedules(
+        [optax.linear_schedule(0.0, opt.learning_rate, max(1, opt.warmup_steps)), optax.constant_schedule(opt.learning_rate)],
+        [max(1, opt.warmup_steps)])
+    return optax.chain(optax.clip_by_global_norm(opt.clip_norm), optax.scale_by_adam(b1=opt.b1, b2=opt.b2),
+                       optax.scale_by_learning_rate(schedule)), schedule
+
+
+# ------------------------------------------------------------------------------------------------- step
+
+
+def conditioning_of(batch, drop):
+    import jax.numpy as jnp
+
+    from unisim.trainer.model import Conditioning
+
+    return Conditioning(history=batch["history"].astype(jnp.float32) / 127.5 - 1, history_mask=batch["history_mask"],
+                        text=batch["text"], text_mask=batch["text_mask"], controls=batch["controls"],
+                        control_mask=batch["control_mask"], drop=drop)
+
+
+def train_step(state: TrainState, batch, rng, *, model, optimizer, schedule, ema_decay: float):
+    """One optimisation step; skips the update (and reports it) when the loss or gradient is not finite."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from unisim.trainer import diffusion
+
+    rng = jax.random.fold_in(rng, state.step)
+    time_key, noise_key, dropout_key = jax.random.split(rng, 3)
+    x = batch["frames"].astype(jnp.float32) / 127.5 - 1
+    logsnr = diffusion.cosine_logsnr(jax.random.uniform(time_key, (x.shape[0],)))
+    noise = jax.random.normal(noise_key, x.shape)
+    cond = conditioning_of(batch, batch["drop_condition"])
+
+    def loss_fn(params):
+        prediction = model.apply(params, diffusion.add_noise(x, noise, logsnr), logsnr, cond, deterministic=False,
+                                 rngs={"dropout": dropout_key})
+        return diffusion.masked_mse(prediction, noise, batch["frame_mask"])
+
+    loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    grad_norm = optax.global_norm(grads)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    # EMA of the parameters themselves (optax.ema would average the updates), warmed up so early steps count.
+    decay = jnp.minimum(ema_decay, (1.0 + state.step) / (10.0 + state.step))
+    ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, state.ema, params)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
+    new_state = TrainState(step=state.step + 1, params=keep(params, state.params), ema=keep(ema, state.ema),
+                           opt_state=keep(opt_state, state.opt_state))
+    metrics = {"loss": loss, "grad_norm": grad_norm, "learning_rate": schedule(state.step), "finite": finite}
+    return new_state, metrics
+
+
+# ------------------------------------------------------------------------------------------------- main
+
+
+def train(config, workdir: str, mixture: str | None = None, steps: int | None = None) -> list[dict]:
+    """Runs (or resumes) training in `workdir`; returns the metrics rows this call logged."""
+    import grain
+    import jax
+    import jax.numpy as jnp
+    import orbax.checkpoint as ocp
+    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    from unisim.trainer import data
+    from unisim.trainer import diffusion
+    from unisim.trainer.model import ModelConfig, VideoUNet
+
+    _register_state()
+    steps = steps if steps is not None else config.steps
+    process, processes = jax.process_index(), jax.process_count()
+    os.makedirs(workdir, exist_ok=True)
+
+    # ---- devices and mesh: the batch over all devices, parameters over `fsdp` of them.
+    devices = np.array(jax.devices())
+    if len(devices) % config.fsdp:
+        raise ValueError(f"config.fsdp={config.fsdp} does not divide the {len(devices)} devices")
+    mesh = Mesh(devices.reshape(-1, config.fsdp), ("data", "fsdp"))
+    batch_sharding = NamedSharding(mesh, P(("data", "fsdp")))
+    replicated = NamedSharding(mesh, P())
+    print(f"[train] process {process} of {processes}; mesh data×fsdp = {mesh.shape['data']}×{mesh.shape['fsdp']} "
+          f"over {len(devices)} {devices[0].platform} devices", file=sys.stderr)
+    if config.input.batch_size % len(devices):
+        raise ValueError(f"batch size {config.input.batch_size} is not a multiple of the {len(devices)} devices")
+
+    # ---- input: this process's share of the global batch.
+    input_config = data.InputConfig(**{**config.input.to_dict(), "batch_size": config.input.batch_size // processes})
+    train_input = data.build_input(data.parse_mixture(mixture or config.mixture), input_config, process, processes)
+    iterator = iter(train_input.dataset)
+    names = train_input.names()
+
+    # ---- model and state, created directly in their shardings.
+    model_config = ModelConfig(**{**config.model.to_dict(), "dtype": jnp.bfloat16 if config.bf16 else jnp.float32})
+    model = VideoUNet(model_config)
+    optimizer, schedule = make_optimizer(config.optimizer)
+    c = config.input
+    example = {
+        "frames": jnp.zeros((1, c.frames, c.height, c.width, 3), jnp.uint8),
+        "history": jnp.zeros((1, c.history_frames, c.height, c.width, 3), jnp.uint8),
+        "history_mask": jnp.zeros((1, c.history_frames), bool),
+        "text": jnp.zeros((1, c.text_tokens, train_input.text_dim), jnp.float16),
+        "text_mask": jnp.zeros((1, c.text_tokens), bool),
+        "controls": jnp.zeros((1, c.frames, train_input.control_dims), jnp.int32),
+        "control_mask": jnp.zeros((1, c.frames, train_input.control_dims), bool)}
+
+    def init(rng):
+        params = model.init(rng, example["frames"].astype(jnp.float32), jnp.zeros((1,)),
+                            conditioning_of(example, jnp.zeros((1,), bool)))
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params, ema=params, opt_state=optimizer.init(params))
+
+    abstract = jax.eval_shape(init, jax.random.PRNGKey(config.seed))
+    state_sharding = jax.tree.map(lambda x: NamedSharding(mesh, fsdp_spec(x.shape, config.fsdp)), abstract)
+    state = jax.jit(init, out_shardings=state_sharding)(jax.random.PRNGKey(config.seed))
+    step_fn = jax.jit(functools.partial(train_step, model=model, optimizer=optimizer, schedule=schedule,
+                                        ema_decay=config.optimizer.ema_decay),
+                      in_shardings=(state_sharding, batch_sharding, replicated),
+                      out_shardings=(state_sharding, replicated), donate_argnums=(0,))
+
+    # ---- checkpoints: restore the latest, state and data position together.
+    manager = ocp.CheckpointManager(
+        os.path.abspath(os.path.join(workdir, "checkpoints")),
+        options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints, create=True),
+        item_names=("state", "data"))
+    if manager.latest_step() is not None:
+        restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(jax.tree.map(
+                lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_sharding)),
+            data=grain.checkpoint.CheckpointRestore(iterator)))
+        state = restored.state
+        print(f"[train] resumed from step {manager.latest_step()} in {workdir}", file=sys.stderr)
+    first_step = int(state.step)
+
+    # ---- the loop.
+    writer = _Writer(workdir) if process == 0 else None
+    rng = jax.random.PRNGKey(config.seed + 1)
+    source_counts = np.zeros(len(names), np.int64)
+    rows, window, window_start = [], [], time.monotonic()
+    for step in range(first_step, steps):
+        local = next(iterator)
+        source_counts += np.bincount(local.pop("source"), minlength=len(names))
+        batch = {k: jax.make_array_from_process_local_data(batch_sharding, v) for k, v in local.items()}
+        state, metrics = step_fn(state, batch, rng)
+        window.append(metrics)
+        done = step + 1
+        if not bool(metrics["finite"]):
+            raise FloatingPointError(
+                f"step {done}: the loss or the gradient is not finite (loss {float(metrics['loss'])}, gradient norm "
+                f"{float(metrics['grad_norm'])}); the update was skipped and training stops. The last checkpoint is "
+                f"step {manager.latest_step()}: lower the learning rate (--config.optimizer.learning_rate) or "
+                "check the data, then resume.")
+        if done % config.log_every == 0 or done == steps:
+            elapsed = time.monotonic() - window_start
+            row = {"step": done, **{k: float(np.mean([float(m[k]) for m in window])) for k in ("loss", "grad_norm")},
+                   "learning_rate": float(window[-1]["learning_rate"]),
+                   "examples_per_second": len(window) * config.input.batch_size / max(elapsed, 1e-9)}
+            realized = data.realized_proportions(source_counts)
+            row["mixture"] = {n: {"realized": float(r), "target": float(t)}
+                              for n, r, t in zip(names, realized, train_input.weights)}
+            rows.append(row)
+            if writer:
+                writer.scalars(row)
+            window, window_start = [], time.monotonic()
+        if writer and config.sample_every and done % config.sample_every == 0:
+            writer.samples(done, _sample(model, state.ema, local, config, jax.random.PRNGKey(done)))
+        if done % config.checkpoint_every == 0 or done == steps:
+            manager.save(done, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                       data=grain.checkpoint.CheckpointSave(iterator)))
+    manager.wait_until_finished()
+    manager.close()
+    if writer:
+        writer.close()
+    return rows
+
+
+def _sample(model, ema_params, local_batch, config, rng):
+    """A few videos from the EMA parameters, conditioned like the batch's first examples."""
+    import jax
+    import jax.numpy as jnp
+
+    from unisim.trainer import diffusion
+
+    n = min(2, local_batch["frames"].shape[0])
+    batch = {k: jnp.asarray(v[:n]) for k, v in local_batch.items()}
+    cond = conditioning_of(batch, jnp.zeros((n,), bool))
+    denoise = lambda z, logsnr: model.apply(ema_params, z, logsnr, cond)  # noqa: E731
+    x = jax.jit(functools.partial(diffusion.ddim_sample, denoise, steps=config.sample_steps))(
+        jax.random.normal(rng, batch["frames"].shape))
+    return np.asarray(jnp.round((x + 1) * 127.5)).astype(np.uint8)
+
+
+class _Writer:
+    """TensorBoard event files (tensorboardX) and metrics.jsonl; sample videos as frame strips and GIFs."""
+
+    def __init__(self, workdir: str):
+        from tensorboardX import SummaryWriter
+
+        self._workdir = workdir
+        self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+        self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
+
+    def scalars(self, row: dict) -> None:
+        step = row["step"]
+        for key in ("loss", "grad_norm", "learning_rate", "examples_per_second"):
+            self._tb.add_scalar(f"train/{key}", row[key], step)
+        for name, share in row["mixture"].items():
+            self._tb.add_scalar(f"mixture/{name}/realized", share["realized"], step)
+            self._tb.add_scalar(f"mixture/{name}/target", share["target"], step)
+        self._jsonl.write(json.dumps(row) + "\n")
+        self._jsonl.flush()
+        print(f"[train] step {step}: loss {row['loss']:.4f}, grad norm {row['grad_norm']:.3f}, "
+              f"{row['examples_per_second']:.1f} examples/s", file=sys.stderr)
+
+    def samples(self, step: int, videos: np.ndarray) -> None:
+        from PIL import Image
+
+        folder = os.path.join(self._workdir, "samples")
+        os.makedirs(folder, exist_ok=True)
+        for i, video in enumerate(videos):  # [T, H, W, 3]
+            self._tb.add_image(f"samples/{i}", np.concatenate(list(video), axis=1), step, dataformats="HWC")
+            frames = [Image.fromarray(f).resize((f.shape[1] * 4, f.shape[0] * 4), Image.NEAREST) for f in video]
+            frames[0].save(os.path.join(folder, f"step{step:08d}_{i}.gif"), save_all=True, append_images=frames[1:],
+                           duration=125, loop=0)
+
+    def close(self) -> None:
+        self._tb.close()
+        self._jsonl.close()
+
+
+# -------------------------------------------------------------------------------------------------- CLI
+
+
+def main(argv: list[str]) -> int:
+    """absl-style flags (ml_collections `--config` with `--config.key=value` overrides); parsed before grain runs."""
+    from absl import flags
+    from ml_collections import config_flags
+
+    flag_values = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "a trainer config .py file", flag_values=flag_values)
+    flags.DEFINE_string("workdir", None, "checkpoints, TensorBoard events and metrics go here", flag_values=flag_values)
+    flags.DEFINE_string("mixture", None, "mixture .py file or DIR:WEIGHT,… (default: the config's)",
+                        flag_values=flag_values)
+    flags.DEFINE_integer("steps", None, "train until this step (default: the config's)", flag_values=flag_values)
+    flags.DEFINE_string("coordinator_address", None, "multi-process: HOST:PORT of process 0", flag_values=flag_values)
+    flags.DEFINE_integer("num_processes", None, "multi-process: how many", flag_values=flag_values)
+    flags.DEFINE_integer("process_id", None, "multi-process: this one's index", flag_values=flag_values)
+    flag_values(["unisim-train", *argv])
+    if flag_values.config is None or flag_values.workdir is None:
+        raise SystemExit("unisim train: --config and --workdir are required")
+    if flag_values.num_processes:
+        import jax
+
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU hosts; ignored by accelerators
+        jax.distributed.initialize(flag_values.coordinator_address, flag_values.num_processes,
+                                   flag_values.process_id)
+    rows = train(flag_values.config, flag_values.workdir, flag_values.mixture, flag_values.steps)
+    if rows:
+        print(f"[train] done: step {rows[-1]['step']}, loss {rows[-1]['loss']:.4f}; see {flag_values.workdir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
