@@ -133,3 +133,17 @@ def test_the_shipped_mixtures_parse_with_the_papers_weights():
     assert len(table5) == 14 and {s.weight for s in table5} == {0.1, 0.05}
     assert sum(s.weight for s in table5) == pytest.approx(1.0)  # 6 × 0.1 + 8 × 0.05
     assert data.parse_mixture(os.path.join(os.path.dirname(data.__file__), "configs", "mixtures", "demo.py"))
+
+
+def test_reduced_jpeg_decoding_matches_decode_then_area_resize():
+    import cv2
+
+    rng = np.random.default_rng(0)
+    image = cv2.resize(rng.integers(0, 255, (24, 40, 3), np.uint8), (320, 192), interpolation=cv2.INTER_CUBIC)
+    jpeg = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
+    full = cv2.cvtColor(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    for target in ((24, 40), (48, 80), (30, 50), (192, 320)):
+        got = data.decode_resized([jpeg], (192, 320), target)[0]
+        expected = cv2.resize(full, (target[1], target[0]), interpolation=cv2.INTER_AREA)
+        assert got.shape == (*target, 3)
+        assert np.abs(got.astype(int) - expected).mean() < 3.0, target  # the same picture, colour order included
