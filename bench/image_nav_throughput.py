@@ -49,8 +49,6 @@ def write_laion(root: str, images: int) -> None:
 
 
 def write_r2r(root: str, scans: int) -> None:
-    import cv2
-
     import nav_fixtures as nf
 
     rng = np.random.default_rng(1)

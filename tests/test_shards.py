@@ -8,7 +8,7 @@ import pytest
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.util import assert_that, equal_to
 
-from unisim.pipelines import inspect, shards
+from unisim.pipelines import shards
 from unisim.pipelines.spill import SpillReader, SpillRef, SpillWriter
 
 ITEMS = [(f"k{i:03d}", f"record {i}".encode() * (i + 1), i) for i in range(40)]

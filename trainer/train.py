@@ -113,6 +113,63 @@ def train_step(state: TrainState, batch, rng, *, model, optimizer, schedule, ema
     return new_state, metrics
 
 
+# ------------------------------------------------------------------------------------------------ build
+
+
+def example_batch(config, text_dim: int, control_dims: int, batch: int = 1) -> dict:
+    """A zero batch with the input's shapes and dtypes (for initialisation and benchmarks)."""
+    import jax.numpy as jnp
+
+    c = config.input
+    return {"frames": jnp.zeros((batch, c.frames, c.height, c.width, 3), jnp.uint8),
+            "history": jnp.zeros((batch, c.history_frames, c.height, c.width, 3), jnp.uint8),
+            "history_mask": jnp.zeros((batch, c.history_frames), bool),
+            "text": jnp.zeros((batch, c.text_tokens, text_dim), jnp.float16),
+            "text_mask": jnp.zeros((batch, c.text_tokens), bool),
+            "controls": jnp.zeros((batch, c.frames, control_dims), jnp.int32),
+            "control_mask": jnp.zeros((batch, c.frames, control_dims), bool),
+            "frame_mask": jnp.ones((batch, c.frames), bool), "drop_condition": jnp.zeros((batch,), bool)}
+
+
+def build_training(config, mesh, text_dim: int, control_dims: int):
+    """(model, state, abstract state, state shardings, jitted step) on `mesh`, the state created in its shardings;
+    the step takes (state, batch, rng) with the batch split over every device, and donates the state."""
+    import jax
+    import jax.numpy as jnp
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    from unisim.trainer.model import ModelConfig, VideoUNet
+
+    model = VideoUNet(ModelConfig(**{**config.model.to_dict(), "dtype": jnp.bfloat16 if config.bf16 else jnp.float32}))
+    optimizer, schedule = make_optimizer(config.optimizer)
+    example = example_batch(config, text_dim, control_dims)
+
+    def init(rng):
+        params = model.init(rng, example["frames"].astype(jnp.float32), jnp.zeros((1,)),
+                            conditioning_of(example, jnp.zeros((1,), bool)))
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params, ema=params, opt_state=optimizer.init(params))
+
+    abstract = jax.eval_shape(init, jax.random.PRNGKey(config.seed))
+    state_sharding = jax.tree.map(lambda x: NamedSharding(mesh, fsdp_spec(x.shape, config.fsdp)), abstract)
+    state = jax.jit(init, out_shardings=state_sharding)(jax.random.PRNGKey(config.seed))
+    step_fn = jax.jit(functools.partial(train_step, model=model, optimizer=optimizer, schedule=schedule,
+                                        ema_decay=config.optimizer.ema_decay),
+                      in_shardings=(state_sharding, NamedSharding(mesh, P(("data", "fsdp"))), NamedSharding(mesh, P())),
+                      out_shardings=(state_sharding, NamedSharding(mesh, P())), donate_argnums=(0,))
+    return model, state, abstract, state_sharding, step_fn
+
+
+def make_mesh(fsdp: int):
+    import jax
+    from jax.sharding import Mesh
+
+    devices = np.array(jax.devices())
+    if len(devices) % fsdp:
+        raise ValueError(f"config.fsdp={fsdp} does not divide the {len(devices)} devices")
+    return Mesh(devices.reshape(-1, fsdp), ("data", "fsdp"))
+
+
 # ------------------------------------------------------------------------------------------------- main
 
 
@@ -120,14 +177,11 @@ def train(config, workdir: str, mixture: str | None = None, steps: int | None = 
     """Runs (or resumes) training in `workdir`; returns the metrics rows this call logged."""
     import grain
     import jax
-    import jax.numpy as jnp
     import orbax.checkpoint as ocp
-    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import NamedSharding
     from jax.sharding import PartitionSpec as P
 
     from unisim.trainer import data
-    from unisim.trainer import diffusion
-    from unisim.trainer.model import ModelConfig, VideoUNet
 
     _register_state()
     steps = steps if steps is not None else config.steps
@@ -135,12 +189,9 @@ def train(config, workdir: str, mixture: str | None = None, steps: int | None = 
     os.makedirs(workdir, exist_ok=True)
 
     # ---- devices and mesh: the batch over all devices, parameters over `fsdp` of them.
-    devices = np.array(jax.devices())
-    if len(devices) % config.fsdp:
-        raise ValueError(f"config.fsdp={config.fsdp} does not divide the {len(devices)} devices")
-    mesh = Mesh(devices.reshape(-1, config.fsdp), ("data", "fsdp"))
+    mesh = make_mesh(config.fsdp)
+    devices = mesh.devices.reshape(-1)
     batch_sharding = NamedSharding(mesh, P(("data", "fsdp")))
-    replicated = NamedSharding(mesh, P())
     print(f"[train] process {process} of {processes}; mesh data×fsdp = {mesh.shape['data']}×{mesh.shape['fsdp']} "
           f"over {len(devices)} {devices[0].platform} devices", file=sys.stderr)
     if config.input.batch_size % len(devices):
@@ -153,31 +204,8 @@ def train(config, workdir: str, mixture: str | None = None, steps: int | None = 
     names = train_input.names()
 
     # ---- model and state, created directly in their shardings.
-    model_config = ModelConfig(**{**config.model.to_dict(), "dtype": jnp.bfloat16 if config.bf16 else jnp.float32})
-    model = VideoUNet(model_config)
-    optimizer, schedule = make_optimizer(config.optimizer)
-    c = config.input
-    example = {
-        "frames": jnp.zeros((1, c.frames, c.height, c.width, 3), jnp.uint8),
-        "history": jnp.zeros((1, c.history_frames, c.height, c.width, 3), jnp.uint8),
-        "history_mask": jnp.zeros((1, c.history_frames), bool),
-        "text": jnp.zeros((1, c.text_tokens, train_input.text_dim), jnp.float16),
-        "text_mask": jnp.zeros((1, c.text_tokens), bool),
-        "controls": jnp.zeros((1, c.frames, train_input.control_dims), jnp.int32),
-        "control_mask": jnp.zeros((1, c.frames, train_input.control_dims), bool)}
-
-    def init(rng):
-        params = model.init(rng, example["frames"].astype(jnp.float32), jnp.zeros((1,)),
-                            conditioning_of(example, jnp.zeros((1,), bool)))
-        return TrainState(step=jnp.zeros((), jnp.int32), params=params, ema=params, opt_state=optimizer.init(params))
-
-    abstract = jax.eval_shape(init, jax.random.PRNGKey(config.seed))
-    state_sharding = jax.tree.map(lambda x: NamedSharding(mesh, fsdp_spec(x.shape, config.fsdp)), abstract)
-    state = jax.jit(init, out_shardings=state_sharding)(jax.random.PRNGKey(config.seed))
-    step_fn = jax.jit(functools.partial(train_step, model=model, optimizer=optimizer, schedule=schedule,
-                                        ema_decay=config.optimizer.ema_decay),
-                      in_shardings=(state_sharding, batch_sharding, replicated),
-                      out_shardings=(state_sharding, replicated), donate_argnums=(0,))
+    model, state, abstract, state_sharding, step_fn = build_training(config, mesh, train_input.text_dim,
+                                                                     train_input.control_dims)
 
     # ---- checkpoints: restore the latest, state and data position together.
     manager = ocp.CheckpointManager(
