@@ -92,6 +92,10 @@ def test_each_epoch_is_a_new_permutation_split_between_processes():
         assert sorted(seen) == list(range(length))  # both processes together cover the epoch once
     first, second = [index(k, 0) for k in range(5)], [index(5 + k, 0) for k in range(5)]
     assert first != second
+    # Past PERMUTATION_LIMIT the same contract holds through grain's index_shuffle (no array).
+    big = data.PERMUTATION_LIMIT + 5
+    seen = {data.epoch_index(k, length=big, seed=1, process_index=0, process_count=1) for k in range(1000)}
+    assert len(seen) == 1000 and max(seen) < big
 
 
 def test_mixtures_are_refused_with_a_clear_reason(shards, tmp_path, language_table_dir):

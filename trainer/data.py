@@ -114,18 +114,28 @@ def load_manifests(sources: Sequence[Source]) -> list[Manifest]:
     return manifests
 
 
+PERMUTATION_LIMIT = 1 << 24  # sources up to this many records keep a permutation array per epoch (64 MiB at most)
+
+
 def epoch_index(position: int, *, length: int, seed: int, process_index: int, process_count: int) -> int:
     """The record index at `position` of this process's endless stream: epoch after epoch, each a fresh permutation
-    of the source, processes taking interleaved positions of it (so they never see the same record in an epoch)."""
+    of the source, processes taking interleaved positions of it (so they never see the same record in an epoch).
+
+    Up to `PERMUTATION_LIMIT` records the epoch's permutation is an int32 array made once (grain's `index_shuffle`,
+    evaluated per element, took 15 % of the loader's time at 24×40); larger sources (LAION's 400M) use
+    `index_shuffle`, which needs no memory."""
     epoch, within = divmod(position * process_count + process_index, length)
-    return _index_shuffle()(within, max_index=length - 1, seed=(seed + epoch) % 2**32, rounds=4)
+    epoch_seed = (seed + epoch) % 2**32
+    if length <= PERMUTATION_LIMIT:
+        return int(_permutation(length, epoch_seed)[within])
+    from grain.experimental import index_shuffle
+
+    return index_shuffle(within, max_index=length - 1, seed=epoch_seed, rounds=4)
 
 
-@functools.cache
-def _index_shuffle():
-    from grain.experimental import index_shuffle  # imported once: this runs for every example
-
-    return index_shuffle
+@functools.lru_cache(maxsize=8)  # a few sources × the current and next epoch
+def _permutation(length: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).permutation(length).astype(np.int32)
 
 
 class ExampleMaker:
