@@ -89,7 +89,7 @@ def test_a_run_killed_after_a_checkpoint_resumes_the_same_loss_curve(reference_r
 def test_eight_simulated_devices_with_sharded_parameters(clips, tmp_path):
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
     stderr = _run(str(tmp_path / "eight"), clips, "--steps", "2", "--config.fsdp=2", "--config.input.batch_size=8",
-                  "--config.sample_every=0", env=env)
+                  "--config.sample_every=0", "--config.bf16=True", env=env)  # bf16 compute, float32 state
     assert "mesh data×fsdp = 4×2 over 8 cpu devices" in stderr
     assert len(_losses(str(tmp_path / "eight"))) == 2
 
@@ -110,3 +110,13 @@ def test_two_processes_through_jax_distributed(clips, tmp_path):
         assert p.returncode == 0, err[-3000:]
     assert "process 1 of 2" in outputs[1][1] and "mesh data×fsdp = 2×1 over 2 cpu devices" in outputs[0][1]
     assert len(_losses(workdir)) == 2 and os.path.isdir(os.path.join(workdir, "checkpoints", "2"))
+
+
+def test_a_diverging_run_stops_with_a_clear_message(clips, tmp_path):
+    result = subprocess.run(_command(str(tmp_path / "nan"), clips, "--steps", "6", "--config.sample_every=0",
+                                     "--config.optimizer.learning_rate=1e30", "--config.optimizer.clip_norm=1e30"),
+                            capture_output=True, text=True,
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "the loss or the gradient is not finite" in result.stderr and "the update was skipped" in result.stderr
+    assert "Traceback" not in result.stderr

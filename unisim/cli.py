@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             return train.main(argv[1:])
-        except (FileNotFoundError, ValueError) as e:
+        except (FileNotFoundError, ValueError, FloatingPointError) as e:
             print(f"unisim train: error: {e}", file=sys.stderr)
             return 2
     args, rest = parser.parse_known_args(argv)
