@@ -223,6 +223,9 @@ def train(config, workdir: str, mixture: str | None = None, steps: int | None = 
 
     # ---- the loop.
     writer = _Writer(workdir) if process == 0 else None
+    if processes > 1 and config.sample_every:
+        print("[train] sample videos are written by single-process runs only (not yet gathered across hosts)",
+              file=sys.stderr)
     rng = jax.random.PRNGKey(config.seed + 1)
     source_counts = np.zeros(len(names), np.int64)
     rows, window, window_start = [], [], time.monotonic()
@@ -233,13 +236,17 @@ def train(config, workdir: str, mixture: str | None = None, steps: int | None = 
         state, metrics = step_fn(state, batch, rng)
         window.append(metrics)
         done = step + 1
-        if not bool(metrics["finite"]):
-            raise FloatingPointError(
-                f"step {done}: the loss or the gradient is not finite (loss {float(metrics['loss'])}, gradient norm "
-                f"{float(metrics['grad_norm'])}); the update was skipped and training stops. The last checkpoint is "
-                f"step {manager.latest_step()}: lower the learning rate (--config.optimizer.learning_rate) or "
-                "check the data, then resume.")
         if done % config.log_every == 0 or done == steps:
+            # Checked at log steps, not every step, so the host never waits on the device in between; a non-finite
+            # step's update was already skipped on the device.
+            first = done - len(window) + 1  # the window holds steps first … done
+            bad, m = next(((first + i, m) for i, m in enumerate(window) if not bool(m["finite"])), (None, None))
+            if bad is not None:
+                raise FloatingPointError(
+                    f"step {bad}: the loss or the gradient is not finite (loss {float(m['loss'])}, gradient norm "
+                    f"{float(m['grad_norm'])}); the update was skipped and training stops. The last checkpoint is "
+                    f"step {manager.latest_step()}: lower the learning rate (--config.optimizer.learning_rate) or "
+                    "check the data, then resume.")
             elapsed = time.monotonic() - window_start
             row = {"step": done, **{k: float(np.mean([float(m[k]) for m in window])) for k in ("loss", "grad_norm")},
                    "learning_rate": float(window[-1]["learning_rate"]),
@@ -251,7 +258,7 @@ def train(config, workdir: str, mixture: str | None = None, steps: int | None = 
             if writer:
                 writer.scalars(row)
             window, window_start = [], time.monotonic()
-        if writer and config.sample_every and done % config.sample_every == 0:
+        if writer and processes == 1 and config.sample_every and done % config.sample_every == 0:
             writer.samples(done, _sample(model, state.ema, local, config, jax.random.PRNGKey(done)))
         if done % config.checkpoint_every == 0 or done == steps:
             manager.save(done, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
