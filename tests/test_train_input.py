@@ -151,3 +151,23 @@ def test_reduced_jpeg_decoding_matches_decode_then_area_resize():
         expected = cv2.resize(full, (target[1], target[0]), interpolation=cv2.INTER_AREA)
         assert got.shape == (*target, 3)
         assert np.abs(got.astype(int) - expected).mean() < 3.0, target  # the same picture, colour order included
+
+
+def test_a_remote_source_is_copied_once_and_reads_the_same(shards, tmp_path):
+    import memfs
+
+    tabletop, _ = shards
+    for name in os.listdir(tabletop):
+        memfs.put(f"memfs://bucket/tabletop/{name}", open(os.path.join(tabletop, name), "rb").read())
+    config = dataclasses.replace(CONFIG, cache_dir=str(tmp_path / "cache"))
+    remote = _batches(data.build_input([data.Source("memfs://bucket/tabletop", 1.0)], config), 2)
+    local = _batches(data.build_input([data.Source(tabletop, 1.0)], config), 2)
+    for got, want in zip(remote, local):
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+    (copy,) = os.listdir(tmp_path / "cache")
+    stamp = os.path.getmtime(tmp_path / "cache" / copy / "manifest.json")
+    data.build_input([data.Source("memfs://bucket/tabletop", 1.0)], config)  # complete copy: reused as it is
+    assert os.path.getmtime(tmp_path / "cache" / copy / "manifest.json") == stamp
+    with pytest.raises(data.MixtureError, match="no manifest.json"):
+        data.build_input([data.Source("memfs://bucket/elsewhere", 1.0)], config)

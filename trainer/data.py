@@ -66,6 +66,7 @@ class InputConfig:
     seed: int = 0
     threads: int = 4  # grain read threads
     prefetch: int = 2  # batches prefetched
+    cache_dir: str = os.path.join(os.path.expanduser("~"), ".cache", "unisim", "shards")  # copies of remote sources
 
 
 def parse_mixture(spec: str) -> list[Source]:
@@ -93,6 +94,52 @@ def parse_mixture(spec: str) -> list[Source]:
     if bad:
         raise MixtureError(f"mixture weights must be positive: {', '.join(f'{s.path}:{s.weight}' for s in bad)}")
     return sources
+
+
+def localize(path: str, cache_dir: str) -> str:
+    """A local directory holding `path`'s converted output: `path` itself when local, else a copy under `cache_dir`.
+
+    ArrayRecord reads local files only, so a remote source (gs://, or any scheme Beam's `FileSystems` knows) is
+    copied once per host — shards and text embeddings, then the manifest last, which marks the copy complete; a
+    file already there with the recorded size is kept, so an interrupted copy resumes. Beam is imported only here,
+    for remote paths (it brings no TensorFlow)."""
+    if "://" not in path:
+        return path
+    import hashlib
+    import shutil
+
+    from apache_beam.io.filesystems import FileSystems
+
+    from unisim.schemas.text_embeddings import keys_path
+
+    local = os.path.join(cache_dir, hashlib.sha256(path.rstrip("/").encode()).hexdigest()[:16])
+    remote_manifest = FileSystems.join(path, MANIFEST_NAME)
+    if not FileSystems.exists(remote_manifest):
+        raise MixtureError(f"{path}: no {MANIFEST_NAME} (not a converted directory, or an unfinished run)")
+    with FileSystems.open(remote_manifest) as f:
+        manifest_bytes = f.read()
+    if os.path.exists(os.path.join(local, MANIFEST_NAME)):
+        with open(os.path.join(local, MANIFEST_NAME), "rb") as f:
+            if f.read() == manifest_bytes:
+                return local  # complete, and the same run's output
+    try:
+        manifest = Manifest.loads(manifest_bytes.decode("utf-8"))
+    except ValueError as e:
+        raise MixtureError(f"{path}: {e}") from None
+    files = [(s.path, s.bytes) for s in manifest.shards + manifest.text_embeddings]
+    files += [(keys_path(s.path), None) for s in manifest.text_embeddings]
+    os.makedirs(local, exist_ok=True)
+    for name, size in files:
+        target = os.path.join(local, name)
+        if size is not None and os.path.exists(target) and os.path.getsize(target) == size:
+            continue
+        with FileSystems.open(FileSystems.join(path, name)) as src, open(target + ".partial", "wb") as dst:
+            shutil.copyfileobj(src, dst, 16 << 20)
+        os.replace(target + ".partial", target)
+    with open(os.path.join(local, MANIFEST_NAME) + ".partial", "wb") as f:
+        f.write(manifest_bytes)
+    os.replace(os.path.join(local, MANIFEST_NAME) + ".partial", os.path.join(local, MANIFEST_NAME))
+    return local
 
 
 def load_manifests(sources: Sequence[Source]) -> list[Manifest]:
@@ -241,7 +288,7 @@ def build_input(sources: Sequence[Source], config: InputConfig, process_index: i
     """The training stream for this process: `process_count` processes each read their own interleaved share."""
     import grain
 
-    sources = list(sources)
+    sources = [dataclasses.replace(s, path=localize(s.path, config.cache_dir)) for s in sources]
     manifests = load_manifests(sources)
     components = []
     for i, (source, manifest) in enumerate(zip(sources, manifests)):

@@ -3,6 +3,8 @@
 Override any field on the command line: `unisim train --config trainer/configs/base.py --config.model.channels=256`.
 """
 
+import os
+
 import ml_collections
 
 
@@ -13,7 +15,8 @@ def get_config():
         attention_heads=(16, 16, 8), cond_dim=4096, cond_mlp_layers=4, dropout=0.1, temporal="attention", groups=32))
     config.input = ml_collections.ConfigDict(dict(
         batch_size=256, frames=16, history_frames=4, height=24, width=40, text_tokens=64, condition_drop=0.1,
-        seed=0, threads=16, prefetch=2))
+        seed=0, threads=16, prefetch=2,
+        cache_dir=os.path.join(os.path.expanduser("~"), ".cache", "unisim", "shards")))  # copies of gs:// sources
     config.optimizer = ml_collections.ConfigDict(dict(
         learning_rate=1e-4, warmup_steps=10_000, b1=0.9, b2=0.99, clip_norm=1.0, ema_decay=0.9999))
     config.bf16 = False  # bfloat16 compute (parameters, optimizer state and EMA stay float32)
