@@ -37,7 +37,11 @@ def prepare(workdir: str, episodes: int) -> str:
 def grain_rate(clips: str, config, batches: int) -> float:
     from unisim.trainer import data
 
-    iterator = iter(data.build_input([data.Source(clips, 1.0)], config).dataset)
+    return batches_per_second(iter(data.build_input([data.Source(clips, 1.0)], config).dataset), batches)
+
+
+def batches_per_second(iterator, batches: int) -> float:
+    """Rate over `batches` batches after 5 warm-up batches."""
     for _ in range(5):
         next(iterator)
     start = time.perf_counter()
@@ -83,13 +87,7 @@ def tfdata_rate(clips: str, tfrecord: str, config, batches: int) -> float:
     dataset = (tf.data.TFRecordDataset(tfrecord).repeat().shuffle(256, seed=0)
                .map(lambda raw: tf.numpy_function(make, [raw], dtypes), num_parallel_calls=tf.data.AUTOTUNE)
                .batch(config.batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
-    iterator = iter(dataset)
-    for _ in range(5):
-        next(iterator)
-    start = time.perf_counter()
-    for _ in range(batches):
-        next(iterator)
-    return batches / (time.perf_counter() - start)
+    return batches_per_second(iter(dataset), batches)
 
 
 def rss_mib() -> float:
