@@ -185,6 +185,20 @@ def _permutation(length: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).permutation(length).astype(np.int32)
 
 
+def empty_batch(c: InputConfig, n: int, text_dim: int, control_dims: int) -> dict[str, np.ndarray]:
+    """A zeroed batch of `n` examples with the input's shapes and dtypes (see the module docstring): every slot not
+    filled (padding) reads as zero / False. The loader fills it; the trainer initialises the model from it."""
+    return {"history": np.zeros((n, c.history_frames, c.height, c.width, 3), np.uint8),
+            "history_mask": np.zeros((n, c.history_frames), bool),
+            "frames": np.zeros((n, c.frames, c.height, c.width, 3), np.uint8),
+            "frame_mask": np.zeros((n, c.frames), bool),
+            "text": np.zeros((n, c.text_tokens, text_dim), np.float16),
+            "text_mask": np.zeros((n, c.text_tokens), bool),
+            "controls": np.zeros((n, c.frames, control_dims), np.int32),
+            "control_mask": np.zeros((n, c.frames, control_dims), bool),
+            "drop_condition": np.zeros((n,), bool), "source": np.zeros((n,), np.int32)}
+
+
 class ExampleMaker:
     """(source index, record bytes) → one example dict (see the module docstring). Thread-safe."""
 
@@ -196,16 +210,7 @@ class ExampleMaker:
         self.text_dim = int(manifests[0].text_encoder["d_model"])  # one encoder for all (`load_manifests` checks)
 
     def empty(self, n: int) -> dict[str, np.ndarray]:
-        """A zeroed batch of `n` examples: every slot not filled (padding) reads as zero / False."""
-        c, d = self._config, self.control_dims
-        return {"history": np.zeros((n, c.history_frames, c.height, c.width, 3), np.uint8),
-                "history_mask": np.zeros((n, c.history_frames), bool),
-                "frames": np.zeros((n, c.frames, c.height, c.width, 3), np.uint8),
-                "frame_mask": np.zeros((n, c.frames), bool),
-                "text": np.zeros((n, c.text_tokens, self.text_dim), np.float16),
-                "text_mask": np.zeros((n, c.text_tokens), bool),
-                "controls": np.zeros((n, c.frames, d), np.int32), "control_mask": np.zeros((n, c.frames, d), bool),
-                "drop_condition": np.zeros((n,), bool), "source": np.zeros((n,), np.int32)}
+        return empty_batch(self._config, n, self.text_dim, self.control_dims)
 
     def batch(self, items: Sequence[tuple[int, bytes]], rng: np.random.Generator) -> dict[str, np.ndarray]:
         """A whole batch, each example decoded straight into its rows (no per-example arrays to stack)."""

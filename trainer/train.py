@@ -22,31 +22,31 @@ import os
 import sys
 import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
-
+from unisim.trainer import data, diffusion
+from unisim.trainer.model import Conditioning, ModelConfig, VideoUNet
 
 # ------------------------------------------------------------------------------------------------ state
 
 
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["step", "params", "ema", "opt_state"],
+                   meta_fields=[])
 @dataclasses.dataclass
 class TrainState:
-    step: object
-    params: object
-    ema: object
-    opt_state: object
-
-
-def _register_state():
-    import jax
-
-    jax.tree_util.register_dataclass(TrainState, data_fields=["step", "params", "ema", "opt_state"], meta_fields=[])
+    step: jax.Array
+    params: dict
+    ema: dict
+    opt_state: tuple
 
 
 def fsdp_spec(shape: tuple[int, ...], fsdp: int):
     """Shard a parameter's largest axis that `fsdp` divides over the `fsdp` mesh axis; replicate small ones."""
-    from jax.sharding import PartitionSpec as P
-
     if fsdp == 1 or int(np.prod(shape)) < 2**14:
         return P()
     for axis in sorted(range(len(shape)), key=lambda a: -shape[a]):
@@ -56,8 +56,6 @@ def fsdp_spec(shape: tuple[int, ...], fsdp: int):
 
 
 def make_optimizer(opt):
-    import optax
-
     schedule = optax.join_schedules(
         [optax.linear_schedule(0.0, opt.learning_rate, max(1, opt.warmup_steps)), optax.constant_schedule(opt.learning_rate)],
         [max(1, opt.warmup_steps)])
@@ -69,10 +67,6 @@ def make_optimizer(opt):
 
 
 def conditioning_of(batch, drop):
-    import jax.numpy as jnp
-
-    from unisim.trainer.model import Conditioning
-
     return Conditioning(history=batch["history"].astype(jnp.float32) / 127.5 - 1, history_mask=batch["history_mask"],
                         text=batch["text"], text_mask=batch["text_mask"], controls=batch["controls"],
                         control_mask=batch["control_mask"], drop=drop)
@@ -80,12 +74,6 @@ def conditioning_of(batch, drop):
 
 def train_step(state: TrainState, batch, rng, *, model, optimizer, schedule, ema_decay: float):
     """One optimisation step; skips the update (and reports it) when the loss or gradient is not finite."""
-    import jax
-    import jax.numpy as jnp
-    import optax
-
-    from unisim.trainer import diffusion
-
     rng = jax.random.fold_in(rng, state.step)
     time_key, noise_key, dropout_key = jax.random.split(rng, 3)
     x = batch["frames"].astype(jnp.float32) / 127.5 - 1
@@ -118,29 +106,12 @@ def train_step(state: TrainState, batch, rng, *, model, optimizer, schedule, ema
 
 def example_batch(config, text_dim: int, control_dims: int, batch: int = 1) -> dict:
     """A zero batch with the input's shapes and dtypes (for initialisation and benchmarks)."""
-    import jax.numpy as jnp
-
-    c = config.input
-    return {"frames": jnp.zeros((batch, c.frames, c.height, c.width, 3), jnp.uint8),
-            "history": jnp.zeros((batch, c.history_frames, c.height, c.width, 3), jnp.uint8),
-            "history_mask": jnp.zeros((batch, c.history_frames), bool),
-            "text": jnp.zeros((batch, c.text_tokens, text_dim), jnp.float16),
-            "text_mask": jnp.zeros((batch, c.text_tokens), bool),
-            "controls": jnp.zeros((batch, c.frames, control_dims), jnp.int32),
-            "control_mask": jnp.zeros((batch, c.frames, control_dims), bool),
-            "frame_mask": jnp.ones((batch, c.frames), bool), "drop_condition": jnp.zeros((batch,), bool)}
+    return data.empty_batch(data.InputConfig(**config.input.to_dict()), batch, text_dim, control_dims)
 
 
 def build_training(config, mesh, text_dim: int, control_dims: int):
     """(model, state, abstract state, state shardings, jitted step) on `mesh`, the state created in its shardings;
     the step takes (state, batch, rng) with the batch split over every device, and donates the state."""
-    import jax
-    import jax.numpy as jnp
-    from jax.sharding import NamedSharding
-    from jax.sharding import PartitionSpec as P
-
-    from unisim.trainer.model import ModelConfig, VideoUNet
-
     model = VideoUNet(ModelConfig(**{**config.model.to_dict(), "dtype": jnp.bfloat16 if config.bf16 else jnp.float32}))
     optimizer, schedule = make_optimizer(config.optimizer)
     example = example_batch(config, text_dim, control_dims)
@@ -161,9 +132,6 @@ def build_training(config, mesh, text_dim: int, control_dims: int):
 
 
 def make_mesh(fsdp: int):
-    import jax
-    from jax.sharding import Mesh
-
     devices = np.array(jax.devices())
     if len(devices) % fsdp:
         raise ValueError(f"config.fsdp={fsdp} does not divide the {len(devices)} devices")
@@ -176,14 +144,8 @@ def make_mesh(fsdp: int):
 def train(config, workdir: str, mixture: str | None = None, steps: int | None = None) -> list[dict]:
     """Runs (or resumes) training in `workdir`; returns the metrics rows this call logged."""
     import grain
-    import jax
     import orbax.checkpoint as ocp
-    from jax.sharding import NamedSharding
-    from jax.sharding import PartitionSpec as P
 
-    from unisim.trainer import data
-
-    _register_state()
     steps = steps if steps is not None else config.steps
     process, processes = jax.process_index(), jax.process_count()
     os.makedirs(workdir, exist_ok=True)
@@ -272,11 +234,6 @@ def train(config, workdir: str, mixture: str | None = None, steps: int | None = 
 
 def _sample(model, ema_params, local_batch, config, rng):
     """A few videos from the EMA parameters, conditioned like the batch's first examples."""
-    import jax
-    import jax.numpy as jnp
-
-    from unisim.trainer import diffusion
-
     n = min(2, local_batch["frames"].shape[0])
     batch = {k: jnp.asarray(v[:n]) for k, v in local_batch.items()}
     cond = conditioning_of(batch, jnp.zeros((n,), bool))
@@ -345,8 +302,6 @@ def main(argv: list[str]) -> int:
     if flag_values.config is None or flag_values.workdir is None:
         raise SystemExit("unisim train: --config and --workdir are required")
     if flag_values.num_processes:
-        import jax
-
         jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU hosts; ignored by accelerators
         jax.distributed.initialize(flag_values.coordinator_address, flag_values.num_processes,
                                    flag_values.process_id)
