@@ -110,3 +110,10 @@ def test_a_few_adam_steps_lower_the_denoising_loss():
         params, state, loss = step(params, state)
         losses.append(float(loss))
     assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_any_base_width_builds_even_where_skip_concatenations_are_not_multiples_of_the_groups():
+    config = ModelConfig(**{**TINY.__dict__, "channels": 12, "groups": 8})  # widths 12, 24 and 36 after concat
+    shapes = jax.eval_shape(VideoUNet(config).init, jax.random.PRNGKey(0), jnp.zeros((B, T, H, W, 3)), jnp.zeros((B,)),
+                            conditioning())
+    assert sum(x.size for x in jax.tree.leaves(shapes)) > 0

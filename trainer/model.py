@@ -20,6 +20,7 @@ Output: the predicted noise ε, shaped like the input frames.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import flax.linen as nn
@@ -40,7 +41,7 @@ class ModelConfig:
     cond_mlp_layers: int = 4
     dropout: float = 0.1
     temporal: str = "attention"  # "attention" (base model) or "conv" (super-resolution models)
-    groups: int = 32  # GroupNorm groups (at most the channel count)
+    groups: int = 32  # GroupNorm groups (reduced to a divisor of the width where needed: `_group_norm`)
     dtype: Any = jnp.float32  # compute dtype (bfloat16 on accelerators); parameters stay float32
 
     def heads_at(self, height: int) -> int:
@@ -62,6 +63,12 @@ jax.tree_util.register_dataclass(Conditioning, data_fields=[f.name for f in data
                                  meta_fields=[])
 
 
+def _group_norm(config: ModelConfig, channels: int) -> nn.GroupNorm:
+    """GroupNorm with gcd(`config.groups`, `channels`) groups: the configured count wherever it divides the width,
+    fewer where a skip concatenation gives a width it does not (48 channels with 32 groups → 16)."""
+    return nn.GroupNorm(math.gcd(config.groups, channels), dtype=config.dtype)
+
+
 def timestep_embedding(logsnr: jax.Array, dim: int) -> jax.Array:
     """Sinusoidal features of the log-SNR (scaled into a timestep-like range), [B] → [B, dim]."""
     half = dim // 2
@@ -77,10 +84,10 @@ class ResBlock(nn.Module):
     @nn.compact
     def __call__(self, x, emb, deterministic: bool):
         c = self.config
-        h = nn.swish(nn.GroupNorm(min(c.groups, x.shape[-1]), dtype=c.dtype)(x))
+        h = nn.swish(_group_norm(c, x.shape[-1])(x))
         h = nn.Conv(self.channels, (1, 3, 3), dtype=c.dtype)(h)  # spatial
         scale, shift = jnp.split(nn.Dense(2 * self.channels, dtype=c.dtype)(nn.swish(emb)), 2, axis=-1)
-        h = nn.GroupNorm(min(c.groups, self.channels), dtype=c.dtype)(h)
+        h = _group_norm(c, self.channels)(h)
         h = h * (1 + scale[:, None, None, None]) + shift[:, None, None, None]
         h = nn.Dropout(c.dropout)(nn.swish(h), deterministic=deterministic)
         h = nn.Conv(self.channels, (1, 3, 3), dtype=c.dtype, kernel_init=nn.initializers.zeros)(h)
@@ -102,7 +109,7 @@ class SpatialAttention(nn.Module):
         c = self.config
         b, t, h, w, ch = x.shape
         seq = x.reshape(b * t, h * w, ch)
-        normed = nn.GroupNorm(min(c.groups, ch), dtype=c.dtype)(seq)
+        normed = _group_norm(c, ch)(seq)
         seq = seq + nn.MultiHeadDotProductAttention(self.heads, dtype=c.dtype, out_kernel_init=nn.initializers.zeros,
                                                     name="self")(normed, normed)
         context = jnp.repeat(tokens, t, axis=0)  # [B·T, N, cond]
@@ -125,7 +132,7 @@ class TemporalAttention(nn.Module):
         b, t, h, w, ch = x.shape
         seq = x.transpose(0, 2, 3, 1, 4).reshape(b * h * w, t, ch)
         position = self.param("position", nn.initializers.normal(0.02), (64, ch))[:t]
-        normed = nn.GroupNorm(min(c.groups, ch), dtype=c.dtype)(seq) + position.astype(c.dtype)
+        normed = _group_norm(c, ch)(seq) + position.astype(c.dtype)
         seq = seq + nn.MultiHeadDotProductAttention(self.heads, dtype=c.dtype,
                                                     out_kernel_init=nn.initializers.zeros)(normed, normed)
         return seq.reshape(b, h, w, t, ch).transpose(0, 3, 1, 2, 4)
@@ -208,5 +215,5 @@ class VideoUNet(nn.Module):
             if level > 0:
                 x = jax.image.resize(x, (*x.shape[:2], x.shape[2] * 2, x.shape[3] * 2, x.shape[4]), "nearest")
                 x = nn.Conv(x.shape[-1], (1, 3, 3), dtype=c.dtype)(x)
-        x = nn.swish(nn.GroupNorm(min(c.groups, x.shape[-1]), dtype=c.dtype)(x))
+        x = nn.swish(_group_norm(c, x.shape[-1])(x))
         return nn.Conv(noisy.shape[-1], (1, 3, 3), dtype=jnp.float32, kernel_init=nn.initializers.zeros)(x)
