@@ -229,7 +229,8 @@ class ExampleMaker:
         record = rec.decode(data, validate_record=False)
         context = record.context_frames
         stored, target = (record.height, record.width), (c.height, c.width)
-        history, targets = record.frames[:context][-c.history_frames:], record.frames[context:][: c.frames]
+        history = record.frames[max(0, context - c.history_frames):context]  # none when history_frames is 0 (SR)
+        targets = record.frames[context:][: c.frames]
         decode_resized(history, stored, target, out=batch["history"][i, c.history_frames - len(history):])
         batch["history_mask"][i, c.history_frames - len(history):] = True
         decode_resized(targets, stored, target, out=batch["frames"][i, : len(targets)])

@@ -1,5 +1,6 @@
 """Gaussian diffusion in log-SNR form (Kingma et al. 2021; Ho et al. 2022): the cosine schedule clipped to
-[-20, 20], ε-prediction, and the masked MSE training loss.
+[-20, 20], ε-prediction, the masked MSE training loss, the samplers (ancestral and DDIM) and classifier-free
+guidance.
 
     z_t = α_t x + σ_t ε,   α_t² = sigmoid(λ_t),   σ_t² = sigmoid(−λ_t),   λ_t = −2 log tan(a t + b)
 
@@ -41,20 +42,79 @@ def masked_mse(prediction: jax.Array, target: jax.Array, frame_mask: jax.Array) 
     return (error * frame_mask).sum() / jnp.maximum(frame_mask.sum(), 1)
 
 
-def ddim_sample(denoise, noise: jax.Array, steps: int) -> jax.Array:
-    """Deterministic DDIM sampling from pure noise in `steps` steps; `denoise(z, logsnr[B]) → ε`. Returns x in
-    [-1, 1]. (The 256-step ancestral sampler and guidance belong to the simulator.)"""
+def predict_x(z: jax.Array, eps: jax.Array, logsnr: jax.Array) -> jax.Array:
+    """x̂ = (z − σ ε) / α, clipped to the data range [-1, 1] (static thresholding)."""
+    alpha, sigma = alpha_sigma(logsnr)
+    return jnp.clip((z - sigma * eps) / alpha, -1.0, 1.0)
+
+
+def _sample_loop(denoise, noise: jax.Array, steps: int, update) -> jax.Array:
+    """Runs `steps` denoising steps from t = 1 to t = 0 on the cosine schedule: at step i the model's ε and x̂ at
+    λ_t, then `update(i, z, eps, x, λ_t, λ_s) → z_s`, the sampler's own move to the next level λ_s. Returns the
+    last x̂ in [-1, 1]."""
     times = jnp.linspace(1.0, 0.0, steps + 1)
-    batch = noise.shape[0]
 
     def step(i, carry):
         z, _ = carry
-        logsnr, logsnr_next = cosine_logsnr(times[i]), cosine_logsnr(times[i + 1])
-        eps = denoise(z, jnp.full((batch,), logsnr)).astype(jnp.float32)
-        alpha, sigma = alpha_sigma(logsnr)
-        x = jnp.clip((z - sigma * eps) / alpha, -1.0, 1.0)
-        alpha_next, sigma_next = alpha_sigma(logsnr_next)
-        return alpha_next * x + sigma_next * eps, x
+        logsnr_t, logsnr_s = cosine_logsnr(times[i]), cosine_logsnr(times[i + 1])
+        eps = denoise(z, jnp.full((z.shape[0],), logsnr_t)).astype(jnp.float32)
+        x = predict_x(z, eps, logsnr_t)
+        return update(i, z, eps, x, logsnr_t, logsnr_s), x
 
     _, x = jax.lax.fori_loop(0, steps, step, (noise, jnp.zeros_like(noise)))
     return x
+
+
+def ddim_sample(denoise, noise: jax.Array, steps: int) -> jax.Array:
+    """Deterministic DDIM sampling (η_DDIM = 0) from pure noise in `steps` steps on the cosine schedule;
+    `denoise(z, logsnr[B]) → ε`. Returns x in [-1, 1]. Each step moves to the next noise level along the predicted
+    noise, so a few steps (8–32) give usable samples — the fast sampler."""
+
+    def update(i, z, eps, x, logsnr_t, logsnr_s):
+        alpha_s, sigma_s = alpha_sigma(logsnr_s)
+        return alpha_s * x + sigma_s * eps
+
+    return _sample_loop(denoise, noise, steps, update)
+
+
+def ancestral_sample(denoise, noise: jax.Array, keys: jax.Array, steps: int = 256, gamma: float = 0.1) -> jax.Array:
+    """The ancestral sampler of Video Diffusion Models (Ho et al. 2022), the paper's sampler (Table 6: 256 steps,
+    log-variance interpolation γ = 0.1). From level t to the less noisy s (λ_s > λ_t), with x̂ from the model:
+
+        z_s = μ̃(z_t, x̂) + sqrt(exp((1 − γ) log σ̃²_{s|t} + γ log σ²_{t|s})) ξ,   ξ ~ N(0, I)
+        μ̃ = e^{λ_t − λ_s} (α_s / α_t) z_t + (1 − e^{λ_t − λ_s}) α_s x̂
+        σ̃²_{s|t} = (1 − e^{λ_t − λ_s}) σ_s²   (the posterior variance: the lower bound)
+        σ²_{t|s} = (1 − e^{λ_t − λ_s}) σ_t²   (the forward, "prior" variance: the upper bound)
+
+    The last step returns x̂ without noise. `keys` [B] draw each example's ξ, so an example's sample depends on its
+    own key only, not on what else shares the batch."""
+
+    def update(i, z, eps, x, logsnr_t, logsnr_s):
+        (alpha_t, sigma_t), (alpha_s, sigma_s) = alpha_sigma(logsnr_t), alpha_sigma(logsnr_s)
+        ratio = jnp.exp(logsnr_t - logsnr_s)  # e^{λ_t − λ_s} < 1
+        mean = ratio * (alpha_s / alpha_t) * z + (1 - ratio) * alpha_s * x
+        log_posterior = jnp.log1p(-ratio) + 2 * jnp.log(sigma_s)
+        log_prior = jnp.log1p(-ratio) + 2 * jnp.log(sigma_t)
+        std = jnp.exp(0.5 * ((1 - gamma) * log_posterior + gamma * log_prior))
+        xi = jax.vmap(lambda key: jax.random.normal(jax.random.fold_in(key, i), z.shape[1:], z.dtype))(keys)
+        return jnp.where(i == steps - 1, x, mean + std * xi)
+
+    return _sample_loop(denoise, noise, steps, update)
+
+
+def guided(denoise_both, eta):
+    """Classifier-free guidance, the paper's Eq. 2: ε = (1 + η) ε(z | history, action) − η ε(z | history).
+
+    `denoise_both(z2, logsnr2, drop2)` evaluates the model once on the batch stacked twice — the first half with the
+    action, the second with the null condition (`drop` True) — so guidance costs one call of twice the batch, not
+    two calls. `eta` is a number or one per example ([B]). Returns `denoise(z, logsnr) → ε` for the samplers."""
+
+    def denoise(z, logsnr):
+        b = z.shape[0]
+        strength = jnp.reshape(jnp.asarray(eta, jnp.float32), (-1,) + (1,) * (z.ndim - 1))
+        drop = jnp.concatenate([jnp.zeros((b,), bool), jnp.ones((b,), bool)])
+        eps = denoise_both(jnp.concatenate([z, z]), jnp.concatenate([logsnr, logsnr]), drop).astype(jnp.float32)
+        conditional, unconditional = eps[:b], eps[b:]
+        return (1 + strength) * conditional - strength * unconditional
+
+    return denoise

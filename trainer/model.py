@@ -13,7 +13,10 @@ Inputs: the noisy target frames [B, T, H, W, 3], the log-SNR of their noise leve
 - the control tokens [B, T, D] (4096 bins) with their mask, through a learned embedding of the bins, as
   cross-attention tokens beside the text;
 - `drop` [B]: examples that train (or sample) the null condition: their tokens are replaced by a learned null
-  token and their pooled embedding by a learned null vector (classifier-free guidance); history stays.
+  token and their pooled embedding by a learned null vector (classifier-free guidance); history stays;
+- super-resolution models only, `lowres` [B, T, h, w, 3]: the low-resolution video, upsampled (bilinear) to the
+  output size and concatenated channelwise to the noisy frames (Imagen Video's cascade; the paper's 24×40 → 48×80
+  and 48×80 → 192×320 stages). Their input has no history frames (`history_frames = 0`).
 Output: the predicted noise ε, shaped like the input frames.
 """
 
@@ -57,6 +60,7 @@ class Conditioning:
     controls: jax.Array  # [B, T, D] int32 bins
     control_mask: jax.Array  # [B, T, D] bool
     drop: jax.Array  # [B] bool: use the null condition
+    lowres: jax.Array | None = None  # super-resolution models: the low-resolution video [B, T, h, w, 3] in [-1, 1]
 
 
 jax.tree_util.register_dataclass(Conditioning, data_fields=[f.name for f in dataclasses.fields(Conditioning)],
@@ -194,10 +198,13 @@ class VideoUNet(nn.Module):
         emb = nn.Dense(4 * c.channels, dtype=c.dtype)(nn.swish(emb)) + nn.Dense(4 * c.channels, dtype=c.dtype)(pooled)
         # History: every history frame's channels (and whether it exists) beside every target frame.
         history = cond.history * cond.history_mask[:, :, None, None, None]
-        history = history.transpose(0, 2, 3, 1, 4).reshape(b, h, w, -1)
+        history = history.transpose(0, 2, 3, 1, 4).reshape(b, h, w, history.shape[1] * history.shape[-1])
         presence = jnp.broadcast_to(cond.history_mask[:, None, None, :], (b, h, w, cond.history_mask.shape[1]))
         extra = jnp.concatenate([history, presence.astype(history.dtype)], axis=-1)
         x = jnp.concatenate([noisy, jnp.broadcast_to(extra[:, None], (b, t, h, w, extra.shape[-1]))], axis=-1)
+        if cond.lowres is not None:
+            x = jnp.concatenate([x, jax.image.resize(cond.lowres, (b, t, h, w, cond.lowres.shape[-1]), "linear")],
+                                axis=-1)
         x = nn.Conv(c.channels, (1, 3, 3), dtype=c.dtype)(x.astype(c.dtype))
         skips = [x]
         for level, mult in enumerate(c.channel_mult):

@@ -66,20 +66,36 @@ def make_optimizer(opt):
 # ------------------------------------------------------------------------------------------------- step
 
 
-def conditioning_of(batch, drop):
-    return Conditioning(history=batch["history"].astype(jnp.float32) / 127.5 - 1, history_mask=batch["history_mask"],
-                        text=batch["text"], text_mask=batch["text_mask"], controls=batch["controls"],
-                        control_mask=batch["control_mask"], drop=drop)
+def conditioning_of(batch, drop, config=None, rng=None):
+    """The model's conditioning from a batch. With `config` and `rng` (training), the conditioning frames get the
+    small Gaussian noise augmentation `config.condition_noise` — the history in the base model (the paper's "noisy
+    previous observation"), the low-resolution video in super-resolution models; the simulator adds the same at
+    sampling, so a rollout conditioned on its own imperfect samples looks like training. Super-resolution models
+    (`config.stage == "super_resolution"`) see their target frames downsampled to `config.lowres`."""
+    history = batch["history"].astype(jnp.float32) / 127.5 - 1
+    lowres = None
+    if config is not None and config.stage == "super_resolution":
+        frames = batch["frames"].astype(jnp.float32) / 127.5 - 1
+        lowres = jax.image.resize(frames, (*frames.shape[:2], *config.lowres, frames.shape[-1]), "linear",
+                                  antialias=True)
+    if config is not None and rng is not None and config.condition_noise > 0:
+        history_key, lowres_key = jax.random.split(rng)
+        history = history + config.condition_noise * jax.random.normal(history_key, history.shape)
+        if lowres is not None:
+            lowres = lowres + config.condition_noise * jax.random.normal(lowres_key, lowres.shape)
+    return Conditioning(history=history, history_mask=batch["history_mask"], text=batch["text"],
+                        text_mask=batch["text_mask"], controls=batch["controls"], control_mask=batch["control_mask"],
+                        drop=drop, lowres=lowres)
 
 
-def train_step(state: TrainState, batch, rng, *, model, optimizer, schedule, ema_decay: float):
+def train_step(state: TrainState, batch, rng, *, model, optimizer, schedule, config):
     """One optimisation step; skips the update (and reports it) when the loss or gradient is not finite."""
     rng = jax.random.fold_in(rng, state.step)
-    time_key, noise_key, dropout_key = jax.random.split(rng, 3)
+    time_key, noise_key, dropout_key, condition_key = jax.random.split(rng, 4)
     x = batch["frames"].astype(jnp.float32) / 127.5 - 1
     logsnr = diffusion.cosine_logsnr(jax.random.uniform(time_key, (x.shape[0],)))
     noise = jax.random.normal(noise_key, x.shape)
-    cond = conditioning_of(batch, batch["drop_condition"])
+    cond = conditioning_of(batch, batch["drop_condition"], config, condition_key)
 
     def loss_fn(params):
         prediction = model.apply(params, diffusion.add_noise(x, noise, logsnr), logsnr, cond, deterministic=False,
@@ -91,7 +107,7 @@ def train_step(state: TrainState, batch, rng, *, model, optimizer, schedule, ema
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     # EMA of the parameters themselves (optax.ema would average the updates), warmed up so early steps count.
-    decay = jnp.minimum(ema_decay, (1.0 + state.step) / (10.0 + state.step))
+    decay = jnp.minimum(config.optimizer.ema_decay, (1.0 + state.step) / (10.0 + state.step))
     ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, state.ema, params)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
@@ -109,23 +125,35 @@ def example_batch(config, text_dim: int, control_dims: int, batch: int = 1) -> d
     return data.empty_batch(data.InputConfig(**config.input.to_dict()), batch, text_dim, control_dims)
 
 
-def build_training(config, mesh, text_dim: int, control_dims: int):
-    """(model, state, abstract state, state shardings, jitted step) on `mesh`, the state created in its shardings;
-    the step takes (state, batch, rng) with the batch split over every device, and donates the state."""
-    model = VideoUNet(ModelConfig(**{**config.model.to_dict(), "dtype": jnp.bfloat16 if config.bf16 else jnp.float32}))
-    optimizer, schedule = make_optimizer(config.optimizer)
+def model_config(config) -> ModelConfig:
+    """The `ModelConfig` of a trainer config (also of one read back from a run's JSON, where tuples are lists)."""
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in config.model.to_dict().items()}
+    return ModelConfig(**fields, dtype=jnp.bfloat16 if config.bf16 else jnp.float32)
+
+
+def abstract_state(config, text_dim: int, control_dims: int):
+    """(model, state initialiser, the state's shapes and dtypes) — nothing allocated."""
+    model = VideoUNet(model_config(config))
+    optimizer, _ = make_optimizer(config.optimizer)
     example = example_batch(config, text_dim, control_dims)
 
     def init(rng):
         params = model.init(rng, example["frames"].astype(jnp.float32), jnp.zeros((1,)),
-                            conditioning_of(example, jnp.zeros((1,), bool)))
+                            conditioning_of(example, jnp.zeros((1,), bool), config))
         return TrainState(step=jnp.zeros((), jnp.int32), params=params, ema=params, opt_state=optimizer.init(params))
 
-    abstract = jax.eval_shape(init, jax.random.PRNGKey(config.seed))
+    return model, init, jax.eval_shape(init, jax.random.PRNGKey(config.seed))
+
+
+def build_training(config, mesh, text_dim: int, control_dims: int):
+    """(model, state, abstract state, state shardings, jitted step) on `mesh`, the state created in its shardings;
+    the step takes (state, batch, rng) with the batch split over every device, and donates the state."""
+    model, init, abstract = abstract_state(config, text_dim, control_dims)
+    optimizer, schedule = make_optimizer(config.optimizer)
     state_sharding = jax.tree.map(lambda x: NamedSharding(mesh, fsdp_spec(x.shape, config.fsdp)), abstract)
     state = jax.jit(init, out_shardings=state_sharding)(jax.random.PRNGKey(config.seed))
     step_fn = jax.jit(functools.partial(train_step, model=model, optimizer=optimizer, schedule=schedule,
-                                        ema_decay=config.optimizer.ema_decay),
+                                        config=config),
                       in_shardings=(state_sharding, NamedSharding(mesh, P(("data", "fsdp"))), NamedSharding(mesh, P())),
                       out_shardings=(state_sharding, NamedSharding(mesh, P())), donate_argnums=(0,))
     return model, state, abstract, state_sharding, step_fn
@@ -168,6 +196,9 @@ def train(config, workdir: str, mixture: str | None = None, steps: int | None = 
     # ---- model and state, created directly in their shardings.
     model, state, abstract, state_sharding, step_fn = build_training(config, mesh, train_input.text_dim,
                                                                      train_input.control_dims)
+
+    if process == 0:
+        write_run_description(workdir, config, train_input)
 
     # ---- checkpoints: restore the latest, state and data position together.
     manager = ocp.CheckpointManager(
@@ -232,14 +263,36 @@ def train(config, workdir: str, mixture: str | None = None, steps: int | None = 
     return rows
 
 
+RUN_DESCRIPTION = "run.json"
+
+
+def write_run_description(workdir: str, config, train_input: data.TrainInput) -> None:
+    """`workdir/run.json`: what the simulator needs besides the parameters — the config (model, input shapes,
+    stage), the text encoder's identity, and each source's control statistics (to normalise and tokenise a
+    control action exactly as the converter did)."""
+    description = {
+        "config": json.loads(config.to_json_best_effort()), "text_dim": train_input.text_dim,
+        "control_dims": train_input.control_dims, "text_encoder": train_input.manifests[0].text_encoder,
+        "sources": [{"name": name, "dataset": m.dataset, "path": s.path, "weight": float(w),
+                     "control_stats": m.control_stats.to_json() if m.control_stats else None,
+                     "frame_size": [m.frame_height, m.frame_width], "fps": m.fps}
+                    for name, s, m, w in zip(train_input.names(), train_input.sources, train_input.manifests,
+                                             train_input.weights)]}
+    path = os.path.join(workdir, RUN_DESCRIPTION)
+    with open(path + ".partial", "w", encoding="utf-8") as f:
+        json.dump(description, f, indent=1, sort_keys=True)
+    os.replace(path + ".partial", path)
+
+
 def _sample(model, ema_params, local_batch, config, rng):
     """A few videos from the EMA parameters, conditioned like the batch's first examples."""
     n = min(2, local_batch["frames"].shape[0])
     batch = {k: jnp.asarray(v[:n]) for k, v in local_batch.items()}
-    cond = conditioning_of(batch, jnp.zeros((n,), bool))
+    cond_key, noise_key = jax.random.split(rng)
+    cond = conditioning_of(batch, jnp.zeros((n,), bool), config, cond_key)
     denoise = lambda z, logsnr: model.apply(ema_params, z, logsnr, cond)  # noqa: E731
     x = jax.jit(functools.partial(diffusion.ddim_sample, denoise, steps=config.sample_steps))(
-        jax.random.normal(rng, batch["frames"].shape))
+        jax.random.normal(noise_key, batch["frames"].shape))
     return np.asarray(jnp.round((x + 1) * 127.5)).astype(np.uint8)
 
 

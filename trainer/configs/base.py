@@ -19,6 +19,10 @@ def get_config():
         cache_dir=os.path.join(os.path.expanduser("~"), ".cache", "unisim", "shards")))  # copies of gs:// sources
     config.optimizer = ml_collections.ConfigDict(dict(
         learning_rate=1e-4, warmup_steps=10_000, b1=0.9, b2=0.99, clip_norm=1.0, ema_decay=0.9999))
+    config.stage = "base"  # "base" (history-conditioned) or "super_resolution" (configs/sr1.py, sr2.py)
+    # Std of the Gaussian noise added to the conditioning frames (history; SR: the low-resolution video), in
+    # [-1, 1] units, in training and again when sampling (simulator): the paper's "noisy previous observation".
+    config.condition_noise = 0.05
     config.bf16 = False  # bfloat16 compute (parameters, optimizer state and EMA stay float32)
     config.fsdp = 1  # devices per FSDP group: parameters are sharded over them, the batch over all devices
     config.seed = 0
