@@ -20,3 +20,34 @@ def tiny_t5_dir(tmp_path_factory) -> str:
 
     corpus = [f"push the block {e} to the left" for e in range(8)] + ["language_table: push the block to the left"]
     return tiny_t5.write_tiny_t5(str(tmp_path_factory.mktemp("tiny_t5")), corpus=corpus)
+
+
+def _train(config: str, workdir: str, clips: str, steps: int) -> str:
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, "-m", "unisim.cli", "train", "--config", f"trainer/configs/{config}",
+                             "--workdir", workdir, "--mixture", f"{clips}:1", "--steps", str(steps),
+                             f"--config.log_every={steps}", f"--config.checkpoint_every={steps}",
+                             "--config.sample_every=0"], capture_output=True, text=True, cwd=root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir
+
+
+@pytest.fixture(scope="session")
+def tiny_workdirs(language_table_dir, tiny_t5_dir, tmp_path_factory) -> dict[str, str]:
+    """Tiny trained stages on the Language Table fixture (192×320 frames, 2 controls, texts through the tiny T5):
+    {"clips": converted output, "base": a tiny base workdir (4 steps), "sr": a tiny 24×40 → 48×80 stage (2 steps)}.
+    Few steps: the simulator's tests check shapes, determinism and plumbing, not sample quality."""
+    from unisim.pipelines import convert
+    from unisim.pipelines.embed import EncoderSettings
+
+    root = tmp_path_factory.mktemp("tiny_stages")
+    clips = str(root / "clips")
+    convert.run(convert.ConvertConfig(dataset="language_table", source=language_table_dir, output=clips,
+                                      records_per_shard=2,
+                                      text=convert.TextOptions(encoder=EncoderSettings(tiny_t5_dir, batch_size=4))),
+                command="test")
+    return {"clips": clips, "base": _train("tiny.py", str(root / "base"), clips, 4),
+            "sr": _train("tiny_sr.py", str(root / "sr"), clips, 2)}

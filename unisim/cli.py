@@ -6,6 +6,9 @@
     unisim sample tabletop --output DIR [--episodes N] [--seed S]
     unisim sample tiny_t5 --output DIR          (a random stand-in text encoder; see README)
     unisim demo [--workdir DIR]
+    unisim train --config trainer/configs/tiny.py --workdir DIR [--mixture SPEC] [--config.key=value …]
+    unisim rollout --checkpoint DIR --image FILE --actions "a1" "a2" … --output out.gif|out.mp4
+    unisim serve --checkpoint DIR [--port 8470]
 """
 
 from __future__ import annotations
@@ -198,6 +201,16 @@ def sample(args) -> int:
 
         print(tiny_t5.write_tiny_t5(args.output, corpus=_demo_corpus(), seed=args.seed))
         return 0
+    if args.world == "activity_video":  # Something-Something V2 layout; --episodes videos
+        from unisim.samples import activity_video
+
+        print(activity_video.write_sample(args.output, num_videos=args.episodes, seed=args.seed))
+        return 0
+    if args.world == "image_text":  # img2dataset webdataset layout; --episodes images
+        from unisim.samples import image_text
+
+        print(image_text.write_sample(args.output, num_images=args.episodes, seed=args.seed))
+        return 0
     from unisim.samples import tabletop
 
     path = tabletop.write_sample(args.output, num_episodes=args.episodes, seed=args.seed, max_steps=args.max_steps)
@@ -253,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preview", metavar="FILE.png", help="write a contact sheet of sample clips")
     sub.add_parser("adapters", help="list the dataset adapters")
     p = sub.add_parser("sample", help="generate built-in sample data")
-    p.add_argument("world", choices=("tabletop", "tiny_t5"))
+    p.add_argument("world", choices=("tabletop", "tiny_t5", "activity_video", "image_text"))
     p.add_argument("--output", required=True)
     p.add_argument("--episodes", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
@@ -263,8 +276,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--episodes", type=int, default=12)
     p.add_argument("--direct_num_workers", type=int, default=1)  # 2 clip threads gained 8 % on the tabletop sample (README)
     p.add_argument("--text_encoder", default=None, help="T5 checkpoint (default: write the tiny random stand-in)")
-    sub.add_parser("train", help="train the base video model (flags: unisim train --help)", add_help=False)
+    sub.add_parser("train", help="train a model stage (flags: unisim train --help)", add_help=False)
+    sub.add_parser("rollout", help="roll a trained model out through actions into a GIF/MP4 (unisim rollout --help)",
+                   add_help=False)
+    sub.add_parser("serve", help="serve a trained model to many environments over HTTP (unisim serve --help)",
+                   add_help=False)
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] in (["rollout"], ["serve"]):  # their own argument parsers
+        import importlib
+
+        return importlib.import_module(f"unisim.simulator.{'rollout' if argv[0] == 'rollout' else 'server'}").main(
+            argv[1:])
     if argv[:1] == ["train"]:  # absl/ml_collections flags (--config.key=value), parsed by the trainer itself
         from unisim.trainer import train
 

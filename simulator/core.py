@@ -1,0 +1,386 @@
+"""`Simulator`: a trained base model (and optional super-resolution stages) rolled out autoregressively.
+
+    sim = Simulator.from_checkpoints("runs/base", super_resolution=["runs/sr1", "runs/sr2"])
+    first = sim.reset(image)                        # [1, H, W, 3] uint8 at the output size
+    frames = sim.step(text="push the red block left")  # [16, H, W, 3]: the next segment
+    frames = sim.step(controls=[0.01, -0.02])       # a control vector, normalised with the training statistics
+    video = sim.rollout(["open the drawer", "pick up the cup"])
+
+One interaction (paper §2.2): the last `history_frames` (4) frames, with the training's small noise augmentation,
+are the history; the action becomes the conditioning (text → the run's T5 encoder; controls → 4096-bin tokens with
+the manifest's statistics, for every target frame); the base model samples the next `frames` (16) frames at 24×40
+with classifier-free guidance (Eq. 2); each super-resolution stage samples its size conditioned on the previous
+stage's video and the same action. The next history is the base model's own last frames.
+
+Many sessions step together: `step_sessions` takes any number of sessions and actions and samples them as one
+batch (padded to a power of two up to `max_batch`, so only a few shapes are ever compiled) — what the server
+batches concurrent requests into. An example's noise comes from its own session key, so a session's frames depend
+on its seed and actions, not on what else shares the batch (up to float rounding in batched kernels).
+
+Text-only generation (paper §11.3): `reset(None)` starts from white placeholder frames, and the first step uses
+the stronger `text_only_guidance`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from unisim.schemas.controls import ControlStats, ControlTokenizer
+from unisim.simulator.checkpoint import Stage, load_stage
+from unisim.trainer import diffusion
+from unisim.trainer.model import Conditioning
+
+
+class ActionError(ValueError):
+    """An action the simulator cannot take (no text and no controls, wrong control width, non-finite values, …)."""
+
+
+@dataclasses.dataclass
+class Action:
+    text: str | None = None
+    controls: np.ndarray | Sequence[float] | None = None  # [D] for every target frame, or [frames, D]
+    source: str | None = None  # whose control statistics: a mixture source name (default: the only one with controls)
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerSettings:
+    sampler: str = "ddim"  # "ddim" (few deterministic steps) or "ancestral" (the paper's: 256 steps, γ = 0.1)
+    steps: int = 16
+    gamma: float = 0.1  # ancestral: log-variance interpolation between the posterior and the prior variance
+    guidance: float = 1.0  # η of Eq. 2; 0 samples the action-conditional model alone (one model call per step)
+    text_only_guidance: float = 4.0  # η for the first step from white placeholder frames
+
+    def __post_init__(self):
+        if self.sampler not in ("ddim", "ancestral"):
+            raise ValueError(f"sampler must be 'ddim' or 'ancestral', not {self.sampler!r}")
+        if self.steps < 1:
+            raise ValueError(f"sampler steps must be at least 1, not {self.steps}")
+
+    @classmethod
+    def paper(cls, guidance: float = 1.0) -> "SamplerSettings":
+        return cls(sampler="ancestral", steps=256, gamma=0.1, guidance=guidance)
+
+    @staticmethod
+    def add_flags(parser) -> None:
+        """The sampler's command-line flags (`unisim rollout`, `unisim serve`)."""
+        parser.add_argument("--sampler", choices=("ddim", "ancestral"), default="ddim",
+                            help="ddim: few deterministic steps (default); ancestral: the paper's")
+        parser.add_argument("--steps", type=int, help="sampler steps (default: 16 for ddim, 256 for ancestral)")
+        parser.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance η of Eq. 2")
+        parser.add_argument("--text_only_guidance", type=float, default=4.0,
+                            help="η for the first step of a text-only start (white placeholder frames)")
+
+    @classmethod
+    def from_flags(cls, args) -> "SamplerSettings":
+        return cls(sampler=args.sampler, steps=args.steps or (256 if args.sampler == "ancestral" else 16),
+                   guidance=args.guidance, text_only_guidance=args.text_only_guidance)
+
+
+@dataclasses.dataclass
+class Session:
+    """One simulated world: its history at the base size, its random key and how many steps it has taken."""
+
+    history: np.ndarray  # [history_frames, h, w, 3] uint8
+    history_mask: np.ndarray  # [history_frames] bool
+    seed: int
+    steps: int = 0
+    placeholder: bool = False  # the history is the white text-only placeholder
+    last_frames: np.ndarray | None = None  # the latest output frames [n, H, W, 3] (the observation)
+
+
+def _bucket(n: int, limit: int) -> int:
+    """The padded batch size for n examples: the next power of two, at most `limit`."""
+    return min(1 << max(0, (n - 1).bit_length()), limit)
+
+
+def _to_uint8(x: jax.Array) -> np.ndarray:
+    return np.asarray(jnp.round((jnp.clip(x, -1, 1) + 1) * 127.5)).astype(np.uint8)
+
+
+def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 frames [n, h, w, 3] → [n, *size, 3] (INTER_AREA, as the training input resizes)."""
+    import cv2
+
+    if frames.shape[1:3] == tuple(size):
+        return frames
+    return np.stack([cv2.resize(f, (size[1], size[0]), interpolation=cv2.INTER_AREA) for f in frames])
+
+
+class Simulator:
+    def __init__(self, base: Stage, super_resolution: Sequence[Stage] = (), *, text_encoder: str | None = None,
+                 check_text_encoder: bool = True, sampler: SamplerSettings = SamplerSettings(), seed: int = 0,
+                 max_batch: int = 32):
+        if base.super_resolution:
+            raise ValueError(f"{base.path} is a super-resolution stage; the first stage must be a base model")
+        size = base.size
+        for stage in super_resolution:
+            if not stage.super_resolution:
+                raise ValueError(f"{stage.path} is not a super-resolution stage (its config.stage is "
+                                 f"{stage.config.stage!r})")
+            if tuple(stage.config.lowres) != size:
+                raise ValueError(f"{stage.path} upsamples {tuple(stage.config.lowres)} frames but the stage before "
+                                 f"it makes {size}")
+            size = stage.size
+        self.base, self.super_resolution, self.sampler = base, list(super_resolution), sampler
+        self.output_size = size
+        self.max_batch, self.seed = max_batch, seed
+        inputs = base.config.input
+        self.frames, self.history_frames, self.base_size = inputs.frames, inputs.history_frames, base.size
+        self.text_tokens, self.text_dim = inputs.text_tokens, base.description["text_dim"]
+        self.control_dims = base.description["control_dims"]
+        self.controls = {s["name"]: ControlStats.from_json(s["control_stats"])
+                         for s in base.description["sources"] if s.get("control_stats")}
+        self._tokenizers = {name: ControlTokenizer(stats) for name, stats in self.controls.items()}
+        self._encoder_path = text_encoder or (base.description.get("text_encoder") or {}).get("path")
+        self._check_text_encoder = check_text_encoder
+        self._encoder = None
+        self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._seeds = itertools.count(seed)
+        self._samplers = [_StageSampler(stage, sampler, self.frames) for stage in [base, *self.super_resolution]]
+        self.sampler_calls = 0  # batched sampling calls so far (the server's batching is measured by it)
+
+    @classmethod
+    def from_checkpoints(cls, base: str, super_resolution: Sequence[str] = (), **kwargs) -> "Simulator":
+        return cls(load_stage(base), [load_stage(p) for p in super_resolution], **kwargs)
+
+    # ------------------------------------------------------------------------------------------- sessions
+
+    def new_session(self, observation: np.ndarray | None = None, seed: int | None = None) -> Session:
+        """A session starting from an image [H, W, 3] or frames [n, H, W, 3] (uint8, any size; the last
+        `history_frames` are used), or from white placeholder frames when `observation` is None (text-only)."""
+        h, w = self.base_size
+        history = np.zeros((self.history_frames, h, w, 3), np.uint8)
+        mask = np.zeros((self.history_frames,), bool)
+        if observation is None:
+            history[:], mask[:] = 255, True
+            first = np.full((1, *self.output_size, 3), 255, np.uint8)
+        else:
+            frames = np.asarray(observation)
+            if frames.ndim == 3:
+                frames = frames[None]
+            if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or not frames.shape[0]:
+                raise ActionError(f"an initial observation is a uint8 image [H, W, 3] or frames [n, H, W, 3]; got "
+                                  f"{frames.dtype} {list(frames.shape)}")
+            frames = frames[-self.history_frames:] if self.history_frames else frames[-1:]
+            if self.history_frames:
+                history[self.history_frames - len(frames):] = resize_frames(frames, (h, w))
+                mask[self.history_frames - len(frames):] = True
+            first = resize_frames(frames[-1:], self.output_size)
+        seed = next(self._seeds) if seed is None else int(seed)
+        return Session(history, mask, seed, placeholder=observation is None, last_frames=first)
+
+    def step_sessions(self, sessions: Sequence[Session], actions: Sequence[Action]) -> list[np.ndarray]:
+        """Steps every session by its action in batches of at most `max_batch`; returns each one's new frames
+        [frames, H, W, 3] uint8 and advances its history. Actions are checked before anything is sampled."""
+        if len(sessions) != len(actions):
+            raise ValueError(f"{len(sessions)} sessions but {len(actions)} actions")
+        conditions = [self._encode_action(a) for a in actions]
+        out = []
+        for start in range(0, len(sessions), self.max_batch):
+            out += self._step_batch(sessions[start:start + self.max_batch], conditions[start:start + self.max_batch])
+        return out
+
+    def close_session(self, session: Session) -> None:
+        """Frees nothing locally (a session is plain arrays); the server's client frees server memory here."""
+
+    def describe(self) -> dict:
+        """What a client needs to build observations and actions: sizes, frames per step, control sources."""
+        return {"frames_per_step": self.frames, "output_size": list(self.output_size),
+                "base_size": list(self.base_size), "history_frames": self.history_frames,
+                "controls": {name: {"names": list(stats.names), "low": list(stats.low), "high": list(stats.high)}
+                             for name, stats in self.controls.items()},
+                "text": self.base.description.get("text_encoder") is not None,
+                "sampler": dataclasses.asdict(self.sampler), "max_batch": self.max_batch,
+                "stages": [{"path": s.path, "step": s.step, "stage": s.config.stage, "size": list(s.size)}
+                           for s in [self.base, *self.super_resolution]]}
+
+    # ------------------------------------------------------------------------------------ single session
+
+    def reset(self, observation: np.ndarray | None = None, seed: int | None = None) -> np.ndarray:
+        self._session = self.new_session(observation, seed)
+        return self._session.last_frames
+
+    def step(self, action: Action | str | None = None, *, text: str | None = None, controls=None,
+             source: str | None = None) -> np.ndarray:
+        if not hasattr(self, "_session"):
+            raise RuntimeError("call reset() before step()")
+        if isinstance(action, str):
+            action = Action(text=action)
+        action = action or Action(text=text, controls=controls, source=source)
+        return self.step_sessions([self._session], [action])[0]
+
+    def rollout(self, actions: Sequence[Action | str], observation: np.ndarray | None = None,
+                seed: int | None = None) -> np.ndarray:
+        """Takes every action in turn and returns the starting frame(s) and every generated frame, [n + len(actions)
+        · frames, H, W, 3]. Starts from `observation` when given; otherwise continues the current session (or,
+        with none yet, starts text-only from white frames)."""
+        if observation is not None or not hasattr(self, "_session"):
+            self.reset(observation, seed)
+        frames = [self._session.last_frames]
+        for action in actions:
+            frames.append(self.step(action))
+        return np.concatenate(frames)
+
+    # ------------------------------------------------------------------------------------------ actions
+
+    def check_action(self, action: Action) -> None:
+        """Raises `ActionError` when `step_sessions` would refuse `action`; embeds (and caches) its text, so the step
+        that follows does not. The server checks each request's action this way before batching it with others."""
+        self._encode_action(action)
+
+    def _encode_action(self, action: Action) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(text [L, d], text mask [L], control tokens [T, D], control mask [T, D])."""
+        if not isinstance(action, Action):
+            raise ActionError(f"an action is an Action(text=…, controls=…), not {type(action).__name__}")
+        text = np.zeros((self.text_tokens, self.text_dim), np.float16)
+        text_mask = np.zeros((self.text_tokens,), bool)
+        tokens = np.zeros((self.frames, self.control_dims), np.int32)
+        control_mask = np.zeros((self.frames, self.control_dims), bool)
+        has_text = action.text is not None and action.text.strip() != ""
+        if not has_text and action.controls is None:
+            raise ActionError("an action needs text, controls or both")
+        if has_text:
+            embedding = self._embed(action.text)[: self.text_tokens]
+            text[: len(embedding)], text_mask[: len(embedding)] = embedding, True
+        if action.controls is not None:
+            name = self._control_source(action.source)
+            values = np.asarray(action.controls, np.float64)
+            dims = self.controls[name].dims
+            if values.ndim == 1:
+                values = np.broadcast_to(values, (self.frames, values.shape[0]))
+            if values.ndim != 2 or values.shape != (self.frames, dims):
+                raise ActionError(f"controls for {name!r} are [{dims}] ({', '.join(self.controls[name].names)}) or "
+                                  f"[{self.frames}, {dims}]; got shape {list(np.shape(action.controls))}")
+            try:
+                tokens[:, :dims] = self._tokenizers[name].encode(values)
+            except ValueError as e:
+                raise ActionError(str(e)) from None
+            control_mask[:, :dims] = True
+        return text, text_mask, tokens, control_mask
+
+    def _control_source(self, source: str | None) -> str:
+        if source is not None:
+            if source not in self.controls:
+                raise ActionError(f"no control statistics for source {source!r}; sources with controls: "
+                                  f"{sorted(self.controls) or 'none'}")
+            return source
+        if len(self.controls) != 1:
+            raise ActionError("this model was trained on " + (
+                f"{len(self.controls)} sources with controls ({', '.join(sorted(self.controls))}): name one "
+                "(Action.source)" if self.controls else "no source with controls: it takes text actions only"))
+        return next(iter(self.controls))
+
+    def _embed(self, text: str) -> np.ndarray:
+        """The T5 embedding of `text` (float16 [tokens, d]); the last 1024 texts are cached."""
+        if text in self._text_cache:
+            self._text_cache.move_to_end(text)
+            return self._text_cache[text]
+        if self._encoder is None:
+            self._encoder = self._load_encoder()
+        embedding = self._encoder.encode([""], [text])[0].embedding
+        self._text_cache[text] = embedding
+        if len(self._text_cache) > 1024:
+            self._text_cache.popitem(last=False)
+        return embedding
+
+    def _load_encoder(self):
+        from unisim.pipelines.text_encoder import T5TextEncoder, encoder_identity
+
+        recorded = self.base.description.get("text_encoder")
+        if not self._encoder_path or recorded is None:
+            raise ActionError("this model was trained without a text encoder: it takes control actions only")
+        if self._check_text_encoder and recorded.get("fingerprint"):
+            found = encoder_identity(self._encoder_path, int(recorded["max_tokens"]))["fingerprint"]
+            if found != recorded["fingerprint"]:
+                raise ActionError(f"the text encoder at {self._encoder_path} is not the one the training data was "
+                                  f"embedded with ({recorded.get('path')}); pass that one, or check_text_encoder="
+                                  "False to use it anyway")
+        return T5TextEncoder(self._encoder_path, max_tokens=int(recorded["max_tokens"]))
+
+    # ------------------------------------------------------------------------------------------ sampling
+
+    def _step_batch(self, sessions: Sequence[Session], conditions) -> list[np.ndarray]:
+        n, padded = len(sessions), _bucket(len(sessions), self.max_batch)
+        pad = lambda rows: np.stack(list(rows) + [rows[0]] * (padded - n))  # noqa: E731
+        history = pad([s.history for s in sessions])
+        history_mask = pad([s.history_mask for s in sessions])
+        text, text_mask, tokens, control_mask = (pad([c[i] for c in conditions]) for i in range(4))
+        guidance = pad([np.float32(self.sampler.text_only_guidance if s.placeholder else self.sampler.guidance)
+                        for s in sessions])
+        keys = pad([np.asarray(jax.random.key_data(jax.random.fold_in(jax.random.PRNGKey(s.seed), s.steps)))
+                    for s in sessions])
+        cond = dict(text=text, text_mask=text_mask, controls=tokens, control_mask=control_mask)
+        video = self._samplers[0](keys, guidance, history=history, history_mask=history_mask, lowres=None, **cond)
+        base_frames = _to_uint8(video)
+        for index, sampler in enumerate(self._samplers[1:], 1):
+            stage_keys = np.stack([np.asarray(jax.random.key_data(jax.random.fold_in(jax.random.PRNGKey(s.seed),
+                                                                                     (s.steps << 8) + index)))
+                                   for s in sessions] + [keys[0]] * (padded - n))
+            video = sampler(stage_keys, guidance, history=np.zeros((padded, 0, *sampler.stage.size, 3), np.uint8),
+                            history_mask=np.zeros((padded, 0), bool), lowres=video, **cond)
+        frames = _to_uint8(video)
+        self.sampler_calls += 1
+        out = []
+        for i, session in enumerate(sessions):
+            if self.history_frames:
+                merged = np.concatenate([session.history[session.history_mask], base_frames[i]])
+                session.history = merged[-self.history_frames:]
+                session.history_mask = np.ones((self.history_frames,), bool)
+            session.steps += 1
+            session.placeholder = False
+            session.last_frames = frames[i]
+            out.append(frames[i])
+        return out
+
+
+class _StageSampler:
+    """One stage's jitted sampler: keys, guidance and conditioning → samples [B, frames, h, w, 3] in [-1, 1].
+    jax.jit compiles it once per batch size; without guidance anywhere in the batch the unguided model is called
+    once per step instead of on the doubled batch."""
+
+    def __init__(self, stage: Stage, sampler: SamplerSettings, frames: int):
+        self.stage = stage
+        self._run = {guided: jax.jit(functools.partial(self._sample, stage.model, sampler, frames,
+                                                       (stage.config.input.height, stage.config.input.width),
+                                                       float(stage.config.condition_noise), guided))
+                     for guided in (False, True)}
+
+    def __call__(self, keys, guidance, **cond) -> jax.Array:
+        guided = bool(np.any(guidance != 0))
+        return self._run[guided](self.stage.params, keys, guidance, {k: None if v is None else jnp.asarray(v)
+                                                                      for k, v in cond.items()})
+
+    @staticmethod
+    def _sample(model, sampler, frames, size, condition_noise, guided, params, keys, guidance, cond):
+        keys = jax.random.wrap_key_data(keys)
+        split = jax.vmap(lambda k: jax.random.split(k, 3))(keys)  # condition noise, initial noise, sampler noise
+        normal = lambda ks, shape: jax.vmap(lambda k: jax.random.normal(k, shape))(ks)  # noqa: E731
+        history = cond["history"].astype(jnp.float32) / 127.5 - 1
+        # The training's condition noise augmentation (config.condition_noise), drawn per example.
+        history = history + condition_noise * normal(split[:, 0], history.shape[1:])
+        lowres = cond["lowres"]
+        if lowres is not None:
+            lowres = lowres + condition_noise * normal(split[:, 0], lowres.shape[1:])
+        parts = dict(history=history, history_mask=cond["history_mask"], text=cond["text"],
+                     text_mask=cond["text_mask"], controls=cond["controls"], control_mask=cond["control_mask"],
+                     lowres=lowres)
+        b = keys.shape[0]
+        if guided:
+            twice = {k: None if v is None else jnp.concatenate([v, v]) for k, v in parts.items()}
+            denoise = diffusion.guided(lambda z, logsnr, drop: model.apply(
+                params, z, logsnr, Conditioning(**twice, drop=drop)), guidance)
+        else:
+            conditioning = Conditioning(**parts, drop=jnp.zeros((b,), bool))
+            denoise = lambda z, logsnr: model.apply(params, z, logsnr, conditioning)  # noqa: E731
+        noise = normal(split[:, 1], (frames, *size, 3))
+        if sampler.sampler == "ancestral":
+            return diffusion.ancestral_sample(denoise, noise, split[:, 2], sampler.steps, sampler.gamma)
+        return diffusion.ddim_sample(denoise, noise, sampler.steps)
