@@ -343,7 +343,10 @@ def main(argv: list[str]) -> int:
     from ml_collections import config_flags
 
     flag_values = flags.FlagValues()
-    config_flags.DEFINE_config_file("config", None, "a trainer config .py file", flag_values=flag_values)
+    # sys_argv: the `--config.key=value` overrides are found in this list, not in the process's sys.argv, so
+    # main() works when called in-process (unisim demo) as well as from the command line.
+    config_flags.DEFINE_config_file("config", None, "a trainer config .py file", flag_values=flag_values,
+                                    sys_argv=["unisim-train", *argv])
     flags.DEFINE_string("workdir", None, "checkpoints, TensorBoard events and metrics go here", flag_values=flag_values)
     flags.DEFINE_string("mixture", None, "mixture .py file or DIR:WEIGHT,… (default: the config's)",
                         flag_values=flag_values)
