@@ -9,6 +9,7 @@
     unisim train --config trainer/configs/tiny.py --workdir DIR [--mixture SPEC] [--config.key=value …]
     unisim rollout --checkpoint DIR --image FILE --actions "a1" "a2" … --output out.gif|out.mp4
     unisim serve --checkpoint DIR [--port 8470]
+    unisim eval --checkpoint DIR --data HELD_OUT_CLIPS [--history_ablation DIR] [--output eval.json]
 """
 
 from __future__ import annotations
@@ -227,32 +228,11 @@ def _demo_corpus() -> list[str]:
 
 
 def demo(args) -> int:
-    """Tabletop sample → convert (the real Language Table adapter) → inspect summary and preview."""
-    from unisim.samples import tabletop
+    """The whole chain on built-in samples: see unisim/demo.py."""
+    from unisim import demo as demo_run
 
-    workdir = os.path.abspath(args.workdir)
-    source = os.path.join(workdir, "source")
-    output = os.path.join(workdir, "tabletop-clips")
-    start = time.monotonic()
-    builder_dir = tabletop.write_sample(source, num_episodes=args.episodes, seed=0, num_shards=4)  # 4 work units
-    print(f"[demo] tabletop sample written in Language Table RLDS format: {builder_dir} "
-          f"({time.monotonic() - start:.1f} s)")
-    encoder = args.text_encoder
-    if encoder is None:
-        from unisim.samples import tiny_t5
-
-        encoder = tiny_t5.write_tiny_t5(os.path.join(workdir, "tiny-t5"), corpus=_demo_corpus())
-        print(f"[demo] text encoder: a tiny RANDOMLY INITIALISED T5 stand-in at {encoder} (no pretrained weights "
-              "can be downloaded here; pass --text_encoder PATH for a real checkpoint)")
-    status = main(["convert", "--dataset", "language_table", "--source", builder_dir, "--output", output,
-                   "--records_per_shard", "16", "--direct_num_workers", str(args.direct_num_workers),
-                   "--text_encoder", encoder])
-    if status:
-        return status
-    preview = os.path.join(workdir, "preview.png")
-    inspect(argparse.Namespace(directory=output, json=False, preview=preview))
-    print(f"[demo] done: shards in {output}, contact sheet at {preview}")
-    return 0
+    return demo_run.run(args.workdir, episodes=args.episodes, steps=args.steps, clip_threads=args.direct_num_workers,
+                        text_encoder=args.text_encoder)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -271,9 +251,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--episodes", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max_steps", type=int, default=30)
-    p = sub.add_parser("demo", help="generate the tabletop sample, convert it, inspect it")
+    p = sub.add_parser("demo", help="samples in 3 formats → convert → mixture → train tiny → rollouts → eval → "
+                       "report.html")
     p.add_argument("--workdir", default=os.environ.get("DEMO_OUT", "demo-output"))
-    p.add_argument("--episodes", type=int, default=12)
+    p.add_argument("--episodes", type=int, default=24, help="tabletop training episodes")
+    p.add_argument("--steps", type=int, default=150, help="training steps of each tiny model")
     p.add_argument("--direct_num_workers", type=int, default=1)  # 2 clip threads gained 8 % on the tabletop sample (README)
     p.add_argument("--text_encoder", default=None, help="T5 checkpoint (default: write the tiny random stand-in)")
     sub.add_parser("train", help="train a model stage (flags: unisim train --help)", add_help=False)
@@ -281,12 +263,14 @@ def main(argv: list[str] | None = None) -> int:
                    add_help=False)
     sub.add_parser("serve", help="serve a trained model to many environments over HTTP (unisim serve --help)",
                    add_help=False)
+    sub.add_parser("eval", help="action-following error, PSNR/SSIM, FVD* on held-out tabletop clips "
+                   "(unisim eval --help)", add_help=False)
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] in (["rollout"], ["serve"]):  # their own argument parsers
+    modules = {"rollout": "rollout", "serve": "server", "eval": "evaluate"}
+    if argv[:1] and argv[0] in modules:  # their own argument parsers
         import importlib
 
-        return importlib.import_module(f"unisim.simulator.{'rollout' if argv[0] == 'rollout' else 'server'}").main(
-            argv[1:])
+        return importlib.import_module(f"unisim.simulator.{modules[argv[0]]}").main(argv[1:])
     if argv[:1] == ["train"]:  # absl/ml_collections flags (--config.key=value), parsed by the trainer itself
         from unisim.trainer import train
 

@@ -1,0 +1,217 @@
+"""`unisim eval`: does the simulator follow actions? Measured on held-out tabletop clips (the sample world's
+magenta end effector can be found by colour).
+
+    unisim eval --checkpoint runs/base --data demo-output/tabletop-heldout-clips \
+        [--history_ablation runs/base-1frame] [--clips 8] [--steps 8] [--output eval.json]
+
+Each held-out clip gives the true history (its last `history_frames` context frames), the true action (the
+instruction as it was embedded, and the recorded control deltas leading to each target frame) and the true next
+16 frames, all at the model's base size, decoded exactly as the trainer's input decodes them. Rows:
+
+- `model`: the simulator given history and action (text and controls), guidance η;
+- `null condition`: the same model and history with the null condition (Eq. 2 with η = −1 is ε(z | history));
+- `copy last frame`: the last history frame repeated — the no-motion baseline;
+- `model, 1 history frame` (with --history_ablation): a model trained with `--config.input.history_frames=1`
+  for the same number of steps — the paper's Table 1 ablation, on this world.
+
+Columns: `action error` — |generated − true| end-effector displacement from the last history frame to the last
+target frame, in pixels of the base frame (the effector's centroid by colour; where a generated frame shows no
+effector, its displacement counts as zero and `effector found` drops); PSNR and SSIM against the true frames;
+FVD* — the Fréchet distance of clip features from a FIXED RANDOM video network (simulator/fidelity.py), only for
+comparing rows of one run, never published FVD (plug in I3D with --fidelity_net i3d:PATH).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+from unisim.simulator.core import Action, SamplerSettings, Simulator
+
+MAGENTA_MARGIN = 100  # (R + B) / 2 − G above this, with R and B bright: the effector (EFFECTOR_RGB = 255, 0, 255)
+MIN_EFFECTOR_PIXELS = 2  # at 24×40 the true effector covers about 6 such pixels; single noisy pixels are not it
+
+
+def effector_centroid(frame: np.ndarray) -> np.ndarray | None:
+    """(y, x) of the magenta effector in an RGB uint8 frame: the largest connected blob of clearly magenta pixels,
+    its centroid weighted by how magenta each pixel is; None when there is no blob of `MIN_EFFECTOR_PIXELS`."""
+    import cv2
+
+    f = frame.astype(np.float32)
+    score = (f[..., 0] + f[..., 2]) / 2 - f[..., 1] - MAGENTA_MARGIN
+    score = np.where((f[..., 0] > 100) & (f[..., 2] > 100), score, 0).clip(0)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats((score > 0).astype(np.uint8), connectivity=8)
+    if count < 2:
+        return None
+    blob = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    if stats[blob, cv2.CC_STAT_AREA] < MIN_EFFECTOR_PIXELS:
+        return None
+    weights = np.where(labels == blob, score, 0)
+    ys, xs = np.mgrid[: frame.shape[0], : frame.shape[1]]
+    return np.array([(ys * weights).sum() / weights.sum(), (xs * weights).sum() / weights.sum()])
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float(10 * np.log10(255.0**2 / max(mse, 1e-10)))
+
+
+def ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean SSIM (Wang et al. 2004: 11×11 Gaussian window, σ 1.5, K1 0.01, K2 0.03) over frames and channels."""
+    import cv2
+
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    blur = lambda x: cv2.GaussianBlur(x, (11, 11), 1.5)  # noqa: E731
+    values = []
+    for x, y in zip(a.astype(np.float64), b.astype(np.float64)):
+        mx, my = blur(x), blur(y)
+        vx, vy, cxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
+        values.append(((2 * mx * my + c1) * (2 * cxy + c2) / ((mx**2 + my**2 + c1) * (vx + vy + c2))).mean())
+    return float(np.mean(values))
+
+
+def held_out_clips(directory: str, size: tuple[int, int], frames: int, count: int, min_targets: int = 4,
+                   history: int = 4) -> list[dict]:
+    """Up to `count` clips with at least `min_targets` target frames (at most `frames`): history (the context
+    frames, or the first `history` frames of a clip without), targets, text and the [frames, D] controls leading to each target (the last row repeated past
+    the clip's end, since the model always makes `frames`), at `size`."""
+    import grain
+
+    from unisim.schemas import record as rec
+    from unisim.schemas.manifest import MANIFEST_NAME, Manifest
+    from unisim.trainer.data import decode_resized
+
+    with open(os.path.join(directory, MANIFEST_NAME), encoding="utf-8") as f:
+        manifest = Manifest.loads(f.read())
+    source = grain.sources.ArrayRecordDataSource([os.path.join(directory, s.path) for s in manifest.shards
+                                                  if s.records])
+    clips = []
+    for i in range(len(source)):
+        record = rec.decode(source[i], validate_record=False)
+        # A clip at an episode's start has no context frames: its first frames (up to `history`, leaving
+        # `min_targets`) become the history, so that every model sees the history it was built for.
+        context = record.context_frames or max(1, min(history, len(record.frames) - min_targets))
+        targets = min(len(record.frames) - context, frames)
+        if targets < min_targets:
+            continue
+        stored = (record.height, record.width)
+        controls = None
+        if record.controls.size:
+            rows = np.asarray(record.controls[context - 1: context - 1 + targets], np.float64)
+            controls = np.concatenate([rows, np.repeat(rows[-1:], frames - len(rows), axis=0)])
+        clips.append({"key": f"{record.episode_id}/{record.clip_index}", "text": record.conditioning_text,
+                      "history": decode_resized(record.frames[:context], stored, size),
+                      "targets": decode_resized(record.frames[context: context + targets], stored, size),
+                      "controls": controls})
+        if len(clips) == count:
+            break
+    if not clips:
+        raise ValueError(f"{directory}: no clip with history and at least {min_targets} target frames")
+    return clips
+
+
+def _generate(simulator: Simulator, clips: list[dict], seed: int) -> list[np.ndarray]:
+    sessions = [simulator.new_session(c["history"], seed=seed + i) for i, c in enumerate(clips)]
+    actions = [Action(text=c["text"], controls=c["controls"]) for c in clips]
+    return simulator.step_sessions(sessions, actions)
+
+
+def score(name: str, clips: list[dict], generated: list[np.ndarray], net) -> dict:
+    """One row: the generated videos (cut to each clip's true length) against the true targets."""
+    errors, found, psnrs, ssims = [], 0, [], []
+    generated = [video[: len(clip["targets"])] for clip, video in zip(clips, generated)]
+    for clip, video in zip(clips, generated):
+        start, end = effector_centroid(clip["history"][-1]), effector_centroid(clip["targets"][-1])
+        if start is not None and end is not None:
+            predicted = effector_centroid(video[-1])
+            found += predicted is not None
+            moved = (predicted - start) if predicted is not None else np.zeros(2)
+            errors.append(float(np.linalg.norm(moved - (end - start))))
+        psnrs.append(psnr(video, clip["targets"]))
+        ssims.append(ssim(video, clip["targets"]))
+    row = {"name": name, "clips": len(clips), "action_error_px": float(np.mean(errors)) if errors else None,
+           "action_error_sem": float(np.std(errors) / np.sqrt(len(errors))) if len(errors) > 1 else None,
+           "effector_found": found / len(errors) if errors else None, "psnr": float(np.mean(psnrs)),
+           "ssim": float(np.mean(ssims))}
+    if net is not None and len(clips) > 1:
+        from unisim.simulator import fidelity
+
+        frames = net.frames  # every clip's first `frames` (the shortest clip's length: see `evaluate`)
+        row["fvd"] = fidelity.fvd(np.stack([c["targets"][:frames] for c in clips]),
+                                  np.stack([v[:frames] for v in generated]), net)
+    return row
+
+
+def evaluate(checkpoint: str, data: str, *, history_ablation: str | None = None, clips: int = 8,
+             sampler: SamplerSettings = SamplerSettings(steps=8), seed: int = 0,
+             fidelity_net: str | None = "random-video") -> dict:
+    model = Simulator.from_checkpoints(checkpoint, sampler=sampler, max_batch=clips)
+    held_out = held_out_clips(data, model.base_size, model.frames, clips)
+    net = None
+    if fidelity_net:
+        from unisim.simulator import fidelity
+
+        shortest = min(len(c["targets"]) for c in held_out)
+        net = fidelity.feature_network(fidelity_net if "?" in fidelity_net or ":" in fidelity_net
+                                       else f"{fidelity_net}?frames={shortest}")
+    rows = [score("model", held_out, _generate(model, held_out, seed), net)]
+    null = Simulator(model.base, sampler=SamplerSettings(**{**sampler.__dict__, "guidance": -1.0}), max_batch=clips)
+    rows.append(score("null condition", held_out, _generate(null, held_out, seed), net))
+    rows.append(score("copy last frame", held_out,
+                      [np.repeat(c["history"][-1:], model.frames, axis=0) for c in held_out], net))
+    if history_ablation:
+        ablation = Simulator.from_checkpoints(history_ablation, sampler=sampler, max_batch=clips)
+        rows.append(score(f"model, {ablation.history_frames} history frame(s)", held_out,
+                          _generate(ablation, held_out, seed), net))
+        rows[0]["name"] = f"model, {model.history_frames} history frames"
+    return {"checkpoint": checkpoint, "step": model.base.step, "data": data, "clips": len(held_out),
+            "sampler": sampler.__dict__, "fidelity_net": fidelity_net, "base_size": list(model.base_size),
+            "rows": rows}
+
+
+def format_table(result: dict) -> str:
+    fmt = lambda v, spec: "—" if v is None else format(v, spec)  # noqa: E731
+    lines = [f"held-out clips: {result['clips']} from {result['data']}; checkpoint step {result['step']}; "
+             f"sampler {result['sampler']['sampler']} {result['sampler']['steps']} steps, η {result['sampler']['guidance']}",
+             "| condition | action error (px) | effector found | PSNR (dB) | SSIM | FVD* (random net) |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for r in result["rows"]:
+        error = fmt(r["action_error_px"], ".2f") + ("" if r["action_error_sem"] is None
+                                                     else f" ± {r['action_error_sem']:.2f}")
+        found = "—" if r["effector_found"] is None else f"{100 * r['effector_found']:.0f} %"
+        lines.append(f"| {r['name']} | {error} | {found} | {r['psnr']:.2f} | {r['ssim']:.3f} | "
+                     f"{fmt(r.get('fvd'), '.4f')} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="unisim eval", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="the base model: a training workdir or checkpoints/STEP")
+    parser.add_argument("--data", required=True, help="converted held-out tabletop clips (a convert output folder)")
+    parser.add_argument("--history_ablation", help="the same training with --config.input.history_frames=1")
+    parser.add_argument("--clips", type=int, default=8)
+    parser.add_argument("--fidelity_net", default="random-video", help="random-video, i3d:PATH, … or '' for none")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", help="write the result as JSON here")
+    SamplerSettings.add_flags(parser)
+    args = parser.parse_args(argv)
+    if args.steps is None and args.sampler == "ddim":
+        args.steps = 8  # CPU-sized default for evaluation
+    try:
+        result = evaluate(args.checkpoint, args.data, history_ablation=args.history_ablation, clips=args.clips,
+                          sampler=SamplerSettings.from_flags(args), seed=args.seed,
+                          fidelity_net=args.fidelity_net or None)
+    except (ValueError, OSError) as e:
+        print(f"unisim eval: error: {e}", file=sys.stderr)
+        return 2
+    print(format_table(result))
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=1)
+        print(f"[eval] wrote {args.output}")
+    return 0

@@ -1,0 +1,86 @@
+"""`unisim eval` (simulator/evaluate.py) on held-out tabletop clips, its measures, and `unisim demo` end to end at a
+smoke-test size."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from unisim.simulator import evaluate
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_the_effector_is_found_by_colour_where_it_is():
+    frame = np.full((24, 40, 3), 128, np.uint8)
+    assert evaluate.effector_centroid(frame) is None
+    frame[10:13, 30:33] = (255, 0, 255)
+    frame[2, 2] = (255, 40, 40)  # a red block is not the effector
+    frame[20, 5] = (255, 0, 255)  # nor is one stray magenta pixel
+    np.testing.assert_allclose(evaluate.effector_centroid(frame), [11, 31])
+
+
+def test_psnr_and_ssim_rank_corruptions():
+    rng = np.random.default_rng(0)
+    video = rng.integers(0, 256, (4, 24, 40, 3), dtype=np.uint8)
+    noisy = lambda s: np.clip(video + rng.normal(0, s, video.shape), 0, 255).astype(np.uint8)  # noqa: E731
+    assert evaluate.ssim(video, video) == pytest.approx(1.0)
+    assert evaluate.psnr(video, noisy(4)) > evaluate.psnr(video, noisy(32))
+    assert evaluate.ssim(video, noisy(4)) > evaluate.ssim(video, noisy(32))
+
+
+@pytest.fixture(scope="module")
+def tabletop_held_out(tiny_t5_dir, tmp_path_factory):
+    """Two tabletop episodes (seed 5) in the Language Table format, converted with the tiny models' text encoder."""
+    from unisim.pipelines import convert
+    from unisim.pipelines.embed import EncoderSettings
+    from unisim.samples import tabletop
+
+    root = tmp_path_factory.mktemp("held_out")
+    source = tabletop.write_sample(str(root / "source"), num_episodes=2, seed=5)
+    output = str(root / "clips")
+    convert.run(convert.ConvertConfig(dataset="language_table", source=source, output=output,
+                                      text=convert.TextOptions(encoder=EncoderSettings(tiny_t5_dir, batch_size=4))),
+                command="test")
+    return output
+
+
+def test_unisim_eval_prints_and_writes_the_table(tiny_workdirs, tabletop_held_out, tmp_path):
+    output = str(tmp_path / "eval.json")
+    result = subprocess.run([sys.executable, "-m", "unisim.cli", "eval", "--checkpoint", tiny_workdirs["base"],
+                             "--data", tabletop_held_out, "--history_ablation", tiny_workdirs["base"], "--clips", "2",
+                             "--steps", "2", "--output", output], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = json.load(open(output))
+    names = [row["name"] for row in table["rows"]]
+    assert names == ["model, 4 history frames", "null condition", "copy last frame", "model, 4 history frame(s)"]
+    for name in names:
+        assert f"| {name} |" in result.stdout
+    # The copy-last-frame baseline predicts no motion: its error is the true displacement, measured independently.
+    clips = evaluate.held_out_clips(tabletop_held_out, (24, 40), 16, 2)
+    true_moves = [np.linalg.norm(evaluate.effector_centroid(c["targets"][-1]) - evaluate.effector_centroid(
+        c["history"][-1])) for c in clips]
+    copy = table["rows"][2]
+    assert copy["action_error_px"] == pytest.approx(np.mean(true_moves)) and copy["effector_found"] == 1.0
+    assert all(np.isfinite(row["psnr"]) and -1 <= row["ssim"] <= 1 and row["fvd"] >= 0 for row in table["rows"])
+
+
+def test_unisim_eval_refuses_data_without_usable_clips(tiny_workdirs, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "unisim.cli", "eval", "--checkpoint", tiny_workdirs["base"],
+                             "--data", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 2 and "unisim eval: error:" in result.stderr
+
+
+def test_the_demo_runs_end_to_end_at_smoke_size(tmp_path):
+    workdir = str(tmp_path / "demo")
+    result = subprocess.run([sys.executable, "-m", "unisim.cli", "demo", "--workdir", workdir, "--episodes", "3",
+                             "--steps", "2"], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in ("report.html", "eval.json", "rollout-text.gif", "rollout-controls.gif", "mixture.py"):
+        assert os.path.exists(os.path.join(workdir, name)), name
+    report = open(os.path.join(workdir, "report.html"), encoding="utf-8").read()
+    assert "rollout-text.gif" in report and "copy last frame" in report
+    assert f"Open {os.path.join(workdir, 'report.html')}" in result.stdout
