@@ -47,6 +47,7 @@ import json
 import logging
 import re
 import secrets
+import signal
 import sys
 import threading
 import time
@@ -489,6 +490,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"unisim serve: warning: listening on {args.host} without authentication", flush=True)
     print(f"unisim serve: {server.url} (frames {simulator.frames} × {simulator.output_size}, max_batch "
           f"{simulator.max_batch}); Ctrl-C stops", flush=True)
+    # Ctrl-C and SIGTERM (what process managers send) stop it cleanly. Installed explicitly: a process started in
+    # the background by a non-interactive shell inherits SIGINT ignored, and Python then raises no KeyboardInterrupt.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.default_int_handler)
     try:
         while True:
             time.sleep(3600)

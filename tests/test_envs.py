@@ -62,8 +62,10 @@ def test_gym_check_env_fails_on_a_violation(sim):
         def reset(self, *, seed=None, options=None):
             return super().reset(seed=None, options=options)
 
+    # One initial image: both of check_env's seeded resets show it whatever the seed, so the check that fails is
+    # always the one about the seed (with several images the determinism check may fail first, by chance).
     with pytest.raises(AssertionError, match=r"super\(\)\.reset\(seed=seed\)"):
-        check_env(IgnoresSeed(sim, IMAGES, max_steps=2, normalize_controls=True), skip_render_check=True)
+        check_env(IgnoresSeed(sim, IMAGES[:1], max_steps=2, normalize_controls=True), skip_render_check=True)
 
 
 def test_spaces_and_observations(sim):
