@@ -8,7 +8,7 @@ Formats: the tabletop world in the Language Table RLDS format (train and held-ou
 an activity-video sample in the Something-Something V2 layout, an image-text sample in img2dataset's webdataset
 layout. Everything goes under `workdir` (default `demo-output/`, or $DEMO_OUT); `report.html` is the page to open.
 The text encoder is a tiny RANDOMLY INITIALISED T5 (no pretrained weights can be downloaded here) unless
-`--text_encoder PATH` names a real one. A few hundred CPU steps of a tiny model show the plumbing, not a good
+`--text_encoder PATH` names a real one. 150 CPU steps (the default) of a tiny model show the plumbing, not a good
 simulator: the report says what the figures are.
 """
 
@@ -166,7 +166,7 @@ def _report(workdir: str, clock: _Clock, converted: dict, base: str, rollouts: l
              "border-bottom:1px solid #ddd;text-align:left}img{image-rendering:pixelated;margin-right:12px}</style>",
              "<h1>UniSim demo</h1><p>Built-in samples in three official formats → Beam conversion → a weighted "
              "mixture → the tiny base model trained on this CPU → rollouts and the held-out evaluation. The text "
-             "encoder is a tiny <b>randomly initialised</b> T5 unless a real one was given, and a few hundred CPU "
+             "encoder is a tiny <b>randomly initialised</b> T5 unless a real one was given, and the default 150 CPU "
              "steps train a smoke-test model: these figures show the chain works, not simulation quality.</p>",
              "<h2>Data</h2><table><tr><th>dataset</th><th>records</th><th>rejected</th><th>mixture weight</th>"
              "<th>realized share</th></tr>"]
