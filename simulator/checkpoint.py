@@ -33,6 +33,9 @@ class Stage:
     description: dict  # run.json: text encoder identity, sources with control statistics, …
     model: object  # VideoUNet
     params: dict  # EMA parameters
+    # The simulator's jitted samplers for this stage, by (sampler, steps, gamma, frames): simulators that differ only
+    # in guidance (a runtime input) share them, so e.g. `unisim eval`'s null-condition row compiles nothing new.
+    samplers: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     @property
     def super_resolution(self) -> bool:
@@ -43,14 +46,15 @@ class Stage:
         return self.config.input.height, self.config.input.width
 
 
-def _read_text(path: str) -> str:
+def read_file(path: str) -> bytes:
+    """A local or remote (gs://, any scheme Beam's FileSystems knows) file's bytes; Beam is imported for remote only."""
     if "://" not in path:
-        with open(path, encoding="utf-8") as f:
+        with open(path, "rb") as f:
             return f.read()
     from apache_beam.io.filesystems import FileSystems
 
     with FileSystems.open(path) as f:
-        return f.read().decode("utf-8")
+        return f.read()
 
 
 def _exists(path: str) -> bool:
@@ -80,7 +84,7 @@ def load_stage(path: str) -> Stage:
     if not _exists(description_path):
         raise CheckpointError(f"{path}: no {train.RUN_DESCRIPTION} in {workdir} — expected a workdir written by "
                               "`unisim train` (or a checkpoints/STEP folder inside one)")
-    description = json.loads(_read_text(description_path))
+    description = json.loads(read_file(description_path).decode("utf-8"))
     config = ml_collections.ConfigDict(description["config"])
     checkpoints = f"{workdir}/checkpoints"
     manager = ocp.CheckpointManager(checkpoints if "://" in checkpoints else os.path.abspath(checkpoints),

@@ -144,7 +144,7 @@ class Simulator:
         self._encoder = None
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._seeds = itertools.count(seed)
-        self._samplers = [_StageSampler(stage, sampler, self.frames) for stage in [base, *self.super_resolution]]
+        self._samplers = [_StageSampler.of(stage, sampler, self.frames) for stage in [base, *self.super_resolution]]
         self.sampler_calls = 0  # batched sampling calls so far (the server's batching is measured by it)
 
     @classmethod
@@ -345,6 +345,14 @@ class _StageSampler:
     """One stage's jitted sampler: keys, guidance and conditioning → samples [B, frames, h, w, 3] in [-1, 1].
     jax.jit compiles it once per batch size; without guidance anywhere in the batch the unguided model is called
     once per step instead of on the doubled batch."""
+
+    @classmethod
+    def of(cls, stage: Stage, sampler: SamplerSettings, frames: int) -> "_StageSampler":
+        """The stage's sampler for these settings, made once (guidance is an input, not part of the key)."""
+        key = (sampler.sampler, sampler.steps, sampler.gamma, frames)
+        if key not in stage.samplers:
+            stage.samplers[key] = cls(stage, sampler, frames)
+        return stage.samplers[key]
 
     def __init__(self, stage: Stage, sampler: SamplerSettings, frames: int):
         self.stage = stage

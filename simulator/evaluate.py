@@ -24,6 +24,7 @@ comparing rows of one run, never published FVD (plug in I3D with --fidelity_net 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -159,7 +160,7 @@ def evaluate(checkpoint: str, data: str, *, history_ablation: str | None = None,
         net = fidelity.feature_network(fidelity_net if "?" in fidelity_net or ":" in fidelity_net
                                        else f"{fidelity_net}?frames={shortest}")
     rows = [score("model", held_out, _generate(model, held_out, seed), net)]
-    null = Simulator(model.base, sampler=SamplerSettings(**{**sampler.__dict__, "guidance": -1.0}), max_batch=clips)
+    null = Simulator(model.base, sampler=dataclasses.replace(sampler, guidance=-1.0), max_batch=clips)
     rows.append(score("null condition", held_out, _generate(null, held_out, seed), net))
     rows.append(score("copy last frame", held_out,
                       [np.repeat(c["history"][-1:], model.frames, axis=0) for c in held_out], net))

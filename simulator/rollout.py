@@ -20,6 +20,7 @@ import time
 
 import numpy as np
 
+from unisim.simulator.checkpoint import read_file
 from unisim.simulator.core import Action, SamplerSettings, Simulator
 
 
@@ -46,15 +47,7 @@ def read_image(path: str) -> np.ndarray:
     """An RGB uint8 image from a local or remote (gs://) file."""
     import cv2
 
-    if "://" in path:
-        from apache_beam.io.filesystems import FileSystems
-
-        with FileSystems.open(path) as f:
-            data = f.read()
-    else:
-        with open(path, "rb") as f:
-            data = f.read()
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB)
+    image = cv2.imdecode(np.frombuffer(read_file(path), np.uint8), cv2.IMREAD_COLOR_RGB)
     if image is None:
         raise ValueError(f"{path} is not an image OpenCV can decode")
     return image

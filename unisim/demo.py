@@ -171,12 +171,11 @@ def _report(workdir: str, clock: _Clock, converted: dict, base: str, rollouts: l
              "<h2>Data</h2><table><tr><th>dataset</th><th>records</th><th>rejected</th><th>mixture weight</th>"
              "<th>realized share</th></tr>"]
     for name, c in converted.items():
-        share = mixture.get(name, {})
+        share = mixture.get(name)  # None: not in the mixture (the held-out clips)
+        weights = (f"<td>{share['target']:.2f}</td><td>{share['realized']:.2f}</td>" if share
+                   else "<td>held out</td><td>—</td>")
         parts.append(f"<tr><td>{esc(name)} ({esc(c['dataset'])})</td><td>{c['records']}</td><td>{c['rejected']} "
-                     f"{esc(json.dumps(c['reasons']))}</td><td>{share.get('target', 0):.2f}</td>"
-                     f"<td>{share.get('realized', 0):.2f}</td></tr>" if share else
-                     f"<tr><td>{esc(name)} ({esc(c['dataset'])})</td><td>{c['records']}</td><td>{c['rejected']} "
-                     f"{esc(json.dumps(c['reasons']))}</td><td>held out</td><td>—</td></tr>")
+                     f"{esc(json.dumps(c['reasons']))}</td>{weights}</tr>")
     parts.append("</table><h2>Training</h2>" + _svg_curve(rows))
     parts.append("<h2>Rollouts from a held-out frame</h2>")
     for r in rollouts:
