@@ -64,10 +64,6 @@ class SamplerSettings:
         if self.steps < 1:
             raise ValueError(f"sampler steps must be at least 1, not {self.steps}")
 
-    @classmethod
-    def paper(cls, guidance: float = 1.0) -> "SamplerSettings":
-        return cls(sampler="ancestral", steps=256, gamma=0.1, guidance=guidance)
-
     @staticmethod
     def add_flags(parser) -> None:
         """The sampler's command-line flags (`unisim rollout`, `unisim serve`)."""
