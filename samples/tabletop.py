@@ -1,15 +1,26 @@
 """A small real-physics tabletop world in pybullet, in the spirit of Language Table (Lynch et al. 2023).
 
 World: a flat board on which four 4 cm cubes (red, blue, green, yellow) slide with friction, pushed by a
-magenta cylindrical end effector (2.5 cm radius). No robot arm is simulated: the effector is a rigid body
+magenta cylindrical end effector (4.5 cm radius). No robot arm is simulated: the effector is a rigid body
 held by a fixed constraint whose pivot is moved toward the commanded target, so it pushes blocks through
 ordinary contacts (it does not collide with the board, so it glides without friction).
 
 Frames: world metres, z up, board surface at z = 0. The workspace (where effector targets are clipped and
-blocks are placed) is x in [0.15, 0.6], y in [-0.3048, 0.3048], Language Table's board. x points away from
-the robot side (top of the image) toward the camera, which sits beyond x = 0.6 looking down at the board at
-an angle. In the 640x360 image therefore: image right = +y, image left = -y, image up = -x (farther from
-the camera), image down = +x.
+blocks are placed) is x in [0.15, 0.6], y in [-0.3048, 0.3048], Language Table's board. The camera looks
+straight down at the workspace's centre, image up toward -x, so in the 640x360 image: image right = +y,
+image left = -y, image up = -x, image down = +x.
+
+Departures from Language Table, for a model that must learn this world at the paper's 24x40 base size on a
+CPU (issue 17; each is a constant below):
+- the camera looks straight down (Language Table's looks at an angle), so the workspace fills the frame and
+  one pixel of the 24x40 frame is ~2 cm everywhere on the board;
+- the effector is 4.5 cm in radius (Language Table's is ~2.5 cm), ~5 pixels across at 24x40 instead of ~2, so
+  it can be seen, learned and found by colour (`unisim eval`) at that size;
+- frames are rendered at half size (320x180) and upscaled to the release's 640x360: 4x less rendering time,
+  and nothing is lost at the 24x40 the model sees;
+- the scripted policy's actions carry Gaussian noise (`ACTION_NOISE` per axis), so that the recorded controls
+  say something the instruction and the history do not: a model can only predict the effector's path by
+  following them.
 
 Control: 10 Hz. An action is a 2-D delta (dx, dy) in metres, clipped to [-0.1, 0.1] per axis, added to the
 effector *target* (which is clipped to the workspace); each control step runs 24 physics substeps at 240 Hz
@@ -25,6 +36,7 @@ CPU TinyRenderer, so equal seeds give byte-identical frames.
 from __future__ import annotations
 
 import argparse
+import math
 
 import numpy as np
 import pybullet as p
@@ -32,17 +44,19 @@ import pybullet as p
 from unisim.samples import language_table_format
 
 IMAGE_HEIGHT, IMAGE_WIDTH = 360, 640
+RENDER_SCALE = 2  # rendered at IMAGE_{HEIGHT,WIDTH} / RENDER_SCALE, then upscaled (see the module docstring)
 WORKSPACE_X = (0.15, 0.6)
 WORKSPACE_Y = (-0.3048, 0.3048)
 CONTROL_HZ, PHYSICS_HZ = 10, 240
 SUBSTEPS = PHYSICS_HZ // CONTROL_HZ
 MAX_ACTION = 0.1  # per axis, as in the release's action space
-SCRIPTED_MAX_STEP = 0.03  # metres per control step for the scripted policy
+SCRIPTED_MAX_STEP = 0.03  # metres per control step for the scripted policy (per axis, noise included)
+ACTION_NOISE = 0.01  # std (metres, per axis) of the Gaussian noise on each scripted action
 
 EFFECTOR_RGB = (255, 0, 255)  # magenta: used by nothing else, so a frame can be segmented for the effector
 BLOCK_COLORS = {"red": (230, 25, 25), "blue": (25, 60, 235), "green": (20, 175, 40), "yellow": (245, 215, 20)}
 BOARD_RGB = (110, 110, 115)  # neutral grey: zero saturation, far from every block hue and from magenta
-EFFECTOR_RADIUS, EFFECTOR_HEIGHT = 0.025, 0.06
+EFFECTOR_RADIUS, EFFECTOR_HEIGHT = 0.045, 0.06
 BLOCK_HALF = 0.02
 # Image direction -> unit vector in world (x, y); see the module docstring for why.
 DIRECTIONS = {"left": (0.0, -1.0), "right": (0.0, 1.0), "up": (-1.0, 0.0), "down": (1.0, 0.0)}
@@ -52,9 +66,10 @@ SAMPLE_NAME = "language_table_tabletop_sim"  # the TFDS dataset name of the writ
 PUSH_DISTANCE = 0.08  # how far the scripted policy pushes
 SUCCESS_DISTANCE = 0.05  # displacement along the commanded direction that earns reward 1.0
 
-# Looks 45 degrees down from beyond the +x edge; the workspace spans roughly columns 150-590, rows 100-340.
-_CAMERA_EYE, _CAMERA_TARGET = (0.85, 0.0, 0.5), (0.35, 0.0, 0.0)
-_CAMERA_FOV_DEG = 42.0
+# Straight down from 1.2 m above the workspace's centre, image up = -x; the frame's height spans x in
+# [0.14, 0.61] (the workspace with 1 cm to spare) and its width y in [-0.42, 0.42].
+_CAMERA_EYE, _CAMERA_TARGET, _CAMERA_UP = (0.375, 0.0, 1.2), (0.375, 0.0, 0.0), (-1.0, 0.0, 0.0)
+_CAMERA_FOV_DEG = 2 * math.degrees(math.atan(0.235 / 1.2))
 
 
 def _rgba(rgb):
@@ -66,7 +81,7 @@ class TabletopWorld:
 
     def __init__(self):
         self.client = p.connect(p.DIRECT)
-        self._view = p.computeViewMatrix(_CAMERA_EYE, _CAMERA_TARGET, [0, 0, 1], physicsClientId=self.client)
+        self._view = p.computeViewMatrix(_CAMERA_EYE, _CAMERA_TARGET, _CAMERA_UP, physicsClientId=self.client)
         self._proj = p.computeProjectionMatrixFOV(_CAMERA_FOV_DEG, IMAGE_WIDTH / IMAGE_HEIGHT, 0.05, 3.0,
                                                   physicsClientId=self.client)
         self.blocks: dict[str, int] = {}
@@ -100,7 +115,7 @@ class TabletopWorld:
             [0.25, 0.0, -0.01], physicsClientId=c)
         p.changeDynamics(board, -1, lateralFriction=0.5, physicsClientId=c)
 
-        positions = _sample_separated_points(rng, len(BLOCK_COLORS) + 1, min_distance=0.09, margin=0.05)
+        positions = _sample_separated_points(rng, len(BLOCK_COLORS) + 1, min_distance=STANDOFF + 0.02, margin=0.05)
         self.blocks = {}
         block_shape = p.createCollisionShape(p.GEOM_BOX, halfExtents=[BLOCK_HALF] * 3, physicsClientId=c)
         for (name, rgb), xy in zip(BLOCK_COLORS.items(), positions):
@@ -154,10 +169,14 @@ class TabletopWorld:
         return np.array(pos[:2])
 
     def render(self) -> np.ndarray:
-        _, _, rgba, _, _ = p.getCameraImage(IMAGE_WIDTH, IMAGE_HEIGHT, self._view, self._proj,
+        import cv2
+
+        height, width = IMAGE_HEIGHT // RENDER_SCALE, IMAGE_WIDTH // RENDER_SCALE
+        _, _, rgba, _, _ = p.getCameraImage(width, height, self._view, self._proj,
                                             renderer=p.ER_TINY_RENDERER, flags=p.ER_NO_SEGMENTATION_MASK,
                                             physicsClientId=self.client)
-        return np.asarray(rgba, dtype=np.uint8).reshape(IMAGE_HEIGHT, IMAGE_WIDTH, 4)[..., :3].copy()
+        frame = np.asarray(rgba, dtype=np.uint8).reshape(height, width, 4)[..., :3]
+        return cv2.resize(frame, (IMAGE_WIDTH, IMAGE_HEIGHT), interpolation=cv2.INTER_LINEAR)
 
     def project(self, xyz) -> np.ndarray:
         """World point -> (column, row) pixel coordinates in the rendered frame."""
@@ -188,8 +207,10 @@ def _inside_workspace(xy, margin=0.0):
             and WORKSPACE_Y[0] + margin <= xy[1] <= WORKSPACE_Y[1] - margin)
 
 
-STANDOFF = 0.075  # effector-to-block distance from which a push starts (contact is at ~0.05-0.053)
-SIDE_CLEARANCE = 0.085  # lateral offset that lets the effector pass beside a block without touching it
+# Effector-to-block distance from which a push starts (contact is at the radius + 2 to 2.8 cm), and the lateral
+# offset that lets the effector pass beside a block without touching it.
+STANDOFF = EFFECTOR_RADIUS + 0.05
+SIDE_CLEARANCE = EFFECTOR_RADIUS + 0.06
 
 
 def _scripted_waypoint(effector, block, direction, pushing):
@@ -234,12 +255,14 @@ def scripted_episode(seed: int, max_steps: int = 30, episode_id: str | None = No
             moved = (world.block_xy(color) - block_start) @ direction
             last = t == max_steps - 1 or moved >= PUSH_DISTANCE
             action = np.zeros(2)
+            noise = task_rng.normal(0.0, ACTION_NOISE, 2)  # drawn every step, so an episode's stream is fixed
             if not last:
                 waypoint, pushing = _scripted_waypoint(world.target, world.block_xy(color), direction, pushing)
                 action = waypoint - world.target
                 norm = np.linalg.norm(action)
                 if norm > SCRIPTED_MAX_STEP:
                     action *= SCRIPTED_MAX_STEP / norm
+                action = np.clip(action + noise, -SCRIPTED_MAX_STEP, SCRIPTED_MAX_STEP)
             steps.append({
                 "action": action.astype(np.float32),
                 "is_first": t == 0, "is_last": last, "is_terminal": last,
@@ -264,15 +287,30 @@ def episode_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
+def _episode_example(job: tuple[int, int, int]) -> tuple[str, dict]:
+    seed, index, max_steps = job
+    episode_id = f"tabletop_{seed}_{index:05d}"
+    episode = scripted_episode(episode_seed(seed, index), max_steps, episode_id=episode_id)
+    return episode_id, {"episode_id": episode_id, "steps": episode["steps"]}
+
+
 def write_sample(data_dir: str, num_episodes: int = 8, seed: int = 0, max_steps: int = 30,
-                 name: str = SAMPLE_NAME, num_shards: int | None = None) -> str:
-    """Simulates `num_episodes` scripted episodes and writes them in the Language Table RLDS format."""
+                 name: str = SAMPLE_NAME, num_shards: int | None = None, workers: int = 1) -> str:
+    """Simulates `num_episodes` scripted episodes and writes them in the Language Table RLDS format.
+
+    `workers` > 1 simulates episodes in that many processes (each episode depends on its seed only, so the
+    written bytes are the same for any count); TFDS encodes and writes them in this one."""
+    jobs = [(seed, i, max_steps) for i in range(num_episodes)]
 
     def make_examples():
-        for i in range(num_episodes):
-            episode_id = f"tabletop_{seed}_{i:05d}"
-            episode = scripted_episode(episode_seed(seed, i), max_steps, episode_id=episode_id)
-            yield episode_id, {"episode_id": episode_id, "steps": episode["steps"]}
+        if workers <= 1:
+            yield from map(_episode_example, jobs)
+            return
+        import multiprocessing
+
+        # spawn: a fork of a process that has started TensorFlow's threads is not safe.
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            yield from pool.imap(_episode_example, jobs)
 
     return language_table_format.write(data_dir, make_examples, name=name, num_shards=num_shards)
 
@@ -283,8 +321,9 @@ def main(argv=None):
     parser.add_argument("--episodes", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max_steps", type=int, default=30)
+    parser.add_argument("--workers", type=int, default=1, help="processes simulating episodes")
     args = parser.parse_args(argv)
-    print(write_sample(args.output, args.episodes, args.seed, args.max_steps))
+    print(write_sample(args.output, args.episodes, args.seed, args.max_steps, workers=args.workers))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The pybullet tabletop world: determinism, the effector's colour in frames, real pushes, and the written sample."""
 
+import os
 import re
 
 import numpy as np
@@ -54,8 +55,10 @@ def test_frame_shape_and_actions_are_clipped_to_limits_and_workspace():
         frame = world.reset(0)
         assert frame.shape == (360, 640, 3) and frame.dtype == np.uint8
         before = world.target.copy()
-        world.step((0.5, -0.5))  # beyond the 0.1 per-axis limit
-        np.testing.assert_allclose(world.target - before, [0.1, -0.1], atol=1e-9)
+        # Beyond the 0.1 per-axis limit, toward the workspace's centre (so the workspace does not clip it first).
+        toward = np.sign(np.array([np.mean(tabletop.WORKSPACE_X), np.mean(tabletop.WORKSPACE_Y)]) - before)
+        world.step(0.5 * toward)
+        np.testing.assert_allclose(world.target - before, 0.1 * toward, atol=1e-9)
         for _ in range(10):
             world.step((0.1, 0.1))
         np.testing.assert_allclose(world.target, [tabletop.WORKSPACE_X[1], tabletop.WORKSPACE_Y[1]])
@@ -66,23 +69,29 @@ def test_frame_shape_and_actions_are_clipped_to_limits_and_workspace():
 def test_effector_colour_appears_where_the_camera_projects_it_and_follows_it():
     with tabletop.TabletopWorld() as world:
         frame = world.reset(1)
-        mid_height = tabletop.EFFECTOR_HEIGHT / 2
+        top = tabletop.EFFECTOR_HEIGHT + 0.002  # the camera looks straight down: it sees the effector's top disc
+        # The disc's radius in pixels, from the camera model itself.
+        radius = np.linalg.norm(world.project((*world.effector_xy() + [0, tabletop.EFFECTOR_RADIUS], top))
+                                - world.project((*world.effector_xy(), top)))
+        assert radius > 20, "effector barely visible"
         positions = []
         for _ in range(2):
             mask = colour_mask(frame, tabletop.EFFECTOR_RGB)
-            assert mask.sum() > 300, "effector barely visible"
-            expected = world.project((*world.effector_xy(), mid_height))
-            assert np.linalg.norm(centroid(mask) - expected) < 15
+            assert mask.sum() > 0.7 * np.pi * radius**2, "effector barely visible"
+            expected = world.project((*world.effector_xy(), top))
+            assert np.linalg.norm(centroid(mask) - expected) < 0.2 * radius
             # Only the effector is magenta-like: every such pixel lies close to it.
             rows, cols = np.nonzero(mask)
-            assert np.abs(cols - expected[0]).max() < 40 and np.abs(rows - expected[1]).max() < 50
+            assert np.hypot(cols - expected[0], rows - expected[1]).max() < 1.3 * radius
             positions.append(centroid(mask))
             direction = 1.0 if world.target[1] < 0 else -1.0  # move across the board, away from the edge
             for _ in range(4):
                 frame = world.step((0.0, 0.03 * direction))
-        # +y is image right: a move of 12 cm along y shifts the effector by tens of pixels horizontally.
+        # +y is image right: a move of 12 cm along y shifts the effector by tens of pixels horizontally, and not
+        # vertically (the camera looks straight down, image up = -x).
         assert abs(positions[1][0] - positions[0][0]) > 40
         assert np.sign(positions[1][0] - positions[0][0]) == np.sign(direction)
+        assert abs(positions[1][1] - positions[0][1]) < 5
     for name, rgb in tabletop.BLOCK_COLORS.items():
         assert not colour_mask(np.array([[rgb]], np.uint8), tabletop.EFFECTOR_RGB).any(), name
     assert not colour_mask(np.array([[tabletop.BOARD_RGB]], np.uint8), tabletop.EFFECTOR_RGB).any()
@@ -106,6 +115,9 @@ def test_scripted_pushes_move_the_block_in_the_commanded_image_direction():
         assert INSTRUCTION_PATTERN.fullmatch(episode["instruction"])
         assert episode["target_block"] in episode["instruction"]
         assert all(np.abs(s["action"]).max() <= tabletop.SCRIPTED_MAX_STEP + 1e-6 for s in steps)
+        # The actions carry the policy's noise: no two steps of a push repeat one action exactly.
+        moving = [tuple(s["action"]) for s in steps[:-1]]
+        assert len(set(moving)) == len(moving)
         # Physics: the block really moved along the commanded world direction...
         moved = episode["block_displacement"] @ np.array(tabletop.DIRECTIONS[direction])
         assert moved > tabletop.SUCCESS_DISTANCE, (direction, episode["block_displacement"])
@@ -141,3 +153,12 @@ def test_write_sample_loads_with_tfds_and_round_trips_instructions(tmp_path):
         assert frame.shape == (360, 640, 3)
         # JPEG is lossy but close to the rendered frame.
         assert np.abs(frame.astype(int) - expected["steps"][0]["observation"]["rgb"].astype(int)).mean() < 4
+
+
+def test_episodes_simulated_in_worker_processes_are_written_byte_for_byte_the_same(tmp_path):
+    one = tabletop.write_sample(str(tmp_path / "one"), num_episodes=3, seed=2, max_steps=4)
+    two = tabletop.write_sample(str(tmp_path / "two"), num_episodes=3, seed=2, max_steps=4, workers=2)
+    shards = sorted(name for name in os.listdir(one) if ".tfrecord" in name)
+    assert shards and shards == sorted(name for name in os.listdir(two) if ".tfrecord" in name)
+    for name in shards:
+        assert open(os.path.join(one, name), "rb").read() == open(os.path.join(two, name), "rb").read(), name
