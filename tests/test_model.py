@@ -28,11 +28,14 @@ def conditioning(seed=0, drop=(False, False)):
 def model_and_params():
     model = VideoUNet(TINY)
     params = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((B, T, H, W, 3)), jnp.zeros((B,)), conditioning())
-    # Zero-initialised output layers make a fresh model ignore its inputs; perturb every weight to test wiring.
+    return model, _perturbed(params)
+
+
+def _perturbed(params):
+    """Zero-initialised output layers make a fresh model ignore its inputs; perturb every weight to test wiring."""
     leaves, tree = jax.tree.flatten(params)
     keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
-    params = jax.tree.unflatten(tree, [x + 0.1 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
-    return model, params
+    return jax.tree.unflatten(tree, [x + 0.1 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
 
 
 def test_the_schedule_is_clipped_cosine_and_variance_preserving():
@@ -117,3 +120,62 @@ def test_any_base_width_builds_even_where_skip_concatenations_are_not_multiples_
     shapes = jax.eval_shape(VideoUNet(config).init, jax.random.PRNGKey(0), jnp.zeros((B, T, H, W, 3)), jnp.zeros((B,)),
                             conditioning())
     assert sum(x.size for x in jax.tree.leaves(shapes)) > 0
+
+
+def test_each_frame_tells_its_own_control_from_the_others(model_and_params):
+    """Swapping two frames' controls changes the output: the tokens carry their target frame, and each frame's
+    embedding its own action and the ones before it (a set of tokens without order could not tell them apart)."""
+    model, params = model_and_params
+    apply = jax.jit(model.apply)
+    noisy, logsnr = jnp.ones((B, T, H, W, 3)) * 0.3, jnp.array([1.0, -2.0])
+    cond = conditioning(0)
+    swapped = conditioning(0)
+    swapped.controls = cond.controls[:, ::-1]
+    assert float(jnp.abs(apply(params, noisy, logsnr, swapped) - apply(params, noisy, logsnr, cond)).max()) > 1e-4
+    # Without the per-frame path the order still reaches the model, through the tokens' frame embedding.
+    no_frames = VideoUNet(ModelConfig(**{**TINY.__dict__, "frame_controls": False}))
+    p = _perturbed(jax.jit(no_frames.init)(jax.random.PRNGKey(0), noisy, logsnr, cond))
+    assert float(jnp.abs(no_frames.apply(p, noisy, logsnr, swapped) - no_frames.apply(p, noisy, logsnr, cond)).max()) \
+        > 1e-4
+
+
+def test_control_values_embed_smoothly_across_neighbouring_bins():
+    """"value" embeds a bin from its centre, so bins 2000 and 2001 get close vectors and bin 100 a distant one;
+    "bins" (a vector per bin) has no notion of neighbours."""
+    from unisim.trainer.model import ConditionEncoder
+
+    def tokens(embedding, bins):
+        encoder = ConditionEncoder(ModelConfig(**{**TINY.__dict__, "control_embedding": embedding}))
+        cond = conditioning(0)
+        params = encoder.init(jax.random.PRNGKey(0), cond)
+        out = []
+        for b in bins:
+            cond.controls = jnp.full((B, T, 2), b, jnp.int32)
+            out.append(encoder.apply(params, cond)[0][:, -T * 2:])  # the control tokens
+        return out
+
+    for embedding, smooth in (("value", True), ("bins", False)):
+        near, next_bin, far = tokens(embedding, (2000, 2001, 100))
+        ratio = float(jnp.linalg.norm(near - next_bin) / jnp.linalg.norm(near - far))
+        assert (ratio < 0.2) if smooth else (ratio > 0.5), (embedding, ratio)  # measured: 0.08 and ~1
+    with pytest.raises(ValueError, match="control_embedding must be"):
+        tokens("onehot", (1,))
+
+
+def test_patches_fold_into_channels_and_back():
+    from unisim.trainer.model import depth_to_space, space_to_depth
+
+    x = jnp.arange(2 * 3 * 8 * 12 * 3, dtype=jnp.float32).reshape(2, 3, 8, 12, 3)
+    folded = space_to_depth(x, 4)
+    assert folded.shape == (2, 3, 2, 3, 48)
+    np.testing.assert_array_equal(np.asarray(folded[0, 0, 1, 2, :3]), np.asarray(x[0, 0, 4, 8]))  # a patch's corner
+    np.testing.assert_array_equal(np.asarray(depth_to_space(folded, 4)), np.asarray(x))
+    config = ModelConfig(**{**TINY.__dict__, "patch_size": 2, "attention_resolutions": (3,)})
+    shapes = jax.eval_shape(VideoUNet(config).init, jax.random.PRNGKey(0), jnp.zeros((B, T, H, W, 3)), jnp.zeros((B,)),
+                            conditioning())
+    out = jax.eval_shape(lambda p: VideoUNet(config).apply(p, jnp.zeros((B, T, H, W, 3)), jnp.zeros((B,)),
+                                                          conditioning()), shapes)
+    assert out.shape == (B, T, H, W, 3)
+    with pytest.raises(ValueError, match="do not split into 8×8 patches"):
+        jax.eval_shape(VideoUNet(ModelConfig(**{**TINY.__dict__, "patch_size": 8})).init, jax.random.PRNGKey(0),
+                       jnp.zeros((B, T, H, W, 3)), jnp.zeros((B,)), conditioning())
