@@ -354,7 +354,9 @@ class _StageSampler:
         self.stage = stage
         self._run = {guided: jax.jit(functools.partial(self._sample, stage.model, sampler, frames,
                                                        (stage.config.input.height, stage.config.input.width),
-                                                       float(stage.config.condition_noise), guided))
+                                                       float(stage.config.condition_noise),
+                                                       diffusion.prediction_of(stage.config),
+                                                       bool(stage.config.get("residual", False)), guided))
                      for guided in (False, True)}
 
     def __call__(self, keys, guidance, **cond) -> jax.Array:
@@ -363,11 +365,13 @@ class _StageSampler:
                                                                       for k, v in cond.items()})
 
     @staticmethod
-    def _sample(model, sampler, frames, size, condition_noise, guided, params, keys, guidance, cond):
+    def _sample(model, sampler, frames, size, condition_noise, prediction, residual, guided, params, keys, guidance,
+                cond):
         keys = jax.random.wrap_key_data(keys)
         split = jax.vmap(lambda k: jax.random.split(k, 3))(keys)  # condition noise, initial noise, sampler noise
         normal = lambda ks, shape: jax.vmap(lambda k: jax.random.normal(k, shape))(ks)  # noqa: E731
         history = cond["history"].astype(jnp.float32) / 127.5 - 1
+        anchor = diffusion.residual_anchor(history, cond["history_mask"]) if residual else 0.0  # clean, as trained
         # The training's condition noise augmentation (config.condition_noise), drawn per example.
         history = history + condition_noise * normal(split[:, 0], history.shape[1:])
         lowres = cond["lowres"]
@@ -385,6 +389,10 @@ class _StageSampler:
             conditioning = Conditioning(**parts, drop=jnp.zeros((b,), bool))
             denoise = lambda z, logsnr: model.apply(params, z, logsnr, conditioning)  # noqa: E731
         noise = normal(split[:, 1], (frames, *size, 3))
+        bound = 2.0 if residual else 1.0
         if sampler.sampler == "ancestral":
-            return diffusion.ancestral_sample(denoise, noise, split[:, 2], sampler.steps, sampler.gamma)
-        return diffusion.ddim_sample(denoise, noise, sampler.steps)
+            x = diffusion.ancestral_sample(denoise, noise, split[:, 2], sampler.steps, sampler.gamma, prediction,
+                                           bound)
+        else:
+            x = diffusion.ddim_sample(denoise, noise, sampler.steps, prediction, bound)
+        return jnp.clip(x + anchor, -1.0, 1.0)

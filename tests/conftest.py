@@ -22,7 +22,7 @@ def tiny_t5_dir(tmp_path_factory) -> str:
     return tiny_t5.write_tiny_t5(str(tmp_path_factory.mktemp("tiny_t5")), corpus=corpus)
 
 
-def _train(config: str, workdir: str, clips: str, steps: int) -> str:
+def _train(config: str, workdir: str, clips: str, steps: int, *extra: str) -> str:
     import subprocess
     import sys
 
@@ -30,8 +30,10 @@ def _train(config: str, workdir: str, clips: str, steps: int) -> str:
     result = subprocess.run([sys.executable, "-m", "unisim.cli", "train", "--config", f"trainer/configs/{config}",
                              "--workdir", workdir, "--mixture", f"{clips}:1", "--steps", str(steps),
                              f"--config.log_every={steps}", f"--config.checkpoint_every={steps}",
-                             "--config.sample_every=0"], capture_output=True, text=True, cwd=root)
+                             "--config.sample_every=0", *extra], capture_output=True, text=True, cwd=root)
     assert result.returncode == 0, result.stderr[-3000:]
+    with open(os.path.join(workdir, "train.log"), "w", encoding="utf-8") as f:
+        f.write(result.stderr)
     return workdir
 
 
@@ -51,3 +53,11 @@ def tiny_workdirs(language_table_dir, tiny_t5_dir, tmp_path_factory) -> dict[str
                 command="test")
     return {"clips": clips, "base": _train("tiny.py", str(root / "base"), clips, 4),
             "sr": _train("tiny_sr.py", str(root / "sr"), clips, 2)}
+
+
+@pytest.fixture(scope="session")
+def untrained_residual_run(tiny_workdirs, tmp_path_factory) -> str:
+    """The fidelity bench's config (trainer/configs/tabletop_cpu.py: residual x-prediction) stopped by its
+    wall-clock budget after its first step, with learning rate 0 so that its parameters stay at initialisation."""
+    return _train("tabletop_cpu.py", str(tmp_path_factory.mktemp("untrained") / "run"), tiny_workdirs["clips"],
+                  100_000, "--config.max_train_seconds=0.001", "--config.optimizer.learning_rate=0.0")

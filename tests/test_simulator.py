@@ -28,16 +28,54 @@ def _exact_denoiser(z, logsnr):
     return sigma * (z - alpha * MEAN) / (alpha**2 * STD**2 + sigma**2)
 
 
-@pytest.mark.parametrize("sampler", ["ancestral", "ddim"])
-def test_samplers_draw_the_data_distribution_with_the_exact_denoiser(sampler):
+def _exact_output(prediction):
+    """The exact denoiser in the network's parameterisation: ε, v = α ε − σ x̂ or x̂ = (z − σ ε) / α."""
+
+    def denoise(z, logsnr):
+        eps = _exact_denoiser(z, logsnr)
+        alpha, sigma = (a.reshape(-1, 1) for a in diffusion.alpha_sigma(logsnr))
+        x = (z - sigma * eps) / alpha
+        return {"eps": eps, "v": alpha * eps - sigma * x, "x": x}[prediction]
+
+    return denoise
+
+
+# Both samplers read the network's output through the same `eps_and_x`, so the ancestral one is run for ε only.
+@pytest.mark.parametrize("sampler,prediction", [("ancestral", "eps"), ("ddim", "eps"), ("ddim", "v"), ("ddim", "x")])
+def test_samplers_draw_the_data_distribution_with_the_exact_denoiser(sampler, prediction):
     noise = jax.random.normal(jax.random.PRNGKey(0), (4, 4096))
+    denoise = _exact_output(prediction)
     if sampler == "ancestral":
         keys = jax.random.split(jax.random.PRNGKey(1), 4)
-        x = jax.jit(lambda n, k: diffusion.ancestral_sample(_exact_denoiser, n, k, steps=256, gamma=0.1))(noise, keys)
+        x = jax.jit(lambda n, k: diffusion.ancestral_sample(denoise, n, k, steps=256, gamma=0.1,
+                                                            prediction=prediction))(noise, keys)
     else:  # the deterministic sampler's few-step error shrinks the spread (8 steps: 0.13); 512 steps converge
-        x = jax.jit(lambda n: diffusion.ddim_sample(_exact_denoiser, n, steps=512))(noise)
+        x = jax.jit(lambda n: diffusion.ddim_sample(denoise, n, steps=512, prediction=prediction))(noise)
     assert abs(float(x.mean()) - MEAN) < 0.01, float(x.mean())
     assert abs(float(x.std()) - STD) < 0.01, float(x.std())
+
+
+def test_training_targets_are_what_each_parameterisation_converts_back_from():
+    x, noise = jnp.array([[0.5, -0.25]]), jnp.array([[1.5, 0.3]])
+    logsnr = jnp.array([1.0])
+    z = diffusion.add_noise(x, noise, logsnr)
+    for prediction in diffusion.PREDICTIONS:
+        target = diffusion.training_target(x, noise, logsnr, prediction)
+        eps, x_hat = diffusion.eps_and_x(target, z, logsnr[0], prediction)
+        np.testing.assert_allclose(np.asarray(eps), np.asarray(noise), atol=1e-5, err_msg=prediction)
+        np.testing.assert_allclose(np.asarray(x_hat), np.asarray(x), atol=1e-5, err_msg=prediction)
+    with pytest.raises(ValueError, match="prediction must be one of"):
+        diffusion.training_target(x, noise, logsnr, "score")
+
+
+def test_the_residual_anchor_is_the_last_history_frame_or_nothing():
+    history = jnp.arange(2 * 3 * 2 * 1 * 1, dtype=jnp.float32).reshape(2, 3, 2, 1, 1)
+    mask = jnp.array([[True, True, True], [False, False, False]])
+    anchor = diffusion.residual_anchor(history, mask)
+    assert anchor.shape == (2, 1, 2, 1, 1)
+    np.testing.assert_array_equal(np.asarray(anchor[0, 0]), np.asarray(history[0, 2]))
+    assert not np.asarray(anchor[1]).any()  # no history: the residual is the frames themselves
+    assert diffusion.residual_anchor(history[:, :0], mask[:, :0]).shape == (2, 1, 2, 1, 1)
 
 
 def test_ancestral_noise_of_an_example_depends_on_its_key_only():
@@ -63,6 +101,18 @@ def test_guidance_is_equation_2_in_one_call_of_the_doubled_batch():
 
 
 # ------------------------------------------------------------------------------------------ checkpoints
+
+
+def test_an_untrained_residual_model_copies_the_last_history_frame(untrained_residual_run):
+    """Residual x-prediction (config.residual): the zero-initialised output layer predicts no change, so through
+    the real sampler every generated frame is the last history frame, to the byte."""
+    sim = Simulator.from_checkpoints(untrained_residual_run, sampler=SamplerSettings(steps=2), max_batch=2)
+    assert sim.frames == 8 and sim.base.config.residual and sim.base.config.prediction == "x"
+    history = np.random.default_rng(0).integers(0, 256, (3, 24, 40, 3), dtype=np.uint8)
+    sim.reset(history, seed=1)
+    frames = sim.step(controls=[0.03, -0.02])
+    assert frames.shape == (8, 24, 40, 3)
+    assert all((f == history[-1]).all() for f in frames)
 
 
 def test_checkpoint_paths_resolve_and_bad_ones_say_why(tiny_workdirs, tmp_path):

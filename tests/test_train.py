@@ -120,3 +120,11 @@ def test_a_diverging_run_stops_with_a_clear_message(clips, tmp_path):
     assert result.returncode == 2, result.stderr[-2000:]
     assert "the loss or the gradient is not finite" in result.stderr and "the update was skipped" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_wall_clock_budget_stops_and_checkpoints_at_that_step(untrained_residual_run):
+    log = open(os.path.join(untrained_residual_run, "train.log")).read()
+    assert "stopped at step 1: the wall-clock budget of 0 s is spent" in log, log[-2000:]
+    rows = [json.loads(line) for line in open(os.path.join(untrained_residual_run, "metrics.jsonl"))]
+    assert [r["step"] for r in rows] == [1] and rows[0]["elapsed_seconds"] > 0
+    assert os.listdir(os.path.join(untrained_residual_run, "checkpoints")) == ["1"]

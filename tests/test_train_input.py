@@ -171,3 +171,46 @@ def test_a_remote_source_is_copied_once_and_reads_the_same(shards, tmp_path):
     assert os.path.getmtime(tmp_path / "cache" / copy / "manifest.json") == stamp
     with pytest.raises(data.MixtureError, match="no manifest.json"):
         data.build_input([data.Source("memfs://bucket/elsewhere", 1.0)], config)
+
+
+def test_random_windows_keep_history_targets_and_controls_in_step(shards):
+    """With `random_window`, an example's targets start at a frame drawn from [1, n − frames]: the history is the
+    frames just before it, and target t's controls are those of the frame before it. Checked on a record whose
+    frame values and control tokens are their own frame index."""
+    import cv2
+
+    from unisim.schemas import record as rec
+    from unisim.schemas.manifest import Manifest
+
+    tabletop, _ = shards
+    manifest = Manifest.loads(open(os.path.join(tabletop, "manifest.json")).read())
+    source = data.Source(tabletop, 1.0)
+    real = rec.decode(_first_record(tabletop, manifest), validate_record=False)
+    n, frames = 12, 4
+    record = dataclasses.replace(
+        real, frames=[cv2.imencode(".png", np.full((8, 8, 3), 10 * i, np.uint8))[1].tobytes() for i in range(n)],
+        image_format="png", height=8, width=8, context_frames=0, controls=np.zeros((n, 2), np.float32),
+        control_tokens=np.repeat(np.arange(n, dtype=np.uint16)[:, None], 2, axis=1),
+        frame_indices=np.arange(n, dtype=np.int32))
+    config = dataclasses.replace(CONFIG, frames=frames, height=8, width=8, random_window=True)
+    maker = data.ExampleMaker([source], [manifest], config)
+    rng = np.random.default_rng(0)
+    starts = set()
+    for _ in range(200):
+        example = maker((0, rec.encode(record)), rng)
+        targets = example["frames"][:, 0, 0, 0] // 10
+        start = int(targets[0])
+        starts.add(start)
+        assert example["frame_mask"].all() and list(targets) == list(range(start, start + frames))
+        present = example["history_mask"]
+        assert present[-1] and list(example["history"][present, 0, 0, 0] // 10) == list(
+            range(start - present.sum(), start))
+        np.testing.assert_array_equal(example["controls"][:, 0], np.arange(start - 1, start - 1 + frames))
+    assert starts == set(range(1, n - frames + 1))  # every window with a frame of history and full targets
+
+
+def _first_record(directory, manifest):
+    import grain
+
+    return grain.sources.ArrayRecordDataSource([os.path.join(directory, s.path) for s in manifest.shards
+                                                if s.records])[0]

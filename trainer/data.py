@@ -7,6 +7,11 @@
 Decoding a whole batch into preallocated arrays, not example by example and then stacking, saves a copy of every
 frame: measured (bench/loader_throughput.py) 67 → 122 batches/s at 192×320 on 2 cores.
 
+Where a record's targets start: after its context frames (the converter's split), or — with `random_window` — at a
+frame drawn per example from [1, max(1, n − frames)] of its n frames, so each record gives every window with at
+least one history frame and a full set of targets (where it is long enough), not one (issue 17: a short episode
+cut into 16-frame clips otherwise gives one window without history and one with few targets).
+
 Every step is a `grain.MapDataset`, so the position in the stream is one number per iterator and the iterator's
 state (`get_state`/`set_state`) checkpoints with the model: a restarted run continues with the same examples.
 Nothing here imports TensorFlow (a test checks `sys.modules`); frames decode with OpenCV.
@@ -66,6 +71,7 @@ class InputConfig:
     seed: int = 0
     threads: int = 4  # grain read threads
     prefetch: int = 2  # batches prefetched
+    random_window: bool = False  # targets start at a random frame of the record, not after its context frames
     cache_dir: str = os.path.join(os.path.expanduser("~"), ".cache", "unisim", "shards")  # copies of remote sources
 
 
@@ -228,6 +234,8 @@ class ExampleMaker:
         c = self._config
         record = rec.decode(data, validate_record=False)
         context = record.context_frames
+        if c.random_window and len(record.frames) > 1:
+            context = int(rng.integers(1, max(1, len(record.frames) - c.frames) + 1))
         stored, target = (record.height, record.width), (c.height, c.width)
         history = record.frames[max(0, context - c.history_frames):context]  # none when history_frames is 0 (SR)
         targets = record.frames[context:][: c.frames]

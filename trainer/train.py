@@ -93,14 +93,18 @@ def train_step(state: TrainState, batch, rng, *, model, optimizer, schedule, con
     rng = jax.random.fold_in(rng, state.step)
     time_key, noise_key, dropout_key, condition_key = jax.random.split(rng, 4)
     x = batch["frames"].astype(jnp.float32) / 127.5 - 1
+    if config.get("residual", False):  # diffuse the difference from the last history frame (diffusion.py)
+        x = x - diffusion.residual_anchor(batch["history"].astype(jnp.float32) / 127.5 - 1, batch["history_mask"])
     logsnr = diffusion.cosine_logsnr(jax.random.uniform(time_key, (x.shape[0],)))
     noise = jax.random.normal(noise_key, x.shape)
     cond = conditioning_of(batch, batch["drop_condition"], config, condition_key)
 
+    target = diffusion.training_target(x, noise, logsnr, diffusion.prediction_of(config))
+
     def loss_fn(params):
-        prediction = model.apply(params, diffusion.add_noise(x, noise, logsnr), logsnr, cond, deterministic=False,
-                                 rngs={"dropout": dropout_key})
-        return diffusion.masked_mse(prediction, noise, batch["frame_mask"])
+        output = model.apply(params, diffusion.add_noise(x, noise, logsnr), logsnr, cond, deterministic=False,
+                             rngs={"dropout": dropout_key})
+        return diffusion.masked_mse(output, target, batch["frame_mask"])
 
     loss, grads = jax.value_and_grad(loss_fn)(state.params)
     grad_norm = optax.global_norm(grads)
@@ -221,7 +225,10 @@ def train(config, workdir: str, mixture: str | None = None, steps: int | None = 
               file=sys.stderr)
     rng = jax.random.PRNGKey(config.seed + 1)
     source_counts = np.zeros(len(names), np.int64)
-    rows, window, window_start = [], [], time.monotonic()
+    rows, window = [], []
+    loop_start = window_start = time.monotonic()
+    budget = config.get("max_train_seconds", 0.0)
+    deadline = loop_start + budget if budget > 0 else None
     for step in range(first_step, steps):
         local = next(iterator)
         source_counts += np.bincount(local.pop("source"), minlength=len(names))
@@ -229,7 +236,11 @@ def train(config, workdir: str, mixture: str | None = None, steps: int | None = 
         state, metrics = step_fn(state, batch, rng)
         window.append(metrics)
         done = step + 1
-        if done % config.log_every == 0 or done == steps:
+        # The wall-clock budget ends the run at this step: logged and checkpointed like the last step. Processes
+        # agree on it through process 0's clock, so that all of them stop at the same step.
+        out_of_time = deadline is not None and _agree(time.monotonic() >= deadline)
+        last = done == steps or out_of_time
+        if done % config.log_every == 0 or last:
             # Checked at log steps, not every step, so the host never waits on the device in between; a non-finite
             # step's update was already skipped on the device.
             first = done - len(window) + 1  # the window holds steps first … done
@@ -243,7 +254,8 @@ def train(config, workdir: str, mixture: str | None = None, steps: int | None = 
             elapsed = time.monotonic() - window_start
             row = {"step": done, **{k: float(np.mean([float(m[k]) for m in window])) for k in ("loss", "grad_norm")},
                    "learning_rate": float(window[-1]["learning_rate"]),
-                   "examples_per_second": len(window) * config.input.batch_size / max(elapsed, 1e-9)}
+                   "examples_per_second": len(window) * config.input.batch_size / max(elapsed, 1e-9),
+                   "elapsed_seconds": time.monotonic() - loop_start}  # this call's training time so far
             realized = data.realized_proportions(source_counts)
             row["mixture"] = {n: {"realized": float(r), "target": float(t)}
                               for n, r, t in zip(names, realized, train_input.weights)}
@@ -253,14 +265,27 @@ def train(config, workdir: str, mixture: str | None = None, steps: int | None = 
             window, window_start = [], time.monotonic()
         if writer and processes == 1 and config.sample_every and done % config.sample_every == 0:
             writer.samples(done, _sample(model, state.ema, local, config, jax.random.PRNGKey(done)))
-        if done % config.checkpoint_every == 0 or done == steps:
+        if done % config.checkpoint_every == 0 or last:
             manager.save(done, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                        data=grain.checkpoint.CheckpointSave(iterator)))
+        if out_of_time:
+            print(f"[train] stopped at step {done}: the wall-clock budget of {config.max_train_seconds:.0f} s is "
+                  "spent (config.max_train_seconds)", file=sys.stderr)
+            break
     manager.wait_until_finished()
     manager.close()
     if writer:
         writer.close()
     return rows
+
+
+def _agree(flag: bool) -> bool:
+    """Process 0's `flag`, on every process (a collective: every process must call it at the same step)."""
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag)))
 
 
 RUN_DESCRIPTION = "run.json"
@@ -291,9 +316,13 @@ def _sample(model, ema_params, local_batch, config, rng):
     cond_key, noise_key = jax.random.split(rng)
     cond = conditioning_of(batch, jnp.zeros((n,), bool), config, cond_key)
     denoise = lambda z, logsnr: model.apply(ema_params, z, logsnr, cond)  # noqa: E731
-    x = jax.jit(functools.partial(diffusion.ddim_sample, denoise, steps=config.sample_steps))(
+    residual = config.get("residual", False)
+    x = jax.jit(functools.partial(diffusion.ddim_sample, denoise, steps=config.sample_steps,
+                                  prediction=diffusion.prediction_of(config), bound=2.0 if residual else 1.0))(
         jax.random.normal(noise_key, batch["frames"].shape))
-    return np.asarray(jnp.round((x + 1) * 127.5)).astype(np.uint8)
+    if residual:
+        x = x + diffusion.residual_anchor(batch["history"].astype(jnp.float32) / 127.5 - 1, batch["history_mask"])
+    return np.asarray(jnp.round((jnp.clip(x, -1, 1) + 1) * 127.5)).astype(np.uint8)
 
 
 class _Writer:

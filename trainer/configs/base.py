@@ -12,10 +12,13 @@ def get_config():
     config = ml_collections.ConfigDict()
     config.model = ml_collections.ConfigDict(dict(
         channels=1024, channel_mult=(1, 2, 4), blocks_per_resolution=3, attention_resolutions=(6, 12, 24),
-        attention_heads=(16, 16, 8), cond_dim=4096, cond_mlp_layers=4, dropout=0.1, temporal="attention", groups=32))
+        attention_heads=(16, 16, 8), cond_dim=4096, cond_mlp_layers=4, dropout=0.1, temporal="attention", groups=32,
+        # Not in Table 6 (trainer/model.py says what each does): how control tokens are embedded and reach each frame,
+        # and the input's space-to-depth factor.
+        control_embedding="bins", frame_controls=True, patch_size=1))
     config.input = ml_collections.ConfigDict(dict(
         batch_size=256, frames=16, history_frames=4, height=24, width=40, text_tokens=64, condition_drop=0.1,
-        seed=0, threads=16, prefetch=2,
+        seed=0, threads=16, prefetch=2, random_window=False,
         cache_dir=os.path.join(os.path.expanduser("~"), ".cache", "unisim", "shards")))  # copies of gs:// sources
     config.optimizer = ml_collections.ConfigDict(dict(
         learning_rate=1e-4, warmup_steps=10_000, b1=0.9, b2=0.99, clip_norm=1.0, ema_decay=0.9999))
@@ -23,10 +26,13 @@ def get_config():
     # Std of the Gaussian noise added to the conditioning frames (history; SR: the low-resolution video), in
     # [-1, 1] units, in training and again when sampling (simulator): the paper's "noisy previous observation".
     config.condition_noise = 0.05
+    config.prediction = "eps"  # what the network predicts: "eps", "v" or "x" (trainer/diffusion.py)
+    config.residual = False  # diffuse the frames' difference from the last history frame (diffusion.residual_anchor)
     config.bf16 = False  # bfloat16 compute (parameters, optimizer state and EMA stay float32)
     config.fsdp = 1  # devices per FSDP group: parameters are sharded over them, the batch over all devices
     config.seed = 0
     config.steps = 1_000_000
+    config.max_train_seconds = 0.0  # > 0: also stop (and checkpoint) once this call has trained this long
     config.log_every = 100
     config.checkpoint_every = 5_000
     config.keep_checkpoints = 3
