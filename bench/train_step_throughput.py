@@ -1,5 +1,6 @@
-"""Train steps/s and MFU of the paper-shaped base model (Table 6 structure) at a reduced width, on the fastest
-device here, with a synthetic batch at the base shape (the loader is measured by bench/loader_throughput.py).
+"""Train steps/s and MFU of a trainer config's model — by default the paper-shaped base model (Table 6 structure)
+at a reduced width — on the fastest device here, with a synthetic batch at the config's input shape (the loader is
+measured by bench/loader_throughput.py).
 
 MFU = model FLOPs per step (XLA's cost analysis of the compiled step: forward, backward, optimizer, EMA)
 ÷ step time ÷ the device's peak. Peak: the datasheet's dense bf16 (or f32) figure for known GPUs; on a CPU, which
@@ -7,6 +8,7 @@ has no datasheet figure here, the best rate this process reaches on a large matm
 the same run (so the CPU MFU says how close the model gets to this machine's own matmul speed).
 
     python bench/train_step_throughput.py [--channels 128] [--batch 2] [--steps 5] [--bf16]
+    python bench/train_step_throughput.py --config trainer/configs/tabletop_cpu.py   # its own width and batch
 """
 
 from __future__ import annotations
@@ -37,27 +39,34 @@ def matmul_peak(dtype) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--channels", type=int, default=128)
-    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--config", help="a trainer config .py (default: configs/base.py at --channels)")
+    parser.add_argument("--channels", type=int, help="base channels (default: 128 for base.py, else the config's)")
+    parser.add_argument("--batch", type=int, help="batch size (default: 2 for base.py, else the config's)")
+    parser.add_argument("--text_dim", type=int, default=None, help="T5 width (default 4096; 32 with --config, "
+                        "the tiny stand-in's)")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--bf16", action="store_true")
     args = parser.parse_args()
+    import runpy
+
     import jax
     import jax.numpy as jnp
 
     from unisim.trainer import train
-    from unisim.trainer.configs.base import get_config
+    from unisim.trainer.configs import base
 
-    config = get_config()
-    config.model.channels = args.channels
+    config = (runpy.run_path(args.config)["get_config"] if args.config else base.get_config)()
+    config.model.channels = args.channels or (config.model.channels if args.config else 128)
+    config.input.batch_size = args.batch or (config.input.batch_size if args.config else 2)
     config.bf16 = args.bf16
-    config.input.batch_size = args.batch
+    text_dim = args.text_dim or (32 if args.config else 4096)
     device = jax.devices()[0]
     mesh = train.make_mesh(1)
-    _, state, abstract, _, step_fn = train.build_training(config, mesh, text_dim=4096, control_dims=2)
+    _, state, abstract, _, step_fn = train.build_training(config, mesh, text_dim=text_dim, control_dims=2)
     params = sum(x.size for x in jax.tree.leaves(abstract.params))
-    batch = train.example_batch(config, 4096, 2, args.batch)
+    batch = train.example_batch(config, text_dim, 2, config.input.batch_size)
     batch["frame_mask"][:] = True  # every target frame counts in the loss, as in a full clip
+    batch["history_mask"][:] = True
     rng = jax.random.PRNGKey(0)
     compiled = step_fn.lower(state, batch, rng).compile()
     cost = compiled.cost_analysis()
@@ -76,10 +85,12 @@ def main() -> None:
     else:
         peak, peak_source = matmul_peak(jnp.bfloat16 if args.bf16 else jnp.float32), f"measured {dtype} matmul"
     print(f"device: {device.device_kind} ({device.platform}), {jax.device_count()} device(s)")
-    print(f"model: Table 6 structure at {args.channels} base channels, {params / 1e6:.1f}M parameters; batch "
-          f"{args.batch} × 16 frames × 24×40 with 4 history frames; {dtype} compute")
-    print(f"step: {seconds * 1e3:.0f} ms ({1 / seconds:.2f} steps/s), {flops / 1e9:.1f} GFLOP per step (XLA cost "
-          f"analysis), {flops / seconds / 1e9:.1f} GFLOP/s")
+    i = config.input
+    print(f"model: {args.config or 'Table 6 structure (configs/base.py)'} at {config.model.channels} base channels, "
+          f"{params / 1e6:.1f}M parameters; batch {i.batch_size} × {i.frames} frames × {i.height}×{i.width} with "
+          f"{i.history_frames} history frames; {dtype} compute")
+    print(f"step: {seconds * 1e3:.0f} ms ({1 / seconds:.2f} steps/s, {i.batch_size / seconds:.1f} examples/s), "
+          f"{flops / 1e9:.1f} GFLOP per step (XLA cost analysis), {flops / seconds / 1e9:.1f} GFLOP/s")
     print(f"MFU: {100 * flops / seconds / peak:.1f} % of {peak / 1e12:.2f} TFLOP/s ({peak_source})")
 
 

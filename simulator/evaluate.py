@@ -1,18 +1,23 @@
 """`unisim eval`: does the simulator follow actions? Measured on held-out tabletop clips (the sample world's
 magenta end effector can be found by colour).
 
-    unisim eval --checkpoint runs/base --data demo-output/tabletop-heldout-clips \
-        [--history_ablation runs/base-1frame] [--clips 8] [--steps 8] [--output eval.json]
+    unisim eval --checkpoint runs/base --data demo-output/clips/tabletop-heldout \
+        [--history_ablation runs/base-1frame] [--clips 32] [--steps 8] [--output eval.json]
 
 Each held-out clip gives the true history (its last `history_frames` context frames), the true action (the
 instruction as it was embedded, and the recorded control deltas leading to each target frame) and the true next
-16 frames, all at the model's base size, decoded exactly as the trainer's input decodes them. Rows:
+frames (one segment: the model's `frames`), all at the model's base size, decoded exactly as the trainer's input
+decodes them. Rows:
 
 - `model`: the simulator given history and action (text and controls), guidance η;
 - `null condition`: the same model and history with the null condition (Eq. 2 with η = −1 is ε(z | history));
 - `copy last frame`: the last history frame repeated — the no-motion baseline;
+- `shuffled controls`: the same model, history and text with the controls of another held-out clip (the next
+  one, cyclically): Genie's ΔtPSNR test — a model that follows its controls gets worse here;
 - `model, 1 history frame` (with --history_ablation): a model trained with `--config.input.history_frames=1`
-  for the same number of steps — the paper's Table 1 ablation, on this world.
+  for the same number of steps or the same time — the paper's Table 1 ablation, on this world.
+
+Each row's `key` names it in JSON: model, null_condition, copy_last_frame, shuffled_controls, history_<n>.
 
 Columns: `action error` — |generated − true| end-effector displacement from the last history frame to the last
 target frame, in pixels of the base frame (the effector's centroid by colour; where a generated frame shows no
@@ -115,13 +120,20 @@ def held_out_clips(directory: str, size: tuple[int, int], frames: int, count: in
     return clips
 
 
-def _generate(simulator: Simulator, clips: list[dict], seed: int) -> list[np.ndarray]:
+def generate(simulator: Simulator, clips: list[dict], seed: int, controls_from: list[dict] | None = None
+              ) -> list[np.ndarray]:
+    """Each clip's next frames from its history and text, with the controls of `controls_from` (default: its own)."""
     sessions = [simulator.new_session(c["history"], seed=seed + i) for i, c in enumerate(clips)]
-    actions = [Action(text=c["text"], controls=c["controls"]) for c in clips]
+    actions = [Action(text=c["text"], controls=o["controls"]) for c, o in zip(clips, controls_from or clips)]
     return simulator.step_sessions(sessions, actions)
 
 
-def score(name: str, clips: list[dict], generated: list[np.ndarray], net) -> dict:
+def shuffled(clips: list[dict]) -> list[dict]:
+    """Each clip's neighbour (i + 1, cyclically): a fixed derangement, so no clip keeps its own controls."""
+    return clips[1:] + clips[:1]
+
+
+def score(name: str, clips: list[dict], generated: list[np.ndarray], net, key: str | None = None) -> dict:
     """One row: the generated videos (cut to each clip's true length) against the true targets."""
     errors, found, psnrs, ssims = [], 0, [], []
     generated = [video[: len(clip["targets"])] for clip, video in zip(clips, generated)]
@@ -134,7 +146,8 @@ def score(name: str, clips: list[dict], generated: list[np.ndarray], net) -> dic
             errors.append(float(np.linalg.norm(moved - (end - start))))
         psnrs.append(psnr(video, clip["targets"]))
         ssims.append(ssim(video, clip["targets"]))
-    row = {"name": name, "clips": len(clips), "action_error_px": float(np.mean(errors)) if errors else None,
+    row = {"key": key or name.replace(" ", "_"), "name": name, "clips": len(clips),
+           "action_error_px": float(np.mean(errors)) if errors else None,
            "action_error_sem": float(np.std(errors) / np.sqrt(len(errors))) if len(errors) > 1 else None,
            "effector_found": found / len(errors) if errors else None, "psnr": float(np.mean(psnrs)),
            "ssim": float(np.mean(ssims))}
@@ -147,7 +160,7 @@ def score(name: str, clips: list[dict], generated: list[np.ndarray], net) -> dic
     return row
 
 
-def evaluate(checkpoint: str, data: str, *, history_ablation: str | None = None, clips: int = 8,
+def evaluate(checkpoint: str, data: str, *, history_ablation: str | None = None, clips: int = 32,
              sampler: SamplerSettings = SamplerSettings(steps=8), seed: int = 0,
              fidelity_net: str | None = "random-video") -> dict:
     model = Simulator.from_checkpoints(checkpoint, sampler=sampler, max_batch=clips)
@@ -159,15 +172,19 @@ def evaluate(checkpoint: str, data: str, *, history_ablation: str | None = None,
         shortest = min(len(c["targets"]) for c in held_out)
         net = fidelity.feature_network(fidelity_net if "?" in fidelity_net or ":" in fidelity_net
                                        else f"{fidelity_net}?frames={shortest}")
-    rows = [score("model", held_out, _generate(model, held_out, seed), net)]
+    rows = [score("model", held_out, generate(model, held_out, seed), net)]
     null = Simulator(model.base, sampler=dataclasses.replace(sampler, guidance=-1.0), max_batch=clips)
-    rows.append(score("null condition", held_out, _generate(null, held_out, seed), net))
+    rows.append(score("null condition", held_out, generate(null, held_out, seed), net))
     rows.append(score("copy last frame", held_out,
                       [np.repeat(c["history"][-1:], model.frames, axis=0) for c in held_out], net))
+    if len(held_out) > 1 and all(c["controls"] is not None for c in held_out) and model.controls:
+        # Genie's ΔtPSNR test: the same history and text with another clip's controls. A model that follows its
+        # controls must get worse here; one that reads the motion off the text or the history does not.
+        rows.append(score("shuffled controls", held_out, generate(model, held_out, seed, shuffled(held_out)), net))
     if history_ablation:
         ablation = Simulator.from_checkpoints(history_ablation, sampler=sampler, max_batch=clips)
         rows.append(score(f"model, {ablation.history_frames} history frame(s)", held_out,
-                          _generate(ablation, held_out, seed), net))
+                          generate(ablation, held_out, seed), net, key=f"history_{ablation.history_frames}"))
         rows[0]["name"] = f"model, {model.history_frames} history frames"
     return {"checkpoint": checkpoint, "step": model.base.step, "data": data, "clips": len(held_out),
             "sampler": sampler.__dict__, "fidelity_net": fidelity_net, "base_size": list(model.base_size),
@@ -195,7 +212,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--checkpoint", required=True, help="the base model: a training workdir or checkpoints/STEP")
     parser.add_argument("--data", required=True, help="converted held-out tabletop clips (a convert output folder)")
     parser.add_argument("--history_ablation", help="the same training with --config.input.history_frames=1")
-    parser.add_argument("--clips", type=int, default=8)
+    parser.add_argument("--clips", type=int, default=32, help="held-out clips to evaluate (default 32)")
     parser.add_argument("--fidelity_net", default="random-video", help="random-video, i3d:PATH, … or '' for none")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", help="write the result as JSON here")

@@ -56,7 +56,10 @@ def test_unisim_eval_prints_and_writes_the_table(tiny_workdirs, tabletop_held_ou
     assert result.returncode == 0, result.stderr[-3000:]
     table = json.load(open(output))
     names = [row["name"] for row in table["rows"]]
-    assert names == ["model, 4 history frames", "null condition", "copy last frame", "model, 4 history frame(s)"]
+    assert names == ["model, 4 history frames", "null condition", "copy last frame", "shuffled controls",
+                     "model, 4 history frame(s)"]
+    assert [row["key"] for row in table["rows"]] == ["model", "null_condition", "copy_last_frame",
+                                                     "shuffled_controls", "history_4"]
     for name in names:
         assert f"| {name} |" in result.stdout
     # The copy-last-frame baseline predicts no motion: its error is the true displacement, measured independently.
@@ -65,6 +68,9 @@ def test_unisim_eval_prints_and_writes_the_table(tiny_workdirs, tabletop_held_ou
         c["history"][-1])) for c in clips]
     copy = table["rows"][2]
     assert copy["action_error_px"] == pytest.approx(np.mean(true_moves)) and copy["effector_found"] == 1.0
+    # The shuffled row gives each clip its neighbour's controls, never its own.
+    shuffled = evaluate.shuffled(clips)
+    assert all(a is not b and not np.array_equal(a["controls"], b["controls"]) for a, b in zip(clips, shuffled))
     assert all(np.isfinite(row["psnr"]) and -1 <= row["ssim"] <= 1 and row["fvd"] >= 0 for row in table["rows"])
 
 
@@ -77,10 +83,11 @@ def test_unisim_eval_refuses_data_without_usable_clips(tiny_workdirs, tmp_path):
 def test_the_demo_runs_end_to_end_at_smoke_size(tmp_path):
     workdir = str(tmp_path / "demo")
     result = subprocess.run([sys.executable, "-m", "unisim.cli", "demo", "--workdir", workdir, "--episodes", "3",
-                             "--steps", "2"], capture_output=True, text=True, cwd=ROOT)
+                             "--heldout_episodes", "2", "--steps", "2"], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     for name in ("report.html", "eval.json", "rollout-text.gif", "rollout-controls.gif", "mixture.py"):
         assert os.path.exists(os.path.join(workdir, name)), name
     report = open(os.path.join(workdir, "report.html"), encoding="utf-8").read()
-    assert "rollout-text.gif" in report and "copy last frame" in report
+    assert "rollout-text.gif" in report and "copy last frame" in report and "shuffled controls" in report
+    assert "4 minutes</b> of wall time" in report  # the budget is stated beside the table
     assert f"Open {os.path.join(workdir, 'report.html')}" in result.stdout

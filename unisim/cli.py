@@ -214,7 +214,8 @@ def sample(args) -> int:
         return 0
     from unisim.samples import tabletop
 
-    path = tabletop.write_sample(args.output, num_episodes=args.episodes, seed=args.seed, max_steps=args.max_steps)
+    path = tabletop.write_sample(args.output, num_episodes=args.episodes, seed=args.seed, max_steps=args.max_steps,
+                                 workers=args.workers)
     print(path)
     return 0
 
@@ -231,8 +232,9 @@ def demo(args) -> int:
     """The whole chain on built-in samples: see unisim/demo.py."""
     from unisim import demo as demo_run
 
-    return demo_run.run(args.workdir, episodes=args.episodes, steps=args.steps, clip_threads=args.direct_num_workers,
-                        text_encoder=args.text_encoder)
+    return demo_run.run(args.workdir, episodes=args.episodes, held_out_episodes=args.heldout_episodes,
+                        budget_minutes=args.budget_minutes, steps=args.steps,
+                        clip_threads=args.direct_num_workers, text_encoder=args.text_encoder)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -251,11 +253,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--episodes", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max_steps", type=int, default=30)
+    p.add_argument("--workers", type=int, default=1, help="tabletop: processes simulating episodes")
     p = sub.add_parser("demo", help="samples in 3 formats → convert → mixture → train tiny → rollouts → eval → "
                        "report.html")
     p.add_argument("--workdir", default=os.environ.get("DEMO_OUT", "demo-output"))
-    p.add_argument("--episodes", type=int, default=24, help="tabletop training episodes")
-    p.add_argument("--steps", type=int, default=150, help="training steps of each tiny model")
+    p.add_argument("--episodes", type=int, default=200, help="tabletop training episodes")
+    p.add_argument("--heldout_episodes", type=int, default=24, help="tabletop held-out episodes (another seed)")
+    p.add_argument("--budget_minutes", type=float, default=4.0, help="training wall time of each model (default 4)")
+    p.add_argument("--steps", type=int, default=None, help="also stop each model at this step (smoke runs)")
     p.add_argument("--direct_num_workers", type=int, default=1)  # 2 clip threads gained 8 % on the tabletop sample (README)
     p.add_argument("--text_encoder", default=None, help="T5 checkpoint (default: write the tiny random stand-in)")
     sub.add_parser("train", help="train a model stage (flags: unisim train --help)", add_help=False)
