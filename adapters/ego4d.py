@@ -8,6 +8,10 @@
                                       some copies name the file narrations.json)
     v1/full_scale/<video_uid>.mp4    the canonical 30 fps videos
 
+Keys are `<video_uid>/pass<n>/<index in the pass>`. Not `annotation_uid`: in the release it names one annotator's
+pass, and every narration and summary of that pass carries the same uid (Ego-Exo4D's docs define an annotation the
+same way, one annotator's list of descriptions), so it identifies no single narration.
+
 Each narration is an annotated action at one instant (`timestamp_sec`): its clip is centred there at `--fps`
 (`pipelines.clips.plan_span_clip`), with history frames from before it. Both annotator passes are read (option
 `passes`): they narrate the same video independently, so most moments appear twice, in different words.
@@ -20,7 +24,8 @@ Work units are videos (`<video_uid>@<byte range>`), their narrations read in tim
 serves them all, moving forward (`adapters/video.py`). The launcher finds each video's bytes in the narration
 file (`entry_ranges`); a worker reads and parses only the videos it is given. Rejected here:
 `malformed_annotation` (a video entry or narration of the wrong shape, a timestamp that is not a number),
-`duplicate_annotation` (an annotation_uid seen twice in a video), and the video reasons of
+`duplicate_annotation` (a narration with the same time and text as an earlier one of the same video), and the
+video reasons of
 `adapters/annotated_video.py` (`missing_video`, `truncated_video`, `undecodable_video`, `timestamp_out_of_range`, …).
 """
 
@@ -176,7 +181,7 @@ class Ego4D(DatasetAdapter):
             yield self.reject("malformed_annotation", f"the entry of video {unit} is a {type(entry).__name__}, "
                               "not an object of narration passes", unit, self.narration_file)
             return
-        moments, seen = [], set()
+        moments, seen = [], {}
         for number in self.options.passes:
             annotation_pass = entry.get(f"narration_pass_{number}")
             if annotation_pass is None:  # either pass may be missing
@@ -198,18 +203,20 @@ class Ego4D(DatasetAdapter):
             yield video_action(self, self._checks, key=key, path=path, seconds=(seconds, seconds), text=text,
                                split=SPLIT, source_index=index, annotation_file=self.narration_file)
 
-    def _moment(self, unit: str, number: str, index: int, narration: Any, seen: set):
-        """(seconds, pass, index, key, text, source index) of one narration, or its rejection."""
-        uid = narration.get("annotation_uid") if isinstance(narration, dict) else None
-        key = f"{unit}/{uid}" if isinstance(uid, str) and uid else f"{unit}/pass{number}/{index}"
+    def _moment(self, unit: str, number: str, index: int, narration: Any, seen: dict):
+        """(seconds, pass, index, key, text, source index) of one narration, or its rejection. `seen` maps each
+        (time, text) of the video to the key that first used it: a repeat of both is the same narration twice."""
+        key = f"{unit}/pass{number}/{index}"
         seconds = _timestamp(narration) if isinstance(narration, dict) else None
         text = narration.get("narration_text") if isinstance(narration, dict) else None
         if seconds is None or not isinstance(text, str):
             return self.reject("malformed_annotation", f"narration {index} of pass {number} lacks a numeric "
                                f"timestamp or a narration_text: {str(narration)[:200]}", key, self.narration_file,
                                index)
-        if key in seen:
-            return self.reject("duplicate_annotation", f"annotation_uid {uid} appears twice in video {unit}",
-                               f"{unit}/pass{number}/{index}", self.narration_file, index)
-        seen.add(key)
-        return seconds, number, index, key, natural_narration(text, self.options.camera_wearer), index
+        text = natural_narration(text, self.options.camera_wearer)
+        content = (round(seconds, 3), text)  # to the millisecond: the same instant written twice
+        if content in seen:
+            return self.reject("duplicate_annotation", f"narration {index} of pass {number} repeats {seen[content]} "
+                               f"(same time, {seconds:g} s, and text {text!r})", key, self.narration_file, index)
+        seen[content] = key
+        return seconds, number, index, key, text, index

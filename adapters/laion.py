@@ -9,7 +9,13 @@ caption as the text action (the paper treats internet images as one-frame videos
   tar and are rejected as `download_failed` with img2dataset's error message, so every input row is accounted for.
 - **a metadata parquet plus image files**: `*.parquet` without a sibling tar, one row per image; the image is the
   row's path column (relative to the parquet's folder), else `KEY.jpg` beside the parquet or in img2dataset's
-  `files` layout (`NNNNN/KEY.jpg`). One work unit per parquet.
+  `files` layout (`NNNNN/KEY.jpg`), KEY from the release's own key column. One work unit per parquet.
+
+A release of URLs alone (the LAION-400M/5B parquets: `SAMPLE_ID, URL, TEXT, …`; img2dataset's test parquet: `URL,
+TEXT`) holds no images: when no table has an image for any of its first rows, the source is refused before the
+pipeline starts, with the img2dataset command that downloads it and the convert command for the result
+(`MetadataOnlySource`). In a source that has some images, a row with a URL and no image is rejected as
+`not_downloaded` (its image was never fetched), a row with neither as `missing_image`.
 
 Column names differ between releases; each field takes the first column present (case-sensitive), or the one
 named by an option:
@@ -49,6 +55,8 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 CAPTION_COLUMNS = ("caption", "TEXT", "text", "alt_text", "ALT")
 KEY_COLUMNS = ("key", "id", "SAMPLE_ID")
 PATH_COLUMNS = ("image_path", "path", "file", "filepath")
+URL_COLUMNS = ("url", "URL")
+PROBE_ROWS = 32  # rows of each table looked up at launch to tell a metadata-only release from one with images
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +107,10 @@ def _first(names, candidates, chosen: str, what: str) -> str | None:
     return next((c for c in candidates if c in names), None)
 
 
+class MetadataOnlySource(ValueError):
+    """The source's tables hold URLs and captions, not images: it has to be downloaded first."""
+
+
 @register
 class Laion(DatasetAdapter):
     name = "laion"
@@ -119,7 +131,36 @@ class Laion(DatasetAdapter):
         tables = [p for p in files.glob(f"{self.root}/*.parquet") if p[: -len(".parquet")] not in stems]
         if not tars and not tables:
             raise FileNotFoundError(f"laion: no img2dataset *.tar nor metadata *.parquet under {self.root!r}")
+        if not tars and all(self._metadata_only(t) for t in tables):
+            raise MetadataOnlySource(self._download_advice(tables))
         return [f"tar:{t}" for t in tars] + [f"parquet:{p}" for p in tables]
+
+    def _columns(self, names) -> tuple[str | None, str | None, str | None, str | None]:
+        """(caption, key, image path, url) columns of a table."""
+        o = self.options
+        return (_first(names, CAPTION_COLUMNS, o.caption, "caption"), _first(names, KEY_COLUMNS, o.key, "key"),
+                _first(names, PATH_COLUMNS, o.image, "image"), _first(names, URL_COLUMNS, "", "url"))
+
+    def _metadata_only(self, table: str) -> bool:
+        """A table of URLs whose first rows have no image anywhere this adapter looks: nothing was downloaded."""
+        names, rows = _parquet_head(table, PROBE_ROWS)
+        _, key_column, image_column, url_column = self._columns(names)
+        if url_column is None or image_column is not None:
+            return False
+        folder = posixpath.dirname(table)
+        return not any(self._image_path(folder, row, key_column, None) for row in rows)
+
+    def _download_advice(self, tables: list[str]) -> str:
+        names, _ = _parquet_head(tables[0], 0)
+        caption, _, _, url = self._columns(names)
+        return (f"laion: {self.root} holds image URLs, not images ({len(tables)} parquet table(s) with columns "
+                f"{', '.join(names[:8])}{', …' if len(names) > 8 else ''}; no image found for their first rows). "
+                "Download the images first, e.g. with img2dataset:\n"
+                f"  img2dataset --url_list {self.root} --input_format parquet --url_col {url} "
+                f"--caption_col {caption or 'TEXT'} --output_format webdataset --output_folder IMAGES "
+                "--save_additional_columns '[\"SAMPLE_ID\"]'   (drop that option when there is no SAMPLE_ID)\n"
+                "then convert what it wrote (tars + parquet, failed downloads included):\n"
+                "  unisim convert --dataset laion --source IMAGES --output …")
 
     def read(self, unit: str) -> Iterator[Episode | Rejection]:
         kind, _, path = unit.partition(":")
@@ -190,10 +231,7 @@ class Laion(DatasetAdapter):
 
     def _read_table(self, table: str) -> Iterator[Episode | Rejection]:
         names, rows = _parquet(table)
-        o = self.options
-        caption = _first(names, CAPTION_COLUMNS, o.caption, "caption")
-        key_column = _first(names, KEY_COLUMNS, o.key, "key")
-        image_column = _first(names, PATH_COLUMNS, o.image, "image")
+        caption, key_column, image_column, url_column = self._columns(names)
         if caption is None:
             raise ValueError(f"laion: {table} has no caption column (tried {', '.join(CAPTION_COLUMNS)}); "
                              "name it with --adapter_option caption=COLUMN")
@@ -205,14 +243,32 @@ class Laion(DatasetAdapter):
             if failure:
                 yield failure
                 continue
-            candidates = ([posixpath.join(folder, str(row[image_column]))] if image_column and row.get(image_column)
-                          else [f"{folder}/{key}{ext}" for ext in IMAGE_EXTENSIONS]
-                          + [f"{folder}/{key[:5]}/{key}{ext}" for ext in IMAGE_EXTENSIONS])
-            image_path = next((p for p in candidates if files.exists(p)), None)
+            image_path = self._image_path(folder, row, key_column, image_column)
             if image_path is None:
-                yield self.reject("missing_image", f"no image for row {index}: tried {candidates[0]}", key, table, index)
+                url = row.get(url_column) if url_column else None
+                if url:
+                    yield self.reject("not_downloaded", f"row {index}'s image was never downloaded (url {url})"[:300],
+                                      key, table, index)
+                else:
+                    yield self.reject("missing_image", f"row {index} has no image file and no url", key, table,
+                                      index)
                 continue
             yield self._episode(key, files.read_bytes(image_path), str(row.get(caption) or ""), image_path, index)
+
+    @staticmethod
+    def _image_path(folder: str, row: dict, key_column: str | None, image_column: str | None) -> str | None:
+        """The row's image file: its path column, else KEY.jpg (or .png, .webp) beside the table or in
+        img2dataset's `files` layout (NNNNN/KEY.jpg); None when there is none. Without a key column there is no
+        file name to look for: a row number is not a name any downloader writes."""
+        if image_column and row.get(image_column):
+            candidates = [posixpath.join(folder, str(row[image_column]))]
+        elif key_column and row.get(key_column) is not None:
+            key = str(row[key_column])
+            candidates = [f"{folder}/{key}{ext}" for ext in IMAGE_EXTENSIONS] + [
+                f"{folder}/{key[:5]}/{key}{ext}" for ext in IMAGE_EXTENSIONS]
+        else:
+            return None
+        return next((p for p in candidates if files.exists(p)), None)
 
     # ------------------------------------------------------------------------------------------------ common
 
@@ -224,6 +280,18 @@ class Laion(DatasetAdapter):
         return Episode(episode_id=key, frames=[image], fps=1.0, text=text.strip(),
                        controls=np.zeros((1, 0), np.float32), split=self.split or "train", source_file=source,
                        source_index=index, is_image=True)
+
+
+def _parquet_head(path: str, rows: int) -> tuple[list[str], list[dict]]:
+    """(column names, the first `rows` rows), reading only what they need (a LAION part is ~1M rows)."""
+    import pyarrow.parquet as pq
+
+    with files.open_file(path) as f:
+        parquet = pq.ParquetFile(f)
+        names = parquet.schema_arrow.names
+        if rows == 0 or parquet.metadata.num_rows == 0:
+            return names, []
+        return names, next(parquet.iter_batches(batch_size=rows)).to_pylist()[:rows]
 
 
 def _parquet(path: str) -> tuple[list[str], list[dict]]:

@@ -4,14 +4,17 @@
 gs://. Columns are found by name (options override): the video by `video`, `video_path`, `path`, `file`,
 `filename`; the caption by `caption`, `text`, `title`, `description`; optional `start` / `end` (also
 `start_sec`/`end_sec`, `start_time`/`end_time`) in seconds or "HH:MM:SS.fff"; an optional `id` (also `key`,
-`video_id`, `clip_id`) names the episode, else the row number does. Relative video paths are resolved
+`video_id`, `clip_id`) names the episode, else the row number does. An id is not assumed unique: tables keyed by
+video (MSR-VTT's `video_id`, ActivityNet Captions) give one video many captions, so a later row reusing an id
+with other content is kept as `<id>@<row>`. Relative video paths are resolved
 against `video_root` (default: the table's folder). A row without start and end (or with both empty) covers the whole video.
 Records get the split given by `--split` (default "train").
 
 Work units are runs of rows (`0:16`, …; at most `UNIT_SIZE`, and small tables are cut into up to `MIN_UNITS`
 so that workers share them); rows of one video are best kept together and in time order, which lets one
 decoder serve them. Rejected here: `malformed_annotation` (a row that does not parse, lacks a video or
-caption, or has end before start), `duplicate_annotation` (an id twice), and the video reasons of
+caption, or has end before start), `duplicate_annotation` (a row with the same video, start, end and caption
+as an earlier one, whatever its id), and the video reasons of
 `adapters/annotated_video.py`.
 """
 
@@ -82,6 +85,16 @@ def _rows(path: str) -> tuple[list[str], list[dict | str]]:
                     for number, fields in numbered]
 
 
+def _comparable(value: Any, role: str) -> Any:
+    """A cell as duplicate detection compares it: times as seconds ("00:00:01.0" is 1.0), empty as None."""
+    if value in (None, ""):
+        return None
+    if role in ("start", "end"):
+        seconds = parse_seconds(value)
+        return round(seconds, 3) if seconds is not None else str(value)
+    return value.strip() if isinstance(value, str) else str(value)
+
+
 @register
 class VideoCaptions(DatasetAdapter):
     name = "video_captions"
@@ -120,14 +133,28 @@ class VideoCaptions(DatasetAdapter):
         return columns, rows
 
     @functools.cached_property
-    def first_row(self) -> dict[str, int]:
-        """id → the row that first uses it (later rows with the same id are duplicates)."""
+    def row_keys(self) -> dict[int, tuple[str, int | None]]:
+        """row → (its key, the earlier row it repeats or None), for every row that parsed. A repeat is the same
+        content (video, caption, start and end as times); the key is the row's id, or `<id>@<row>` when an
+        earlier row with other content has that id, or `row<number>` without an id."""
         columns, rows = self.table
-        first: dict[str, int] = {}
+        keys: dict[int, tuple[str, int | None]] = {}
+        first_by_content: dict[tuple, int] = {}
+        ids: set[str] = set()
         for index, row in enumerate(rows):
-            if isinstance(row, dict) and "id" in columns and row.get(columns["id"]) not in (None, ""):
-                first.setdefault(str(row[columns["id"]]), index)
-        return first
+            if not isinstance(row, dict):
+                continue
+            content = tuple(_comparable(row.get(columns[c]), c) if c in columns else None
+                            for c in ("video", "caption", "start", "end"))
+            ident = row.get(columns["id"]) if "id" in columns else None
+            key = f"row{index:09d}" if ident in (None, "") else str(ident)
+            if content in first_by_content:
+                keys[index] = (f"{key}@{index}" if key in ids else key, first_by_content[content])
+                continue
+            first_by_content[content] = index
+            keys[index] = (f"{key}@{index}" if key in ids else key, None)
+            ids.add(key)
+        return keys
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "columns": self.table[0]}
@@ -147,10 +174,10 @@ class VideoCaptions(DatasetAdapter):
         default_key = f"row{index:09d}"
         if isinstance(row, str):
             return self.reject("malformed_annotation", row, default_key, self.source, index)
-        key = str(row.get(columns["id"])) if "id" in columns and row.get(columns["id"]) not in (None, "") else default_key
-        if self.first_row.get(key, index) != index:
-            return self.reject("duplicate_annotation", f"row {index} repeats id {key} of row {self.first_row[key]}",
-                               f"{key}@{index}", self.source, index)
+        key, repeats = self.row_keys[index]
+        if repeats is not None:
+            return self.reject("duplicate_annotation", f"row {index} has the same video, times and caption as row "
+                               f"{repeats} ({self.row_keys[repeats][0]})", key, self.source, index)
         video, caption = row.get(columns["video"]), row.get(columns["caption"])
         if not isinstance(video, str) or not video or not isinstance(caption, str):
             return self.reject("malformed_annotation", f"row {index} lacks a video path or a caption: "

@@ -81,12 +81,12 @@ def write_img2dataset(root: str) -> str:
     return root
 
 
-COYO_EXPECT = dict(episodes=2, read_rejections={"missing_image": 1}, records=2, rejected_reasons={"missing_image": 1})
+COYO_EXPECT = dict(episodes=2, read_rejections={"not_downloaded": 1}, records=2, rejected_reasons={"not_downloaded": 1})
 
 
 def write_coyo_files(root: str) -> str:
     """A COYO-700M-style metadata parquet (`id`, `url`, `text`, `width`, `height`, `clip_similarity_vitb32`) with
-    images saved as `<id>.jpg` beside it; one row's image is missing."""
+    images saved as `<id>.jpg` beside it; one row's image was never downloaded."""
     os.makedirs(root, exist_ok=True)
     rows = []
     for i, text in enumerate(["a lighthouse at dusk", "two cats on a sofa", "a bicycle against a wall"]):

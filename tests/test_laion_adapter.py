@@ -35,6 +35,7 @@ def test_coyo_parquet_with_image_files_passes_the_kit(tmp_path):
     assert {e.episode_id: e.text for e in report.episodes} == {"4000000": "a lighthouse at dusk",
                                                                "4000001": "two cats on a sofa"}
     assert report.rejections[0].key == "4000002"
+    assert "never downloaded (url https://example.com/2.jpg)" in report.rejections[0].detail
 
 
 def test_laion_400m_column_names_and_a_named_caption_column(tmp_path):
@@ -55,6 +56,29 @@ def test_laion_400m_column_names_and_a_named_caption_column(tmp_path):
     with pytest.raises(ValueError, match="not a column"):
         bad = registry.create("laion", root, options={"caption": "CAPTION"})
         list(bad.read(bad.work_units()[0]))
+
+
+@pytest.mark.parametrize("columns", [("SAMPLE_ID", "URL", "TEXT", "WIDTH", "HEIGHT"), ("URL", "TEXT")])
+def test_a_release_of_urls_alone_stops_before_the_pipeline_with_the_download_command(tmp_path, columns, capsys):
+    """LAION-400M's parquet (SAMPLE_ID, URL, TEXT, …) and img2dataset's own test parquet (URL, TEXT) hold URLs:
+    refused at launch, saying how to download them, and nothing is written."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from unisim.adapters.laion import MetadataOnlySource
+    from unisim.cli import main
+
+    root = str(tmp_path / "laion400m")
+    os.makedirs(root)
+    values = {"SAMPLE_ID": lambda i: 1000 + i, "URL": lambda i: f"https://example.com/{i}.jpg",
+              "TEXT": lambda i: f"caption {i}", "WIDTH": lambda i: 64, "HEIGHT": lambda i: 48}
+    rows = [{c: values[c](i) for c in columns} for i in range(40)]
+    pq.write_table(pa.Table.from_pylist(rows), os.path.join(root, "part-00000.parquet"))
+    with pytest.raises(MetadataOnlySource, match="img2dataset --url_list .* --url_col URL --caption_col TEXT"):
+        registry.create("laion", root).work_units()
+    output = str(tmp_path / "out")
+    assert main(["convert", "--dataset", "laion", "--source", root, "--output", output]) != 0
+    assert "holds image URLs, not images" in capsys.readouterr().err and not os.path.exists(output)
 
 
 def test_the_pixel_count_comes_from_the_header_alone():

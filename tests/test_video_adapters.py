@@ -142,22 +142,28 @@ def test_ego4d_gives_one_clip_per_narration_centred_on_its_moment(tmp_path):
     by_id = {e.episode_id: e for e in report.episodes}
     # Narrations of a video come in time order, both passes merged, so its decoder only moves forward.
     assert [e.episode_id for e in report.episodes if e.episode_id.startswith("a1/")] == [
-        "a1/a1-1", "a1/a1-6", "a1/a1-2", "a1/a1-7", "a1/a1-3"]
-    assert by_id["a1/a1-2"].text == "The camera wearer cuts something"
-    assert by_id["a1/a1-3"].text == "Man X opens the door" and by_id["a1/a1-7"].text == ""
-    assert by_id["a1/a1-2"].span == (45, 46) and by_id["a1/a1-2"].fps == 30.0
+        "a1/pass1/0", "a1/pass2/0", "a1/pass1/1", "a1/pass2/1", "a1/pass1/2"]
+    assert by_id["a1/pass1/1"].text == "The camera wearer cuts something"
+    assert by_id["a1/pass1/2"].text == "Man X opens the door" and by_id["a1/pass2/1"].text == ""
+    assert by_id["a1/pass1/1"].span == (45, 46) and by_id["a1/pass1/1"].fps == 30.0
+    # annotation_uid names a whole pass (shared by its narrations), so it deduplicates nothing: 5 + 3 kept.
+    assert sorted(k for k in by_id if k.startswith("b2/")) == [f"b2/pass1/{i}" for i in range(5)] + [
+        f"b2/pass2/{i}" for i in range(3)]
     records = _records(report)
     # 1.5 s at 30 fps = frame 45: 16 targets centred there, 4 history frames before them.
-    assert records["a1/a1-2"].frame_indices.tolist() == list(range(33, 53))
-    assert records["a1/a1-2"].context_frames == 4
-    assert records["a1/a1-3"].frame_indices.tolist()[-1] == 89  # 2.9 s: shifted to end with the video
-    assert records["b2/b2-1"].text == "The camera wearer opens the fridge"  # pass 2 only, MPEG-4 Part 2 video
+    assert records["a1/pass1/1"].frame_indices.tolist() == list(range(33, 53))
+    assert records["a1/pass1/1"].context_frames == 4
+    assert records["a1/pass1/2"].frame_indices.tolist()[-1] == 89  # 2.9 s: shifted to end with the video
+    assert records["b2/pass2/0"].text == "The camera wearer opens the fridge"  # MPEG-4 Part 2 video
     reasons = {r.key: r.reason for r in report.dead_letter}
-    assert reasons["c3/c3-2/00000"] == "truncated_video" and "c3/c3-1" in records  # early narration of a cut video kept
-    assert reasons["a1/a1-4"] == "timestamp_out_of_range" and reasons["e5"] == "malformed_annotation"
+    assert reasons["c3/pass1/1/00000"] == "truncated_video" and "c3/pass1/0" in records  # early narration kept
+    assert reasons["a1/pass1/3"] == "timestamp_out_of_range" and reasons["e5"] == "malformed_annotation"
+    # The same time and text twice (whitespace aside) is one narration: the repeat is rejected, naming the first.
+    duplicate = next(r for r in report.dead_letter if r.reason == "duplicate_annotation")
+    assert duplicate.key == "a1/pass1/5" and "a1/pass1/1" in duplicate.detail
     # A record's frame is the source frame it names, decoded and encoded as the pipeline does.
     expected = process(video.VideoFrames(f"{root}/v1/full_scale/a1.mp4", 0, 90)[45], FrameSpec())
-    assert records["a1/a1-2"].frames[12] == expected
+    assert records["a1/pass1/1"].frames[12] == expected
     # Three clip threads (windows of one video share a thread and its decoder): the same shards and dead letter.
     from unisim.pipelines import convert
 
@@ -191,7 +197,7 @@ def test_ego4d_options_select_passes_and_reject_bad_values(tmp_path):
     adapter = registry.create("ego4d", root, options={"passes": "2", "camera_wearer": "I"})
     items = [i for u in adapter.work_units() for i in adapter.read(u)]
     texts = sorted(i.text for i in items if isinstance(i, Episode))
-    assert texts == ["", "I closes the fridge", "I holds a knife", "I opens the fridge"]
+    assert texts == ["", "I closes the fridge", "I holds a knife", "I opens the fridge", "I pours the milk"]
     with pytest.raises(ValueError, match="passes must be"):
         registry.create("ego4d", root, options={"passes": "3"})
     with pytest.raises(FileNotFoundError, match="download root that holds v1/"):
@@ -237,11 +243,13 @@ def test_video_captions_reads_each_table_format(tmp_path, table_format):
     adapter = registry.create("video_captions", table)
     items = [i for u in adapter.work_units() for i in adapter.read(u)]
     episodes = [i for i in items if isinstance(i, Episode)]
-    assert [e.episode_id for e in episodes] == ["c1", "c2", "c3", "c6"]
+    assert [e.episode_id for e in episodes] == ["c1", "c2", "c3", "c1@5", "c6"]
     assert episodes[1].span == (30, 60) and episodes[2].span == (0, 48) and episodes[2].fps == 24.0
+    assert episodes[3].text == "a dog runs again"  # an id is not assumed unique: a second caption is kept
     reasons = sorted((i.key, i.reason) for i in items if not isinstance(i, Episode))
-    assert reasons == [("c1@5", "duplicate_annotation"), ("c4", "missing_video"), ("c5", "malformed_annotation"),
-                       ("c7" if table_format == "parquet" else "row000000007", "malformed_annotation")]
+    assert reasons == [("c4", "missing_video"), ("c5", "malformed_annotation"),
+                       ("c7" if table_format == "parquet" else "row000000008", "malformed_annotation"),
+                       ("c8", "duplicate_annotation")]
 
 
 def test_video_captions_passes_the_kit_from_a_non_local_filesystem(tmp_path):

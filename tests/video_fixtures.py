@@ -78,30 +78,38 @@ def _write_json(path: str, data) -> None:
 EGO4D_VIDEOS = {"a1": ("h264", 90, None), "b2": ("mpeg4", 60, None), "c3": ("h264", 90, "truncated_video")}
 
 
-def _narrations(*items):
+def _narrations(uid, *items):
+    """One annotator's pass as the release writes it: every narration and summary carries the pass's uid."""
     return {"narrations": [{"timestamp_sec": t, "timestamp_frame": round(t * 30) if isinstance(t, float) else t,
-                            "narration_text": text, "annotation_uid": uid} for t, text, uid in items],
-            "summaries": [{"start_sec": 0.0, "end_sec": 3.0, "summary_text": "#Summary C cooks", "annotation_uid": "s"}]}
+                            "narration_text": text, "annotation_uid": uid} for t, text in items],
+            "summaries": [{"start_sec": 0.0, "end_sec": 3.0, "summary_text": "#Summary C cooks", "annotation_uid": uid}]}
 
 
 EGO4D_NARRATIONS = {
-    "a1": {"narration_pass_1": _narrations((0.5, "#C C picks up a knife", "a1-1"), (1.5, "#C C cuts #unsure", "a1-2"),
-                                           (2.9, "#O man X opens the door", "a1-3"),
-                                           (5.0, "#C C drops the knife", "a1-4"),  # past the 3 s video
-                                           ("abc", "#C C waves", "a1-5")),  # malformed timestamp
-           "narration_pass_2": _narrations((1.0, "#C C holds a knife", "a1-6"), (2.0, "#unsure", "a1-7")),  # empty
+    "a1": {"narration_pass_1": _narrations("u-a1-1", (0.5, "#C C picks up a knife"), (1.5, "#C C cuts #unsure"),
+                                           (2.9, "#O man X opens the door"),
+                                           (5.0, "#C C drops the knife"),  # past the 3 s video
+                                           ("abc", "#C C waves"),  # malformed timestamp
+                                           (1.5, "#C  C cuts #unsure")),  # the second one again: duplicate
+           "narration_pass_2": _narrations("u-a1-2", (1.0, "#C C holds a knife"), (2.0, "#unsure")),  # empty
            "status": "complete"},
-    "b2": {"narration_pass_2": _narrations((0.3, "#C C opens the fridge", "b2-1"), (1.2, "#C C closes the fridge", "b2-2"))},
-    "c3": {"narration_pass_1": _narrations((0.2, "#C C lifts a cup", "c3-1"), (2.5, "#C C drinks", "c3-2"))},
-    "d4": {"narration_pass_1": _narrations((1.0, "#C C walks", "d4-1"))},  # no video
+    # Two passes of 5 and 3 narrations, each pass under one annotation_uid: all 8 are kept.
+    "b2": {"narration_pass_1": _narrations("u-b2-1", (0.2, "#C C opens the fridge"), (0.6, "#C C takes milk"),
+                                           (1.0, "#C C closes the fridge"), (1.4, "#C C opens the milk"),
+                                           (1.8, "#C C pours milk")),
+           "narration_pass_2": _narrations("u-b2-2", (0.3, "#C C opens the fridge"),
+                                           (1.2, "#C C closes the fridge"), (1.7, "#C C pours the milk"))},
+    "c3": {"narration_pass_1": _narrations("u-c3-1", (0.2, "#C C lifts a cup"), (2.5, "#C C drinks"))},
+    "d4": {"narration_pass_1": _narrations("u-d4-1", (1.0, "#C C walks"))},  # no video
     "e5": ["not", "an", "object"],
 }
-EGO4D_ANNOTATIONS = 13  # narrations, plus e5's entry
+EGO4D_ANNOTATIONS = 20  # narrations, plus e5's entry
 # a1-3 near the end is shifted inside; c3 is cut (faststart MP4): c3-1 early decodes, c3-2 is past the cut.
-EGO4D_EXPECT = dict(episodes=9, read_rejections={"malformed_annotation": 2, "timestamp_out_of_range": 1,
-                                                  "missing_video": 1},
-                    records=7, rejected_reasons={"empty_text": 1, "malformed_annotation": 2, "missing_video": 1,
-                                                 "timestamp_out_of_range": 1, "truncated_video": 1})
+EGO4D_EXPECT = dict(episodes=15, read_rejections={"malformed_annotation": 2, "timestamp_out_of_range": 1,
+                                                   "missing_video": 1, "duplicate_annotation": 1},
+                    records=13, rejected_reasons={"duplicate_annotation": 1, "empty_text": 1,
+                                                  "malformed_annotation": 2, "missing_video": 1,
+                                                  "timestamp_out_of_range": 1, "truncated_video": 1})
 
 
 def write_ego4d(root: str) -> str:
@@ -180,13 +188,14 @@ CAPTION_ROWS = [
     ("c3", "clips/v2.webm", "waves roll in", "", ""),  # the whole video
     ("c4", "clips/gone.mp4", "a cat sleeps", "0", "1"),  # missing video
     ("c5", "clips/v1.mp4", "backwards", "1.5", "0.5"),  # end before start
-    ("c1", "clips/v1.mp4", "a dog runs again", "0.0", "1.0"),  # repeated id
+    ("c1", "clips/v1.mp4", "a dog runs again", "0.0", "1.0"),  # an id reused for another caption: kept as c1@5
     ("c6", "clips/v1.mp4", "", "0.0", "1.0"),  # empty caption
+    ("c8", "clips/v1.mp4", "the dog sits", "1", "2.000"),  # c2 again, times written otherwise: duplicate
 ]
 CAPTION_ANNOTATIONS = len(CAPTION_ROWS) + 1  # and one malformed line
-CAPTION_EXPECT = dict(episodes=4, read_rejections={"duplicate_annotation": 1, "malformed_annotation": 2,
+CAPTION_EXPECT = dict(episodes=5, read_rejections={"duplicate_annotation": 1, "malformed_annotation": 2,
                                                     "missing_video": 1},
-                      records=3, rejected_reasons={"duplicate_annotation": 1, "empty_text": 1,
+                      records=4, rejected_reasons={"duplicate_annotation": 1, "empty_text": 1,
                                                    "malformed_annotation": 2, "missing_video": 1})
 
 
