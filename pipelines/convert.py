@@ -16,6 +16,7 @@ with one worker, clip threads inside it (`pipelines.lanes`) and records spilled 
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import shlex
 import shutil
@@ -43,7 +44,7 @@ from unisim.schemas import record as rec
 from unisim.schemas import text as text_rules
 from unisim.schemas.controls import ControlStats, ControlTokenizer
 from unisim.schemas.dead_letter import Rejection
-from unisim.schemas.manifest import DEAD_LETTER_NAME, MANIFEST_NAME, RECORD_PREFIX, Manifest
+from unisim.schemas.manifest import DEAD_LETTER_NAME, MANIFEST_NAME, RECORD_PREFIX, Manifest, merge_frame_rates
 
 REJECTED = shards.REJECTED
 CONTROL_ROWS = "control_rows"
@@ -375,9 +376,9 @@ class _TokenizeFn(beam.DoFn):
 
 
 def _summarize_records(infos: list[tuple[int, float]]):
-    """Per shard: (fewest frames, most frames, set of fps) over its records."""
+    """Per shard: (fewest frames, most frames, {fps: records}) over its records."""
     frames = [f for f, _ in infos]
-    return (min(frames), max(frames), {fps for _, fps in infos}) if infos else None
+    return (min(frames), max(frames), dict(collections.Counter(fps for _, fps in infos))) if infos else None
 
 
 # ----------------------------------------------------------------------------------------------- manifest
@@ -398,7 +399,7 @@ class _FinishFn(beam.DoFn):
                           out.join(c.output, DEAD_LETTER_NAME))
         by_index = shards.fill_missing_shards(c.output, RECORD_PREFIX, written, num_shards)
         spans = [summary for _, summary in by_index.values() if summary]
-        fps_values = sorted(set().union(*(s[2] for s in spans)))
+        fps_values = merge_frame_rates(sum((collections.Counter(s[2]) for s in spans), collections.Counter()))
         reasons: dict[str, int] = {}
         for r in dead:
             reasons[r.reason] = reasons.get(r.reason, 0) + 1

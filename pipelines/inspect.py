@@ -94,6 +94,7 @@ def summarize(directory: str) -> dict:
         "rejected_reasons": manifest.rejected_reasons,
         "frame_shape": list(manifest.frame_shape),
         "fps": manifest.fps,
+        "fps_values": manifest.fps_values,
         "frames_per_record": [min(lengths), max(lengths)] if lengths else [0, 0],
         "context_frames": manifest.context_frames,
         "action_texts": texts,

@@ -19,6 +19,9 @@ DEAD_LETTER_NAME = "rejected.jsonl"
 SHARD_SUFFIX = ".array_record"
 # ArrayRecord options of every shard: one record per chunk for random access; no zstd, frames are already JPEG.
 ARRAY_RECORD_OPTIONS = "group_size:1,uncompressed"
+# Frame rates closer than this (relative) are one rate written two ways: 59.94 from a CSV and 60000/1001 from a
+# container differ by 1e-6; the nearest distinct rates in use, 29.97 and 30, by 1e-3.
+FPS_TOLERANCE = 1e-4
 
 
 RECORD_PREFIX = "records"
@@ -46,7 +49,7 @@ class Manifest:
     frame_width: int
     image_format: str
     fps: float  # the stored frame rate; 0.0 when records differ (then see fps_values)
-    fps_values: list[float]
+    fps_values: list[float]  # the distinct rates, equal within FPS_TOLERANCE merged (`merge_frame_rates`)
     frames_per_record: tuple[int, int]  # (min, max) over the written records
     frames_per_clip: int
     context_frames: int
@@ -93,3 +96,16 @@ class Manifest:
         data["text_embeddings"] = [ShardInfo(**s) for s in data.get("text_embeddings", [])]
         data["control_stats"] = ControlStats.from_json(data["control_stats"]) if data["control_stats"] else None
         return cls(**data)
+
+
+def merge_frame_rates(counts: dict[float, int]) -> list[float]:
+    """Distinct frame rates from {rate: records}: rates within FPS_TOLERANCE of a group's lowest are one rate,
+    written as the one most records carry (the smaller on a tie), so the result does not depend on order."""
+    merged: list[list[tuple[float, int]]] = []
+    for rate in sorted(counts):
+        if merged and rate - merged[-1][0][0] <= FPS_TOLERANCE * rate:
+            merged[-1].append((rate, counts[rate]))
+        else:
+            merged.append([(rate, counts[rate])])
+    return [min(group, key=lambda rc: (-rc[1], rc[0]))[0] for group in merged]
+

@@ -151,3 +151,26 @@ def test_reading_works_on_a_non_local_filesystem(fixture_dir, tmp_path):
             assert there.source_file.startswith("ram://") and there.text == here.text
             np.testing.assert_array_equal(there.controls, here.controls)
             assert list(there.frames) == list(here.frames)  # every frame's bytes, gaps (b"") included
+
+
+def test_one_frame_rate_written_two_ways_is_one_rate_in_the_manifest(tmp_path, capsys):
+    """59.94 (as a CSV writes it) and 60000/1001 (as a container states it) differ by 1e-6: one rate; 29.97 and
+    30 differ by 1e-3: two. `inspect --json` shows the distinct rates."""
+    from unisim.cli import main
+    from unisim.pipelines import convert
+    from unisim.schemas.manifest import merge_frame_rates
+
+    assert merge_frame_rates({59.94: 1, 60000 / 1001: 1}) == [59.94]
+    assert merge_frame_rates({59.94: 1, 60000 / 1001: 3, 29.97: 2, 30.0: 2}) == [29.97, 30.0, 60000 / 1001]
+    root = str(tmp_path / "rates")
+    for name, fps in (("a", 59.94), ("b", 60000 / 1001)):
+        actions = np.zeros((FRAMES, 2)).tolist()
+        _write_episode(f"{root}/train/{name}", 0, metadata=json.dumps(
+            {"instruction": "wave", "fps": fps, "actions": actions}).encode())
+    output = str(tmp_path / "out")
+    manifest, _ = convert.run(convert.ConvertConfig(dataset="episode_folders", source=root, output=output,
+                                                    adapter_options=OPTIONS), command="test")
+    assert manifest.records == 4 and manifest.fps == 59.94 and manifest.fps_values == [59.94]
+    assert main(["inspect", output, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["fps"] == 59.94 and summary["fps_values"] == [59.94]

@@ -166,7 +166,8 @@ def inspect(args) -> int:
           f"from {summary['source_episodes']} source episodes in {summary['shards']} shards ({summary['bytes']} bytes)")
     print(f"  datasets: {summary['datasets']}")
     print(f"  rejected: {summary['rejected']} {summary['rejected_reasons']}")
-    print(f"  frames: {summary['frame_shape']} at {summary['fps']} fps, {summary['frames_per_record'][0]}–"
+    rates = f"{summary['fps']} fps" if summary["fps"] else f"{', '.join(map(str, summary['fps_values']))} fps"
+    print(f"  frames: {summary['frame_shape']} at {rates}, {summary['frames_per_record'][0]}–"
           f"{summary['frames_per_record'][1]} per record, {summary['context_frames']} context")
     print(f"  control tokens: {summary['control_tokens']}")
     encoder = summary["text_encoder"]
