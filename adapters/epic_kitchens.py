@@ -16,6 +16,18 @@ frames start_frame … stop_frame, and the rate and length come from EPIC_100_vi
 between videos: 59.94, 50, 29.97, …), so frames without it are rejected (`missing_video_info`). The clip is centred
 on the segment at `--fps`, or spread over it with `--fit_spans` (segments last 0.5 s to over a minute).
 
+**Frame numbers against timestamps.** In the real CSVs some videos' `start_frame` is not `start_timestamp × fps`
+of EPIC_100_video_info.csv but about twice (or half) that: high-frame-rate videos whose frames were numbered at
+another rate. Placing such a segment by frame number in a folder numbered at `fps` lands it at twice the time.
+The rule, per video with extracted frames (`frame_numbering`): the ratio is the median of start_frame /
+(start_timestamp × fps) over its segments at least `MIN_FRAMES_FOR_RATIO` frames in; within `RATIO_TOLERANCE` of
+1 the two agree. Otherwise (the ratio taken as exactly 2 or ½ when within the tolerance of either) the frame files
+decide, being what is on disk: when their count over the duration is the annotations' rate (fps × ratio, within
+the tolerance), segments are placed by frame number at that rate;
+else they are placed by timestamp at `fps` (the timestamps are the time, whatever the numbering). Each video that
+disagrees is listed in the manifest (`adapter.frame_numbering`: ratio, rule chosen, rate, files). Videos (MP4)
+are always placed by timestamp.
+
 Work units are videos (`train:P03_02`), their segments read in start order so one decoder serves them all.
 Rejected here: `malformed_annotation` (a row with the wrong number of fields or an unreadable time or frame),
 `duplicate_annotation` (a narration_id twice), `missing_video` (neither media present), `missing_video_info`,
@@ -24,8 +36,11 @@ and the reasons of `adapters/annotated_video.py` (`truncated_video`, `timestamp_
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import statistics
 from collections.abc import Iterator
+from typing import Any
 
 from unisim.adapters import files
 from unisim.adapters.annotated_video import VideoChecks, action_episode, csv_rows, parse_seconds, video_action
@@ -40,6 +55,18 @@ VIDEO_INFO = "EPIC_100_video_info.csv"
 COLUMNS = ("narration_id", "participant_id", "video_id", "narration_timestamp", "start_timestamp", "stop_timestamp",
            "start_frame", "stop_frame", "narration", "verb", "verb_class", "noun", "noun_class", "all_nouns",
            "all_noun_classes")
+RATIO_TOLERANCE = 0.1  # relative: frame numbers within 10 % of start_timestamp × fps agree with it
+MIN_FRAMES_FOR_RATIO = 10  # segments nearer the start say little about the ratio (a frame of rounding is 10 %)
+
+
+@dataclasses.dataclass(frozen=True)
+class FrameNumbering:
+    """How one video's extracted-frame segments are placed when its frame numbers and timestamps disagree."""
+
+    ratio: float  # median start_frame / (start_timestamp × fps)
+    placed_by: str  # "frame_numbers" (at fps × ratio) or "timestamps" (at fps)
+    frame_rate: float  # the rate the frame files are taken to run at
+    files: int  # frame files in the folder
 
 
 def _read_csv(path: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
@@ -89,6 +116,47 @@ class EpicKitchens(DatasetAdapter):
             except (IndexError, ValueError):
                 continue  # a bad line only matters to the frames of its video, which are then rejected
         return info
+
+    def frame_ratio(self, split: str, video_id: str) -> float | None:
+        """Median start_frame / (start_timestamp × fps) of the video's segments, from the CSV alone; None when
+        the video has no video_info row or no segment far enough in."""
+        if video_id not in self.video_info:
+            return None
+        fps = self.video_info[video_id][1]
+        ratios = []
+        for _, fields in self.segments(split).get(video_id, []):
+            parsed = self._parse(fields)
+            if not isinstance(parsed, str) and parsed[0] * fps >= MIN_FRAMES_FOR_RATIO:
+                ratios.append(parsed[2] / (parsed[0] * fps))
+        return statistics.median(ratios) if ratios else None
+
+    @functools.cache  # noqa: B019 - once per video per adapter instance
+    def frame_numbering(self, split: str, video_id: str, folder: str) -> FrameNumbering | None:
+        """The rule of the module docstring for a video whose frames are in `folder`; None when they agree."""
+        ratio = self.frame_ratio(split, video_id)
+        if ratio is None or abs(ratio - 1) <= RATIO_TOLERANCE:
+            return None
+        duration, fps = self.video_info[video_id]
+        # Frame numbers are rounded, so the ratio is near, not at, the factor the numbering used: ½ or 2 it is.
+        factor = next((f for f in (2.0, 0.5) if abs(ratio / f - 1) <= RATIO_TOLERANCE), ratio)
+        count = len(files.glob(f"{folder}/frame_*.jpg"))
+        by_numbers = abs(count / (duration * fps * factor) - 1) <= RATIO_TOLERANCE
+        return FrameNumbering(round(ratio, 4), "frame_numbers" if by_numbers else "timestamps",
+                              fps * factor if by_numbers else fps, count)
+
+    def describe(self) -> dict[str, Any]:
+        """With `frame_numbering`: each video whose frame numbers disagree with its timestamps, and the rule
+        chosen for it (computed here from the same CSVs and folders the workers read)."""
+        out = {}
+        for split in [s for s in ([self.split] if self.split else SPLITS) if files.exists(self._annotation_file(s))]:
+            for video_id, rows in sorted(self.segments(split).items()):
+                if not video_id or self.frame_ratio(split, video_id) is None:
+                    continue
+                kind, folder = self._media(rows[0][1][1], video_id)
+                numbering = self.frame_numbering(split, video_id, folder) if kind == "frames" else None
+                if numbering is not None:
+                    out[video_id] = dataclasses.asdict(numbering)
+        return {**super().describe(), "frame_numbering": out}
 
     def work_units(self) -> list[str]:
         if not files.exists(self.root):
@@ -155,6 +223,13 @@ class EpicKitchens(DatasetAdapter):
             return self.reject("missing_video_info", f"{path} has frames but {VIDEO_INFO} gives no fps and "
                                f"duration for {video_id}", key, where, number)
         duration, fps = self.video_info[video_id]
-        frames = files.FileFrames(files.NumberedPaths(f"{path}/frame_{{:010d}}.jpg", round(duration * fps), 1))
-        return action_episode(self, key=key, frames=frames, fps=fps, span=(first - 1, last), text=text, split=split,
+        count, span = round(duration * fps), (first - 1, last)
+        numbering = self.frame_numbering(split, video_id, path)
+        if numbering is not None:  # frame numbers and timestamps disagree: the module docstring's rule
+            count, fps = numbering.files, numbering.frame_rate
+            if numbering.placed_by == "timestamps":
+                begin = round(start * fps)
+                span = (begin, max(begin + 1, round(stop * fps)))
+        frames = files.FileFrames(files.NumberedPaths(f"{path}/frame_{{:010d}}.jpg", count, 1))
+        return action_episode(self, key=key, frames=frames, fps=fps, span=span, text=text, split=split,
                               source_file=path, source_index=number, annotation_file=where)

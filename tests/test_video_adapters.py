@@ -210,7 +210,7 @@ def test_epic_kitchens_reads_videos_and_extracted_frames(tmp_path):
     vf.write_epic(root)
     report = check_adapter(Expectation(dataset="epic_kitchens", source=root, **vf.EPIC_EXPECT), str(tmp_path))
     assert report.units == ["train:", "train:P01_01", "train:P01_02", "train:P02_01", "train:P02_02",
-                            "train:P03_01", "validation:P01_01"]
+                            "train:P03_01", "train:P04_01", "train:P04_02", "validation:P01_01"]
     assert_one_clip_per_annotation(report, annotations=vf.EPIC_ANNOTATIONS)
     by_id = {e.episode_id: e for e in report.episodes}
     assert by_id["P01_01_1"].fps == 50.0 and by_id["P01_01_1"].span == (50, 96)  # 1.00-1.90 s at 50 fps
@@ -221,6 +221,14 @@ def test_epic_kitchens_reads_videos_and_extracted_frames(tmp_path):
     assert records["P01_01_0"].text == "open drawer" and records["P01_01_4"].split == "validation"
     details = {r.key: r.detail for r in report.dead_letter}
     assert "'moov') is missing" in details["P02_01_0"] and "rgb_frames/P02_02" in details["P02_02_0"]
+    # Frame numbers twice start_timestamp × fps: P04_01's files follow the numbering (120 in 1 s), so segments are
+    # placed by frame number at 119.88 fps; P04_02's follow the video (60), so by timestamp at 59.94.
+    assert by_id["P04_01_0"].span == (35, 72) and len(by_id["P04_01_0"].frames) == 120
+    assert abs(by_id["P04_01_0"].fps - 119.88) < 1e-9
+    assert by_id["P04_02_0"].span == (18, 36) and by_id["P04_02_0"].fps == 59.94
+    assert report.manifest.adapter["frame_numbering"] == {
+        "P04_01": {"ratio": 2.0022, "placed_by": "frame_numbers", "frame_rate": 119.88, "files": 120},
+        "P04_02": {"ratio": 2.0022, "placed_by": "timestamps", "frame_rate": 59.94, "files": 60}}
 
 
 def test_epic_kitchens_fits_the_clip_to_the_segment_when_asked(tmp_path):

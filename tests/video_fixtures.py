@@ -139,12 +139,17 @@ EPIC_ROWS = [
     ("train", "P03_01_0", "00:00:00.10", "00:00:00.50", 6, 30, "cut onion"),  # frames, but no video_info row
     ("train", "P01_01_5", "00:00:00.10", "00:00:00.50", "abc", 25, "peel potato"),  # malformed frame number
     ("validation", "P01_01_4", "00:00:00.30", "00:00:01.10", 15, 55, "close drawer"),
+    # Frame numbers at twice start_timestamp × fps (59.94 in the video info), as for some high-frame-rate videos
+    # of the release: P04_01's 120 frame files follow the numbering, P04_02's 60 follow the video's rate.
+    ("train", "P04_01_0", "00:00:00.30", "00:00:00.60", 36, 72, "rinse cup"),
+    ("train", "P04_01_1", "00:00:00.50", "00:00:00.70", 60, 84, "dry cup"),
+    ("train", "P04_02_0", "00:00:00.30", "00:00:00.60", 36, 72, "fill kettle"),
 ]
 EPIC_ANNOTATIONS = len(EPIC_ROWS) + 1  # and one row with missing fields
-EPIC_EXPECT = dict(episodes=6, read_rejections={"malformed_annotation": 2, "missing_video": 1,
+EPIC_EXPECT = dict(episodes=9, read_rejections={"malformed_annotation": 2, "missing_video": 1,
                                                  "missing_video_info": 1, "timestamp_out_of_range": 1,
                                                  "truncated_video": 1},
-                   records=5, rejected_reasons={"empty_text": 1, "malformed_annotation": 2, "missing_video": 1,
+                   records=8, rejected_reasons={"empty_text": 1, "malformed_annotation": 2, "missing_video": 1,
                                                 "missing_video_info": 1, "timestamp_out_of_range": 1,
                                                 "truncated_video": 1})
 
@@ -165,14 +170,15 @@ def write_epic(root: str) -> str:
             csv.writer(f).writerows(lines)
     with open(os.path.join(root, "EPIC_100_video_info.csv"), "w") as f:
         f.write("video_id,duration,fps,resolution\nP01_01,2.0,50.0,160x96\nP01_02,1.001,59.94,160x96\n"
-                "P02_01,2.0,50.0,160x96\n")
+                "P02_01,2.0,50.0,160x96\nP04_01,1.0,59.94,160x96\nP04_02,1.0,59.94,160x96\n")
     os.makedirs(os.path.join(root, "P01/videos"))
     write_video(os.path.join(root, "P01/videos/P01_01.MP4"), frames(1, 100, 96, 160), 50, "h264", keyframe_seconds=0.5)
     os.makedirs(os.path.join(root, "P02/videos"))
     truncate(write_video(os.path.join(root, "P02/videos/P02_01.MP4"), frames(2, 100, 96, 160), 50, "h264"))
     import cv2
 
-    for participant, video_id, count in (("P01", "P01_02", 60), ("P03", "P03_01", 40)):
+    for participant, video_id, count in (("P01", "P01_02", 60), ("P03", "P03_01", 40), ("P04", "P04_01", 120),
+                                         ("P04", "P04_02", 60)):
         folder = os.path.join(root, participant, "rgb_frames", video_id)
         os.makedirs(folder)
         for t, image in enumerate(frames(3, count, 96, 160), 1):
