@@ -94,11 +94,14 @@ class EpicKitchens(DatasetAdapter):
         """The split's rows grouped by video_id (rows whose video_id is unreadable under "")."""
         path = self._annotation_file(split)
         header, rows = _read_csv(path)
-        if tuple(header) != COLUMNS:
+        # The release's README lists a leading `uid` column (and its test CSV has one): accepted and set aside.
+        with_uid = tuple(header) == ("uid", *COLUMNS)
+        if tuple(header) != COLUMNS and not with_uid:
             raise ValueError(f"epic_kitchens: {path} does not have the EPIC-KITCHENS-100 header; expected "
-                             f"{','.join(COLUMNS)}, found {','.join(header)[:300]}")
+                             f"{','.join(COLUMNS)} (optionally after uid), found {','.join(header)[:300]}")
         by_video: dict[str, list[tuple[int, list[str]]]] = {}
         for number, fields in rows:
+            fields = fields[1:] if with_uid else fields
             video_id = fields[2] if len(fields) == len(COLUMNS) else ""
             by_video.setdefault(video_id, []).append((number, fields))
         return by_video

@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import json
+import re
 from collections.abc import Iterator
 
 import numpy as np
@@ -35,6 +36,8 @@ from unisim.adapters.base import DatasetAdapter, Episode, option
 from unisim.adapters.registry import register
 from unisim.schemas.dead_letter import Rejection
 from unisim.schemas.text import decode_text
+
+_FRAME_NAME = re.compile(r"^(\d+)\.jpg$")  # observation t is <t>.jpg, zero-padded or not
 
 ACTIONS = ("MOVE_FORWARD", "TURN_LEFT", "TURN_RIGHT", "LOOK_UP", "LOOK_DOWN", "STOP")
 SPLITS = ("train", "val")
@@ -92,7 +95,10 @@ class HabitatObjectNav(DatasetAdapter):
             return self.reject("unknown_action", f"actions {unknown} are not among {', '.join(ACTIONS)}", key,
                                content, index)
         folder = f"{self.root}/{split}/{self.options.observations}/{scene}/{episode_id}"
-        frames = files.glob(f"{folder}/*.jpg")
+        try:  # placed by number, not name order: 10000.jpg sorts before 1001.jpg; a gap is that frame's clips only
+            frames = files.numbered_files(f"{folder}/*.jpg", _FRAME_NAME)
+        except files.DuplicateFrame as e:
+            return self.reject("duplicate_frame", str(e), key, content, index)
         if not frames:
             return self.reject("missing_observations", f"no observations in {folder}", key, content, index)
         if len(frames) != len(replay):

@@ -9,7 +9,9 @@ caption as the text action (the paper treats internet images as one-frame videos
   tar and are rejected as `download_failed` with img2dataset's error message, so every input row is accounted for.
 - **a metadata parquet plus image files**: `*.parquet` without a sibling tar, one row per image; the image is the
   row's path column (relative to the parquet's folder), else `KEY.jpg` beside the parquet or in img2dataset's
-  `files` layout (`NNNNN/KEY.jpg`), KEY from the release's own key column. One work unit per parquet.
+  `files` layout (`NNNNN/KEY.jpg` beside `NNNNN.parquet`, however many digits the shard names have), KEY from the
+  release's own key column. A key is not assumed unique (LAION states its URLs were de-duplicated only
+  approximately): a row reusing an earlier row's key is keyed `<key>@<row>`. One work unit per parquet.
 
 A release of URLs alone (the LAION-400M/5B parquets: `SAMPLE_ID, URL, TEXT, …`; img2dataset's test parquet: `URL,
 TEXT`) holds no images: when no table has an image for any of its first rows, the source is refused before the
@@ -147,8 +149,7 @@ class Laion(DatasetAdapter):
         _, key_column, image_column, url_column = self._columns(names)
         if url_column is None or image_column is not None:
             return False
-        folder = posixpath.dirname(table)
-        return not any(self._image_path(folder, row, key_column, None) for row in rows)
+        return not any(self._image_path(table, row, key_column, None) for row in rows)
 
     def _download_advice(self, tables: list[str]) -> str:
         names, _ = _parquet_head(tables[0], 0)
@@ -235,15 +236,17 @@ class Laion(DatasetAdapter):
         if caption is None:
             raise ValueError(f"laion: {table} has no caption column (tried {', '.join(CAPTION_COLUMNS)}); "
                              "name it with --adapter_option caption=COLUMN")
-        folder = posixpath.dirname(table)
+        seen: set[str] = set()
         for index, row in enumerate(rows):
             key = str(row.get(key_column)) if key_column and row.get(key_column) is not None else \
                 f"{posixpath.basename(table)}@{index}"
+            key = f"{key}@{index}" if key in seen else key
+            seen.add(key)
             failure = self._download_failure(row, key, table, index)
             if failure:
                 yield failure
                 continue
-            image_path = self._image_path(folder, row, key_column, image_column)
+            image_path = self._image_path(table, row, key_column, image_column)
             if image_path is None:
                 url = row.get(url_column) if url_column else None
                 if url:
@@ -256,16 +259,17 @@ class Laion(DatasetAdapter):
             yield self._episode(key, files.read_bytes(image_path), str(row.get(caption) or ""), image_path, index)
 
     @staticmethod
-    def _image_path(folder: str, row: dict, key_column: str | None, image_column: str | None) -> str | None:
+    def _image_path(table: str, row: dict, key_column: str | None, image_column: str | None) -> str | None:
         """The row's image file: its path column, else KEY.jpg (or .png, .webp) beside the table or in
-        img2dataset's `files` layout (NNNNN/KEY.jpg); None when there is none. Without a key column there is no
-        file name to look for: a row number is not a name any downloader writes."""
+        img2dataset's `files` layout (the folder named as the table, NNNNN/KEY.jpg); None when there is none.
+        Without a key column there is no file name to look for: a row number is not a name any downloader writes."""
+        folder, shard = posixpath.dirname(table), table[: -len(".parquet")]
         if image_column and row.get(image_column):
             candidates = [posixpath.join(folder, str(row[image_column]))]
         elif key_column and row.get(key_column) is not None:
             key = str(row[key_column])
             candidates = [f"{folder}/{key}{ext}" for ext in IMAGE_EXTENSIONS] + [
-                f"{folder}/{key[:5]}/{key}{ext}" for ext in IMAGE_EXTENSIONS]
+                f"{shard}/{key}{ext}" for ext in IMAGE_EXTENSIONS]
         else:
             return None
         return next((p for p in candidates if files.exists(p)), None)

@@ -27,7 +27,7 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions, TestOptions
 from apache_beam.transforms.window import GlobalWindows
 
 from unisim.adapters import registry
@@ -479,14 +479,34 @@ def pipeline_options(beam_args: list[str], runner: str) -> tuple[Any, PipelineOp
     return runner, options
 
 
+@dataclasses.dataclass(frozen=True)
+class DryRun:
+    """What `--dry_run` built instead of running: the job's named steps and what its workers would install."""
+
+    runner: str
+    steps: list[str]  # every transform's full name, e.g. "MakeClips/Clip"
+    staged: dict[str, str]  # name the workers see → local file Beam built for it (the project's sdist, …)
+    units: int
+
+
+def is_dry_run(beam_args: list[str] | None) -> bool:
+    """`--dry_run` among Beam's flags: build the whole job offline, submit nothing, write nothing."""
+    return PipelineOptions(beam_args or []).view_as(TestOptions).dry_run
+
+
 def run(config: ConvertConfig, beam_args: list[str] | None = None, runner: str = "local", clip_threads: int = 1,
-        command: str | None = None) -> tuple[Manifest, dict[str, int]]:
-    """Converts one dataset; returns the manifest it wrote and the Beam counters of the run.
+        command: str | None = None) -> tuple[Manifest, dict[str, int]] | DryRun:
+    """Converts one dataset; returns the manifest it wrote and the Beam counters of the run — or, with `--dry_run`
+    in `beam_args` and a remote runner, the `DryRun` of the job it built without touching the output.
 
     Raises early, with a clear message, on a bad setup (unknown dataset, missing source, foreign output files).
     """
     if clip_threads < 1:
         raise ValueError(f"clip_threads must be >= 1, got {clip_threads}")
+    dry_run = is_dry_run(beam_args)
+    if dry_run and runner in LOCAL_RUNNERS:
+        raise ValueError("--dry_run builds a job for a remote runner (e.g. --runner DataflowRunner); the local "
+                         "runner has no job to build")
     adapter = registry.create(config.dataset, config.source, config.split, config.adapter_options)
     units = adapter.work_units()
     if not units:
@@ -497,9 +517,14 @@ def run(config: ConvertConfig, beam_args: list[str] | None = None, runner: str =
         from unisim.pipelines.text_encoder import encoder_identity
 
         identity = encoder_identity(config.text.encoder.path, config.text.encoder.max_tokens)
-    out.prepare_output_dir(config.output)
+    if not dry_run:  # a dry run never touches the output (which may be a bucket this machine cannot reach)
+        out.prepare_output_dir(config.output)
     command = command if command is not None else shlex.join(sys.argv)
     runner_obj, options = pipeline_options(beam_args or [], runner)
+    if dry_run:
+        pipeline = beam.Pipeline(runner=runner_obj, options=options)
+        build(pipeline, config, adapter, units, command, identity, clip_threads)
+        return _dry_run(runner, pipeline.run(), len(units))
     spill_dir = _spill_folder(config.output) if runner in LOCAL_RUNNERS else None
     try:
         pipeline = beam.Pipeline(runner=runner_obj, options=options)
@@ -514,6 +539,24 @@ def run(config: ConvertConfig, beam_args: list[str] | None = None, runner: str =
     manifest = Manifest.loads(out.read_text(out.join(config.output, MANIFEST_NAME)))
     check_nothing_lost(config.output, manifest, counters)
     return manifest, counters
+
+
+def _dry_run(runner: str, result, units: int) -> DryRun:
+    """The job a runner built in dry-run mode (DataflowRunner keeps it as `result.job`)."""
+    job = getattr(result, "job", None)
+    proto = getattr(job, "proto_pipeline", None)
+    if proto is None:
+        raise ValueError(f"--dry_run: runner {runner} built no job to show (DataflowRunner does)")
+    from apache_beam.portability.api import beam_runner_api_pb2
+
+    steps = sorted(t.unique_name for t in proto.components.transforms.values() if t.unique_name)
+    staged = {}
+    for env in proto.components.environments.values():
+        for artifact in env.dependencies:
+            role = beam_runner_api_pb2.ArtifactStagingToRolePayload.FromString(artifact.role_payload)
+            path = beam_runner_api_pb2.ArtifactFilePayload.FromString(artifact.type_payload).path
+            staged[role.staged_name] = path
+    return DryRun(runner=runner, steps=steps, staged=dict(sorted(staged.items())), units=units)
 
 
 def _spill_folder(output: str) -> str:

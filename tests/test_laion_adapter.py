@@ -47,10 +47,14 @@ def test_laion_400m_column_names_and_a_named_caption_column(tmp_path):
     with open(os.path.join(root, "img.jpg"), "wb") as f:
         f.write(imf.jpeg())
     rows = [{"SAMPLE_ID": 17, "URL": "https://x/y.jpg", "TEXT": "a boat", "NOTE": "a note", "image_path": "img.jpg",
-             "WIDTH": 64, "HEIGHT": 48, "similarity": 0.33}]
+             "WIDTH": 64, "HEIGHT": 48, "similarity": 0.33},
+            # SAMPLE_ID is not promised unique: a second row with it is kept under <key>@<row>.
+            {"SAMPLE_ID": 17, "URL": "https://x/z.jpg", "TEXT": "a ship", "NOTE": "", "image_path": "img.jpg",
+             "WIDTH": 64, "HEIGHT": 48, "similarity": 0.31}]
     pq.write_table(pa.Table.from_pylist(rows), os.path.join(root, "part-00000.parquet"))
-    (episode,) = registry.create("laion", root).read(registry.create("laion", root).work_units()[0])
+    episode, again = registry.create("laion", root).read(registry.create("laion", root).work_units()[0])
     assert (episode.episode_id, episode.text, episode.frames[0][:2]) == ("17", "a boat", b"\xff\xd8")
+    assert (again.episode_id, again.text) == ("17@1", "a ship")
     adapter = registry.create("laion", root, options={"caption": "NOTE"})
     assert next(adapter.read(adapter.work_units()[0])).text == "a note"
     with pytest.raises(ValueError, match="not a column"):
@@ -79,6 +83,24 @@ def test_a_release_of_urls_alone_stops_before_the_pipeline_with_the_download_com
     output = str(tmp_path / "out")
     assert main(["convert", "--dataset", "laion", "--source", root, "--output", output]) != 0
     assert "holds image URLs, not images" in capsys.readouterr().err and not os.path.exists(output)
+
+
+def test_img2dataset_files_layout_with_six_digit_shards(tmp_path):
+    """img2dataset's `files` output: NNNNNN/KEY.jpg beside NNNNNN.parquet; shard names have oom_shard_count digits
+    (5 by default, 6 past 99,999 shards), so the folder is found from the table's name, not the key's first 5."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root = str(tmp_path / "files")
+    os.makedirs(os.path.join(root, "100000"))
+    keys = ["1000000000", "1000000001"]
+    for i, key in enumerate(keys):
+        with open(os.path.join(root, "100000", f"{key}.jpg"), "wb") as f:
+            f.write(imf.jpeg(seed=i))
+    rows = [{"key": k, "url": f"https://x/{k}.jpg", "caption": f"image {k}", "status": "success"} for k in keys]
+    pq.write_table(pa.Table.from_pylist(rows), os.path.join(root, "100000.parquet"))
+    adapter = registry.create("laion", root)
+    assert [e.episode_id for e in adapter.read(adapter.work_units()[0])] == keys
 
 
 def test_the_pixel_count_comes_from_the_header_alone():

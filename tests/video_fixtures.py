@@ -166,7 +166,11 @@ def write_epic(root: str) -> str:
     rows["train"].append(["P01_01_9", "P01", "P01_01", "00:00:00.10"])  # a line cut short
     for split, lines in rows.items():
         with open(os.path.join(root, f"EPIC_100_{split}.csv"), "w", newline="") as f:
-            f.write(EPIC_HEADER + "\n")
+            if split == "validation":  # with the leading uid column the release's README documents
+                f.write("uid," + EPIC_HEADER + "\n")
+                lines = [[4972 + i, *line] for i, line in enumerate(lines)]
+            else:
+                f.write(EPIC_HEADER + "\n")
             csv.writer(f).writerows(lines)
     with open(os.path.join(root, "EPIC_100_video_info.csv"), "w") as f:
         f.write("video_id,duration,fps,resolution\nP01_01,2.0,50.0,160x96\nP01_02,1.001,59.94,160x96\n"

@@ -132,8 +132,15 @@ def convert(args, beam_args: list[str], argv: list[str]) -> int:
               "refuses directories without embeddings", file=sys.stderr)
     start = time.monotonic()
     threads = args.clip_threads or (args.direct_num_workers if args.runner in conv.LOCAL_RUNNERS else 1)
-    manifest, counters = conv.run(config, beam_args, runner=args.runner, clip_threads=threads,
-                                  command=shlex.join(["unisim", *argv]))
+    result = conv.run(config, beam_args, runner=args.runner, clip_threads=threads, command=shlex.join(["unisim", *argv]))
+    if isinstance(result, conv.DryRun):
+        top = sorted({step.split("/")[0] for step in result.steps})
+        print(f"dry run: built the {result.runner} job for {result.units} work units in {time.monotonic() - start:.1f} "
+              f"s; nothing submitted, nothing written to {args.output}\nsteps: {', '.join(top)} "
+              f"({len(result.steps)} transforms)\nworkers would install: "
+              + (", ".join(result.staged) or "(nothing staged: give --setup_file ./setup.py)"))
+        return 0
+    manifest, counters = result
     elapsed = time.monotonic() - start
     frames = counters.get("frames_encoded", 0)
     print(f"converted {manifest.source_episodes} source episodes → {manifest.records} records in "

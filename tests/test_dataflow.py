@@ -1,0 +1,107 @@
+"""The Dataflow job, built offline: `unisim convert --runner DataflowRunner --dry_run` for every adapter.
+
+Beam's DataflowRunner with `--dry_run` (and `--no_auth`) translates the whole pipeline into the job it would
+submit — every transform through Dataflow's own checks (deterministic key coders, side inputs, the v2 runner's
+adjustments) — and submits nothing. The output is a gs:// bucket this machine cannot reach, so touching it would
+fail the command. One test also stages the project as `--setup_file ./setup.py` would and installs what Dataflow's
+workers would install.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+
+import pytest
+
+import image_fixtures as imf
+import nav_fixtures as nf
+import robot_fixtures as rf
+import video_fixtures as vf
+from fixtures import write_language_table
+from test_episode_folders import write_fixture as write_episode_folders
+from unisim.adapters import registry
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATAFLOW = ["--runner", "DataflowRunner", "--dry_run", "--no_auth", "--project", "unisim-dry-run", "--region",
+            "us-central1", "--temp_location", "gs://unisim-dry-run-unreachable/tmp", "--job_name", "unisim-dry-run"]
+OUTPUT = "gs://unisim-dry-run-unreachable/clips"
+
+
+def _source(dataset: str, tmp_path) -> list[str]:
+    """`--source …` (and adapter options) for each adapter's fixture in its official layout."""
+    folder = str(tmp_path / dataset)
+    if dataset == "epic_kitchens":
+        os.makedirs(folder)
+    if dataset == "rlds":
+        (tmp_path / "mapping.json").write_text(json.dumps({"fps": 2, "episode_id": "episode_metadata/episode_id"}))
+    writers = {
+        "language_table": lambda: write_language_table(folder, num_episodes=2, steps=6),
+        "rt1": lambda: rf.write_rt1(folder),
+        "bridge": lambda: rf.write_bridge_raw(folder, str(tmp_path)),
+        "rlds": lambda: rf.write_toy_oxe(folder),
+        "episode_folders": lambda: write_episode_folders(folder),
+        "ego4d": lambda: vf.write_ego4d(folder),
+        "ssv2": lambda: vf.write_ssv2(folder),
+        "epic_kitchens": lambda: vf.write_epic(folder) and folder,
+        "video_captions": lambda: vf.write_video_captions(folder),
+        "laion": lambda: imf.write_img2dataset(folder),
+        "r2r": lambda: nf.write_r2r(folder),
+        "habitat_objectnav": lambda: nf.write_habitat(folder),
+    }
+    options = {"rlds": ["--adapter_config", str(tmp_path / "mapping.json")],
+               "episode_folders": ["--adapter_option", "control_names=dx,dy"]}
+    return ["--source", writers[dataset](), *options.get(dataset, [])]
+
+
+@pytest.mark.parametrize("dataset", sorted(registry.all_adapters()))
+def test_dataflow_dry_run_builds_the_job_for_every_adapter(dataset, tmp_path, capsys):
+    from unisim.cli import main
+
+    argv = ["convert", "--dataset", dataset, *_source(dataset, tmp_path), "--output", OUTPUT, *DATAFLOW,
+            "--sdk_location", "container"]
+    assert main(argv) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert f"nothing submitted, nothing written to {OUTPUT}" in out
+    for step in ("ReadEpisodes", "MakeClips", "ControlStats", "Tokenize", "WriteShards", "EmbedTexts",
+                 "AllRejected", "WriteManifest"):
+        assert step in out
+
+
+def test_the_dry_run_names_its_steps_and_stages_an_installable_project(tmp_path):
+    from unisim.pipelines import convert
+    from unisim.pipelines.frames import FrameSpec
+
+    source = write_language_table(str(tmp_path / "lt"), num_episodes=2, steps=6)
+    config = convert.ConvertConfig(dataset="language_table", source=source, output=OUTPUT, frame=FrameSpec())
+    job = convert.run(config, [*DATAFLOW[2:], "--setup_file", os.path.join(ROOT, "setup.py"),
+                               "--sdk_location", "container"], runner="DataflowRunner", command="test")
+    assert isinstance(job, convert.DryRun) and job.units == 2
+    for step in ("ReadEpisodes/Read", "MakeClips/Clip", "Tokenize", "WriteShards/GroupByShard", "WriteShards/Write",
+                 "EmbedTexts", "WriteManifest"):
+        assert step in job.steps, step
+    # What the workers would install: the project's sdist, built from setup.py by Beam's stager.
+    (sdist,) = [path for name, path in job.staged.items() if name == "workflow.tar.gz"]
+    with tarfile.open(sdist) as archive:
+        names = archive.getnames()
+        info = archive.extractfile(next(n for n in names if n.endswith("/PKG-INFO") and n.count("/") == 1)).read()
+    assert any(n.endswith("/pipelines/convert.py") for n in names) and b"Requires-Dist: apache-beam" in info
+    target = str(tmp_path / "worker-site-packages")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--target", target, sdist], check=True)
+    probe = ("import unisim.pipelines.convert as c, unisim.adapters.registry as r; "
+             "assert c.__file__.startswith(sys.argv[1]); print(len(r.all_adapters()))")
+    env = {**os.environ, "PYTHONPATH": target}
+    shown = subprocess.run([sys.executable, "-c", f"import sys; {probe}", target], check=True, env=env, cwd=tmp_path,
+                           capture_output=True, text=True).stdout
+    assert int(shown) == len(registry.all_adapters())
+
+
+def test_a_dry_run_needs_a_remote_runner(tmp_path):
+    from unisim.pipelines import convert
+
+    config = convert.ConvertConfig(dataset="language_table", source=str(tmp_path), output=str(tmp_path / "o"))
+    with pytest.raises(ValueError, match="--dry_run builds a job for a remote runner"):
+        convert.run(config, ["--dry_run"], command="test")
+    assert not os.path.exists(tmp_path / "o")
