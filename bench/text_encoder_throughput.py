@@ -74,7 +74,7 @@ def beam_stage(path: str, texts: list[str], batch_size: int) -> tuple[float, int
 
     fingerprint = encoder_identity(path, 64)["fingerprint"]
     with tempfile.TemporaryDirectory() as output:
-        runner, options = pipeline_options([], "local", 1)
+        runner, options = pipeline_options([], "local")
         start = time.perf_counter()
         with beam.Pipeline(runner=runner, options=options) as p:
             summary, _ = (p | beam.Create([(text_key(t), t) for t in texts])

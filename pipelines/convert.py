@@ -462,19 +462,21 @@ def build(pipeline: beam.Pipeline, config: ConvertConfig, adapter: DatasetAdapte
                 beam.pvalue.AsSingleton(episodes), beam.pvalue.AsSingleton(texts)))
 
 
-def pipeline_options(beam_args: list[str], runner: str) -> tuple[Any, PipelineOptions]:
-    """The runner object and options. Local runs use FnApiRunner with one worker: nothing downloaded, nothing lost."""
+def pipeline_options(beam_args: list[str], runner: str, worker_processes: int = 1) -> tuple[Any, PipelineOptions]:
+    """The runner object and options. Local runs use FnApiRunner (nothing downloaded): one worker in this process,
+    or with `worker_processes` N >= 2, N SDK worker processes that the runner feeds in parallel."""
+    if worker_processes < 1:
+        raise ValueError(f"worker_processes must be >= 1, got {worker_processes}")
     options = PipelineOptions(beam_args)
     if runner in LOCAL_RUNNERS:
         from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-        # One worker, always: with Beam 2.77's FnApiRunner, 3 of 3 two-worker runs in multi_processing mode of
-        # bench/video_convert_throughput.py (720 records) wrote 626-710 records and reported success, and one of
-        # two runs in multi_threading mode wrote 714. Local parallelism is `run`'s clip threads instead.
         direct = options.view_as(DirectOptions)
-        direct.direct_num_workers = 1
-        direct.direct_running_mode = "in_memory"
+        direct.direct_num_workers = worker_processes
+        direct.direct_running_mode = "multi_processing" if worker_processes > 1 else "in_memory"
         return FnApiRunner(), options
+    if worker_processes > 1:
+        raise ValueError(f"--worker_processes is for the local runner; {runner} sizes its own workers")
     options.view_as(StandardOptions).runner = runner
     return runner, options
 
@@ -495,7 +497,7 @@ def is_dry_run(beam_args: list[str] | None) -> bool:
 
 
 def run(config: ConvertConfig, beam_args: list[str] | None = None, runner: str = "local", clip_threads: int = 1,
-        command: str | None = None) -> tuple[Manifest, dict[str, int]] | DryRun:
+        command: str | None = None, worker_processes: int = 1) -> tuple[Manifest, dict[str, int]] | DryRun:
     """Converts one dataset; returns the manifest it wrote and the Beam counters of the run — or, with `--dry_run`
     in `beam_args` and a remote runner, the `DryRun` of the job it built without touching the output.
 
@@ -520,7 +522,7 @@ def run(config: ConvertConfig, beam_args: list[str] | None = None, runner: str =
     if not dry_run:  # a dry run never touches the output (which may be a bucket this machine cannot reach)
         out.prepare_output_dir(config.output)
     command = command if command is not None else shlex.join(sys.argv)
-    runner_obj, options = pipeline_options(beam_args or [], runner)
+    runner_obj, options = pipeline_options(beam_args or [], runner, worker_processes)
     if dry_run:
         pipeline = beam.Pipeline(runner=runner_obj, options=options)
         build(pipeline, config, adapter, units, command, identity, clip_threads)

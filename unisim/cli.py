@@ -81,8 +81,10 @@ def _convert_parser(sub) -> None:
                    help="threads decoding, resizing and encoding inside each worker (default: --direct_num_workers "
                         "on the local runner, 1 on others, whose workers already run one per core)")
     p.add_argument("--direct_num_workers", type=int, default=1,
-                   help="local runs: use this many cores, as clip threads in one Beam worker (Beam's multi-worker "
-                        "local modes lost records; README, Reliability) (default 1)")
+                   help="local runs: use this many cores, as clip threads in one Beam worker (default 1)")
+    p.add_argument("--worker_processes", type=int, default=1,
+                   help="local runs: N >= 2 runs N Beam SDK worker processes (FnApiRunner multi_processing), the "
+                        "same bytes as one; 1 is one worker in this process (default 1)")
 
 
 def adapter_options(config_file: str | None, pairs: list[str]) -> dict:
@@ -132,7 +134,8 @@ def convert(args, beam_args: list[str], argv: list[str]) -> int:
               "refuses directories without embeddings", file=sys.stderr)
     start = time.monotonic()
     threads = args.clip_threads or (args.direct_num_workers if args.runner in conv.LOCAL_RUNNERS else 1)
-    result = conv.run(config, beam_args, runner=args.runner, clip_threads=threads, command=shlex.join(["unisim", *argv]))
+    result = conv.run(config, beam_args, runner=args.runner, clip_threads=threads, command=shlex.join(["unisim", *argv]),
+                      worker_processes=args.worker_processes)
     if isinstance(result, conv.DryRun):
         top = sorted({step.split("/")[0] for step in result.steps})
         print(f"dry run: built the {result.runner} job for {result.units} work units in {time.monotonic() - start:.1f} "
