@@ -92,6 +92,11 @@ def device() -> str:
 
     d = jax.devices()[0]
     cpu = platform.processor() or platform.machine()
+    try:  # the model name, which platform.processor() leaves empty on Linux
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
     return f"{d.platform} ({d.device_kind}; {os.cpu_count()} cores of {cpu}), {jax.device_count()} device(s)"
 
 
