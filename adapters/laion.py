@@ -290,12 +290,12 @@ def _parquet_head(path: str, rows: int) -> tuple[list[str], list[dict]]:
     """(column names, the first `rows` rows), reading only what they need (a LAION part is ~1M rows)."""
     import pyarrow.parquet as pq
 
-    with files.open_file(path) as f:
-        parquet = pq.ParquetFile(f)
-        names = parquet.schema_arrow.names
-        if rows == 0 or parquet.metadata.num_rows == 0:
-            return names, []
-        return names, next(parquet.iter_batches(batch_size=rows)).to_pylist()[:rows]
+    # A local file is read in place (footer and first row group only); a remote one is fetched whole.
+    parquet = pq.ParquetFile(path if files.is_local(path) else io.BytesIO(files.read_bytes(path)))
+    names = parquet.schema_arrow.names
+    if rows == 0 or parquet.metadata.num_rows == 0:
+        return names, []
+    return names, next(parquet.iter_batches(batch_size=rows)).to_pylist()[:rows]
 
 
 def _parquet(path: str) -> tuple[list[str], list[dict]]:

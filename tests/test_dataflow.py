@@ -24,7 +24,7 @@ from test_episode_folders import write_fixture as write_episode_folders
 from unisim.adapters import registry
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATAFLOW = ["--runner", "DataflowRunner", "--dry_run", "--no_auth", "--project", "unisim-dry-run", "--region",
+DATAFLOW = ["--runner", "DataflowRunner", "--dry_run=True", "--no_auth", "--project", "unisim-dry-run", "--region",
             "us-central1", "--temp_location", "gs://unisim-dry-run-unreachable/tmp", "--job_name", "unisim-dry-run"]
 OUTPUT = "gs://unisim-dry-run-unreachable/clips"
 
@@ -103,5 +103,5 @@ def test_a_dry_run_needs_a_remote_runner(tmp_path):
 
     config = convert.ConvertConfig(dataset="language_table", source=str(tmp_path), output=str(tmp_path / "o"))
     with pytest.raises(ValueError, match="--dry_run builds a job for a remote runner"):
-        convert.run(config, ["--dry_run"], command="test")
+        convert.run(config, ["--dry_run=True"], command="test")
     assert not os.path.exists(tmp_path / "o")

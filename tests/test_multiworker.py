@@ -22,6 +22,7 @@ def _files(folder: str) -> dict[str, bytes]:
 def _manifest(folder: str) -> dict:
     manifest = json.load(open(os.path.join(folder, MANIFEST_NAME)))
     manifest.pop("command")
+    manifest["options"].pop("output")  # the two runs write to different folders
     return manifest
 
 

@@ -227,8 +227,8 @@ def test_epic_kitchens_reads_videos_and_extracted_frames(tmp_path):
     assert abs(by_id["P04_01_0"].fps - 119.88) < 1e-9
     assert by_id["P04_02_0"].span == (18, 36) and by_id["P04_02_0"].fps == 59.94
     assert report.manifest.adapter["frame_numbering"] == {
-        "P04_01": {"ratio": 2.0022, "placed_by": "frame_numbers", "frame_rate": 119.88, "files": 120},
-        "P04_02": {"ratio": 2.0022, "placed_by": "timestamps", "frame_rate": 59.94, "files": 60}}
+        "P04_01": {"ratio": 2.002, "placed_by": "frame_numbers", "frame_rate": 119.88, "files": 120},
+        "P04_02": {"ratio": 2.002, "placed_by": "timestamps", "frame_rate": 59.94, "files": 60}}
 
 
 def test_epic_kitchens_fits_the_clip_to_the_segment_when_asked(tmp_path):
@@ -255,9 +255,9 @@ def test_video_captions_reads_each_table_format(tmp_path, table_format):
     assert episodes[1].span == (30, 60) and episodes[2].span == (0, 48) and episodes[2].fps == 24.0
     assert episodes[3].text == "a dog runs again"  # an id is not assumed unique: a second caption is kept
     reasons = sorted((i.key, i.reason) for i in items if not isinstance(i, Episode))
-    assert reasons == [("c4", "missing_video"), ("c5", "malformed_annotation"),
-                       ("c7" if table_format == "parquet" else "row000000008", "malformed_annotation"),
-                       ("c8", "duplicate_annotation")]
+    assert reasons == sorted([("c4", "missing_video"), ("c5", "malformed_annotation"),
+                              ("c7" if table_format == "parquet" else "row000000008", "malformed_annotation"),
+                              ("c8", "duplicate_annotation")])
 
 
 def test_video_captions_passes_the_kit_from_a_non_local_filesystem(tmp_path):
