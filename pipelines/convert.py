@@ -10,8 +10,8 @@ reason code and ends in `rejected.jsonl`, counted by reason in the manifest. Rec
 hash of their key and sorted by key inside each shard (`pipelines.shards`), so the output bytes do not depend on
 worker count or bundle order. Text actions become conditioning texts (`schemas.text`) embedded once each
 (`pipelines.embed`). Local runs use Beam's FnApiRunner directly (never the Prism download that DirectRunner may try)
-with one worker or `worker_processes` SDK worker processes, clip threads inside each (`pipelines.lanes`) and records spilled to disk across the shuffle
-(`pipelines.spill`).
+with one worker or `worker_processes` SDK worker processes, clip threads inside each (`pipelines.lanes`) and
+records spilled to disk across the shuffle (`pipelines.spill`).
 """
 
 from __future__ import annotations
