@@ -133,8 +133,15 @@ class Laion(DatasetAdapter):
         tables = [p for p in files.glob(f"{self.root}/*.parquet") if p[: -len(".parquet")] not in stems]
         if not tars and not tables:
             raise FileNotFoundError(f"laion: no img2dataset *.tar nor metadata *.parquet under {self.root!r}")
-        if not tars and all(self._metadata_only(t) for t in tables):
-            raise MetadataOnlySource(self._download_advice(tables))
+        if not tars:
+            heads = (_parquet_head(t, PROBE_ROWS) for t in tables)  # lazily: stop at the first table with images
+            first = None
+            for table, (names, rows) in zip(tables, heads):
+                first = first or names
+                if not self._metadata_only(table, names, rows):
+                    break
+            else:
+                raise MetadataOnlySource(self._download_advice(len(tables), first))
         return [f"tar:{t}" for t in tars] + [f"parquet:{p}" for p in tables]
 
     def _columns(self, names) -> tuple[str | None, str | None, str | None, str | None]:
@@ -143,18 +150,18 @@ class Laion(DatasetAdapter):
         return (_first(names, CAPTION_COLUMNS, o.caption, "caption"), _first(names, KEY_COLUMNS, o.key, "key"),
                 _first(names, PATH_COLUMNS, o.image, "image"), _first(names, URL_COLUMNS, "", "url"))
 
-    def _metadata_only(self, table: str) -> bool:
-        """A table of URLs whose first rows have no image anywhere this adapter looks: nothing was downloaded."""
-        names, rows = _parquet_head(table, PROBE_ROWS)
+    def _metadata_only(self, table: str, names: list[str], rows: list[dict]) -> bool:
+        """A table of URLs (`names`) whose first `rows` have no image anywhere this adapter looks: nothing was
+        downloaded."""
         _, key_column, image_column, url_column = self._columns(names)
         if url_column is None or image_column is not None:
             return False
         return not any(self._image_path(table, row, key_column, None) for row in rows)
 
-    def _download_advice(self, tables: list[str]) -> str:
-        names, _ = _parquet_head(tables[0], 0)
+    def _download_advice(self, tables: int, names: list[str]) -> str:
+        """What to run, given the number of tables and the first table's column `names`."""
         caption, _, _, url = self._columns(names)
-        return (f"laion: {self.root} holds image URLs, not images ({len(tables)} parquet table(s) with columns "
+        return (f"laion: {self.root} holds image URLs, not images ({tables} parquet table(s) with columns "
                 f"{', '.join(names[:8])}{', …' if len(names) > 8 else ''}; no image found for their first rows). "
                 "Download the images first, e.g. with img2dataset:\n"
                 f"  img2dataset --url_list {self.root} --input_format parquet --url_col {url} "
@@ -290,12 +297,12 @@ def _parquet_head(path: str, rows: int) -> tuple[list[str], list[dict]]:
     """(column names, the first `rows` rows), reading only what they need (a LAION part is ~1M rows)."""
     import pyarrow.parquet as pq
 
-    # A local file is read in place (footer and first row group only); a remote one is fetched whole.
+    # A local file is read in place (footer and first row group only); a remote one is fetched whole (tf.io.gfile's
+    # GFile lacks the `closed` attribute pyarrow's file wrapper needs for ranged reads).
     parquet = pq.ParquetFile(path if files.is_local(path) else io.BytesIO(files.read_bytes(path)))
     names = parquet.schema_arrow.names
-    if rows == 0 or parquet.metadata.num_rows == 0:
-        return names, []
-    return names, next(parquet.iter_batches(batch_size=rows)).to_pylist()[:rows]
+    head = next(parquet.iter_batches(batch_size=rows)).to_pylist() if parquet.metadata.num_rows else []
+    return names, head[:rows]
 
 
 def _parquet(path: str) -> tuple[list[str], list[dict]]:

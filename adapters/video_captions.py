@@ -148,12 +148,11 @@ class VideoCaptions(DatasetAdapter):
                             for c in ("video", "caption", "start", "end"))
             ident = row.get(columns["id"]) if "id" in columns else None
             key = f"row{index:09d}" if ident in (None, "") else str(ident)
-            if content in first_by_content:
-                keys[index] = (f"{key}@{index}" if key in ids else key, first_by_content[content])
-                continue
-            first_by_content[content] = index
-            keys[index] = (f"{key}@{index}" if key in ids else key, None)
-            ids.add(key)
+            repeats = first_by_content.get(content)
+            keys[index] = (f"{key}@{index}" if key in ids else key, repeats)
+            if repeats is None:
+                first_by_content[content] = index
+                ids.add(key)
         return keys
 
     def describe(self) -> dict[str, Any]:
