@@ -473,6 +473,10 @@ def pipeline_options(beam_args: list[str], runner: str, worker_processes: int = 
 
         direct = options.view_as(DirectOptions)
         direct.direct_num_workers = worker_processes
+        # Beam 2.77's FnApiRunner with 2+ workers can lose elements of a PCollection materialized between stages
+        # (tests/test_beam_lost_elements.py, no project code). Here that boundary is MakeClips → Tokenize when
+        # Tokenize waits for the control statistics (datasets with controls); without controls the two stages
+        # fuse. `check_nothing_lost` withdraws any run it hits.
         direct.direct_running_mode = "multi_processing" if worker_processes > 1 else "in_memory"
         return FnApiRunner(), options
     if worker_processes > 1:

@@ -1,0 +1,59 @@
+"""Beam's own defect behind the records lost in multi-worker local runs (issue 18, item 5). No project code.
+
+With 2 workers (`direct_running_mode` multi_threading or multi_processing), Beam 2.77's FnApiRunner loses some
+elements of a PCollection that is materialized between stages — here because its consumer waits for a side input
+computed from another output of the same DoFn — when the elements are large (770 KB each, like a 360p clip
+record). Found by tracing every key through the old convert pipeline: all 720 clips were made, 644 reached
+Tokenize. The same pipeline loses nothing with one worker, or when the consumer is fused with the producer (no side
+input), or with 60 KB elements. Measured here (2 cores): 692/720 and 710/720 (multi_processing), 672/720
+(multi_threading). The loss is intermittent, so this is a non-strict expected failure; `pipelines.convert`'s
+`check_nothing_lost` guard stays for it.
+"""
+
+import os
+
+import apache_beam as beam
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+UNITS, PER_UNIT, ELEMENT_BYTES = 90, 8, 770_000
+
+
+def _make(unit):
+    for i in range(PER_UNIT):
+        yield f"{unit:05d}-{i:03d}", os.urandom(ELEMENT_BYTES)
+    yield beam.pvalue.TaggedOutput("side", unit)
+
+
+def _write_count(count: int, path: str) -> None:
+    with open(path, "w") as f:
+        f.write(str(count))
+
+
+def _count_after_side_input(running_mode: str, folder) -> int:
+    options = PipelineOptions(direct_num_workers=1 if running_mode == "in_memory" else 2,
+                              direct_running_mode=running_mode)
+    pipeline = beam.Pipeline(runner=FnApiRunner(), options=options)
+    made = (pipeline | beam.Create(range(UNITS)) | beam.Reshuffle()
+            | "Make" >> beam.FlatMap(_make).with_outputs("side", main="main"))
+    total = made.side | "Total" >> beam.CombineGlobally(sum)
+    keys = made.main | "AfterSideInput" >> beam.Map(lambda kv, _: kv[0], beam.pvalue.AsSingleton(total))
+    counted = keys | beam.combiners.Count.Globally()
+    path = str(folder / "count")
+    counted | beam.Map(_write_count, path)  # DoFns run on pickled copies: the count comes back through a file
+    pipeline.run().wait_until_finish()
+    with open(path) as f:
+        return int(f.read())
+
+
+@pytest.mark.xfail(beam.__version__ == "2.77.0", strict=False,
+                   reason="apache-beam 2.77.0 FnApiRunner, 2 workers: elements of a materialized PCollection lost")
+def test_two_workers_keep_every_element_of_a_materialized_pcollection(tmp_path):
+    count = _count_after_side_input("multi_threading", tmp_path)
+    print(f"2 workers (multi_threading): {count} of {UNITS * PER_UNIT} elements")
+    assert count == UNITS * PER_UNIT
+
+
+def test_one_worker_keeps_every_element(tmp_path):  # the control: the same pipeline on the in-process runner
+    assert _count_after_side_input("in_memory", tmp_path) == UNITS * PER_UNIT
