@@ -473,16 +473,30 @@ def pipeline_options(beam_args: list[str], runner: str, worker_processes: int = 
 
         direct = options.view_as(DirectOptions)
         direct.direct_num_workers = worker_processes
-        # Beam 2.77's FnApiRunner with 2+ workers can lose elements of a PCollection materialized between stages
-        # (tests/test_beam_lost_elements.py, no project code). Here that boundary is MakeClips → Tokenize when
-        # Tokenize waits for the control statistics (datasets with controls); without controls the two stages
-        # fuse. `check_nothing_lost` withdraws any run it hits.
         direct.direct_running_mode = "multi_processing" if worker_processes > 1 else "in_memory"
+        if worker_processes > 1:
+            flush_runner_data_by_size()
         return FnApiRunner(), options
     if worker_processes > 1:
         raise ValueError(f"--worker_processes is for the local runner; {runner} sizes its own workers")
     options.view_as(StandardOptions).runner = runner
     return runner, options
+
+
+def flush_runner_data_by_size() -> None:
+    """Works around the Beam defect that lost records in multi-worker local runs (tests/test_beam_lost_elements.py).
+
+    With 2+ workers, FnApiRunner talks to its workers over gRPC, and its data server buffers what it sends with a
+    1,000 ms periodic flush (`worker_handlers.DATA_BUFFER_TIME_LIMIT_MS`). That flush takes the buffer, sends it,
+    then clears it, while `_send_input_to_worker` keeps writing chunks into the same buffer without the lock:
+    chunks written during a send are cleared unsent, and the stage's elements vanish without an error. Large
+    elements make the sends long, hence the losses of whole runs of clip records. Size-based flushing alone
+    (what the value 0 selects, and what Beam's SDK workers use by default) has no second thread. Read when the
+    runner builds its gRPC server, so it must be set before `pipeline.run()`.
+    """
+    from apache_beam.runners.portability.fn_api_runner import worker_handlers
+
+    worker_handlers.DATA_BUFFER_TIME_LIMIT_MS = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -579,7 +593,7 @@ class LostRecordsError(RuntimeError):
 def check_nothing_lost(output: str, manifest: Manifest, counters: dict[str, int]) -> None:
     """Every encoded record must be in a shard or rejected as a duplicate; otherwise the output is withdrawn
     (its manifest deleted, so `inspect` and the trainer refuse it) and the run fails. Added after a local runner
-    lost records (see `pipeline_options`); records lost before encoding are not seen here."""
+    lost records (see `flush_runner_data_by_size`); records lost before encoding are not seen here."""
     encoded = counters.get("records_encoded")
     if encoded is None:  # a runner that does not report counters
         return
