@@ -8,12 +8,9 @@ Tokenize. The same pipeline loses nothing with one worker, or when the consumer 
 input), or with 60 KB elements. Measured here (2 cores): 692/720 and 710/720 (multi_processing), 672/720
 (multi_threading). The loss is intermittent, so this is a non-strict expected failure.
 
-Root cause: the runner's gRPC data server flushes its send buffer every 1,000 ms from a second thread (get, send,
-clear) while the runner writes a stage's input chunks into that buffer without the lock; chunks written during a
-send are cleared unsent. The runner's buffer held all 552.9 MB before the consumer stage in each of three lossy
-runs; with the periodic flush off (`DATA_BUFFER_TIME_LIMIT_MS = 0`) 4 of 4 runs kept all 720. `pipelines.convert`
-turns it off for multi-worker runs (`flush_runner_data_by_size`, checked by the last test) and keeps its
-`check_nothing_lost` guard.
+The runner's buffer held all 552.9 MB before the consumer stage in each of three lossy runs; with the runner's
+periodic data flush off (`DATA_BUFFER_TIME_LIMIT_MS = 0`) 4 of 4 runs kept all 720. The mechanism, and the
+workaround multi-worker conversions use, is `pipelines.convert.flush_runner_data_by_size` (checked by the last test).
 """
 
 import os
@@ -21,7 +18,7 @@ import os
 import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner, worker_handlers
 
 UNITS, PER_UNIT, ELEMENT_BYTES = 90, 8, 770_000
 
@@ -54,10 +51,9 @@ def _count_after_side_input(running_mode: str, folder) -> int:
 
 
 @pytest.mark.xfail(beam.__version__ == "2.77.0", strict=False,
-                   reason="apache-beam 2.77.0 FnApiRunner, 2 workers: its 1 s periodic data flush clears chunks written meanwhile")
+                   reason="apache-beam 2.77.0 FnApiRunner, 2 workers: its 1 s periodic data flush clears chunks "
+                          "written meanwhile")
 def test_two_workers_keep_every_element_of_a_materialized_pcollection(tmp_path, monkeypatch):
-    from apache_beam.runners.portability.fn_api_runner import worker_handlers
-
     monkeypatch.setattr(worker_handlers, "DATA_BUFFER_TIME_LIMIT_MS", 1000)  # Beam's default
     count = _count_after_side_input("multi_threading", tmp_path)
     print(f"2 workers (multi_threading): {count} of {UNITS * PER_UNIT} elements")
@@ -69,8 +65,6 @@ def test_one_worker_keeps_every_element(tmp_path):  # the control: the same pipe
 
 
 def test_two_workers_keep_every_element_with_size_based_flushing(tmp_path, monkeypatch):
-    from apache_beam.runners.portability.fn_api_runner import worker_handlers
-
     from unisim.pipelines.convert import flush_runner_data_by_size
 
     monkeypatch.setattr(worker_handlers, "DATA_BUFFER_TIME_LIMIT_MS", 1000)  # restored after the test
