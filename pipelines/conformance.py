@@ -120,8 +120,9 @@ def check_adapter(expect: Expectation, scratch: str) -> Report:
                                      command="conformance")
     records = list(inspect.iter_records(output, manifest))  # decode() validates every record
     written = {r.episode_id for r in records}
-    dead = [Rejection.from_json_line(line) for line in inspect.out.read_text(
-        os.path.join(output, manifest.dead_letter)).splitlines()]
+    dead = list(inspect.iter_dead_letter(output, manifest))
+    _require(dict(collections.Counter(r.reason for r in dead)) == manifest.rejected_reasons, "accounted for",
+             f"the dead-letter files ({len(manifest.dead_letter)}) do not hold what the manifest counts")
     dead_keys = {r.key for r in dead}
     # An episode is rejected whole (key = its id) or clip by clip (keys "<id>/<clip index>").
     lost = sorted(i for i in ids if i not in written and not any(k == i or k.startswith(f"{i}/") for k in dead_keys))

@@ -6,9 +6,11 @@
                      └──────── rejected ────┴────────────────────────────────────────────────▶ dead letter
 
 Every step is a named composite transform; every rejected item leaves through a tagged "rejected" output with a
-reason code and ends in `rejected.jsonl`, counted by reason in the manifest. Records are assigned to shards by a
-hash of their key and sorted by key inside each shard (`pipelines.shards`), so the output bytes do not depend on
-worker count or bundle order. Text actions become conditioning texts (`schemas.text`) embedded once each
+reason code and ends in the dead letter (`rejected-*.jsonl`, written in parallel: `pipelines.dead_letter`), counted
+by reason in the manifest. Records are assigned to shards by a hash of their key and sorted by key inside each
+shard (`pipelines.shards`), so the output bytes do not depend on worker count or bundle order. No step holds all
+items: the manifest is built from per-shard and per-file summaries, and the control statistics from a bounded
+sample (`_ControlStatsFn`). Text actions become conditioning texts (`schemas.text`) embedded once each
 (`pipelines.embed`). Local runs use Beam's FnApiRunner directly (never the Prism download that DirectRunner may try)
 with one worker or `worker_processes` SDK worker processes, clip threads inside each (`pipelines.lanes`) and
 records spilled to disk across the shuffle (`pipelines.spill`).
@@ -33,6 +35,7 @@ from apache_beam.transforms.window import GlobalWindows
 from unisim.adapters import registry
 from unisim.adapters.base import DatasetAdapter, Episode, FrameUnavailable
 from unisim.pipelines import clips as clip_planning
+from unisim.pipelines import dead_letter
 from unisim.pipelines import frames as frame_ops
 from unisim.pipelines import output as out
 from unisim.pipelines import shards
@@ -42,9 +45,9 @@ from unisim.pipelines.progress import Progress
 from unisim.pipelines.spill import SpillWriter
 from unisim.schemas import record as rec
 from unisim.schemas import text as text_rules
-from unisim.schemas.controls import ControlStats, ControlTokenizer
+from unisim.schemas.controls import DEFAULT_SAMPLE_ROWS, ControlSample, ControlStats, ControlTokenizer, row_hashes
 from unisim.schemas.dead_letter import Rejection
-from unisim.schemas.manifest import DEAD_LETTER_NAME, MANIFEST_NAME, RECORD_PREFIX, Manifest, merge_frame_rates
+from unisim.schemas.manifest import MANIFEST_NAME, RECORD_PREFIX, Manifest, merge_frame_rates
 
 REJECTED = shards.REJECTED
 CONTROL_ROWS = "control_rows"
@@ -63,11 +66,6 @@ class TextOptions:
     controls_text_decimals: int = 2
     max_text_chars: int = text_rules.MAX_TEXT_CHARS
     encoder: EncoderSettings | None = None  # None: conditioning texts are written and counted, not embedded
-    embeddings_per_shard: int = 1024
-
-    def __post_init__(self):
-        if self.embeddings_per_shard < 1:
-            raise ValueError("embeddings_per_shard must be >= 1")
 
     def conditioning(self, dataset_name: str, has_controls: bool) -> text_rules.ConditioningSpec:
         return text_rules.ConditioningSpec(
@@ -93,6 +91,7 @@ class ConvertConfig:
     low_percentile: float = 1.0
     high_percentile: float = 99.0
     stats_sample_rate: float = 1.0  # fraction of control rows the statistics see; sampled by key hash
+    stats_max_rows: int = DEFAULT_SAMPLE_ROWS  # rows the percentiles are exact up to (schemas.controls)
     text: TextOptions = TextOptions()
 
     def __post_init__(self):
@@ -106,6 +105,8 @@ class ConvertConfig:
             raise ValueError("need 0 <= low_percentile < high_percentile <= 100")
         if not 0 < self.stats_sample_rate <= 1:
             raise ValueError("stats_sample_rate must be in (0, 1]")
+        if self.stats_max_rows < 1:
+            raise ValueError("stats_max_rows must be >= 1")
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -287,13 +288,15 @@ class _MakeClipsFn(beam.DoFn):
                                                  c.frames_per_clip, c.context_frames, c.fit_spans)
         return [plan], fps
 
-    def _sample_rows(self, episode_id: str, kept: np.ndarray, controls: np.ndarray) -> np.ndarray:
-        """The kept frames' controls, each source row once, thinned by a key hash when sampling is on."""
+    def _sample_rows(self, episode_id: str, kept: np.ndarray, controls: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(row hashes, rows): the kept frames' controls, each source row once, thinned by the hash when sampling."""
         rows = np.unique(kept)
+        hashes = row_hashes(episode_id, rows)
         rate = self._config.stats_sample_rate
         if rate < 1:
-            rows = np.array([r for r in rows if shards.hash_unit(f"{episode_id}:{r}") < rate], np.int64)
-        return controls[rows]
+            keep = hashes < np.uint64(min(rate * 2.0**64, 2.0**64 - 2048))  # below 2^64 after float rounding
+            rows, hashes = rows[keep], hashes[keep]
+        return hashes, controls[rows]
 
     def teardown(self):
         if getattr(self, "lanes", None):
@@ -318,27 +321,27 @@ class MakeClips(beam.PTransform):
 
 
 class _ControlStatsFn(beam.CombineFn):
-    """Exact robust bounds over all (sampled) control rows; order-independent, so reruns give equal bytes."""
+    """Robust bounds over the (sampled) control rows in bounded memory (`schemas.controls.ControlSample`: exact up
+    to `max_rows` rows, a hash-chosen sample above); order-independent, so reruns give equal bytes."""
 
-    def __init__(self, names: tuple[str, ...], low_percentile: float, high_percentile: float):
-        self._names, self._low, self._high = names, low_percentile, high_percentile
+    def __init__(self, names: tuple[str, ...], low_percentile: float, high_percentile: float, max_rows: int):
+        self._names, self._low, self._high, self._max_rows = names, low_percentile, high_percentile, max_rows
 
     def create_accumulator(self):
-        return []
+        return ControlSample(len(self._names), self._max_rows)
 
-    def add_input(self, accumulator, rows):
-        accumulator.append(np.asarray(rows, np.float32).reshape(-1, len(self._names)))
-        return accumulator
+    def add_input(self, accumulator, hashed_rows):
+        return accumulator.add(*hashed_rows)
 
     def merge_accumulators(self, accumulators):
-        return [rows for acc in accumulators for rows in acc]
+        accumulators = iter(accumulators)
+        merged = next(accumulators)
+        for accumulator in accumulators:
+            merged.merge(accumulator)
+        return merged
 
     def extract_output(self, accumulator):
-        values = np.concatenate(accumulator) if accumulator else np.zeros((0, len(self._names)), np.float32)
-        values = np.sort(values[np.isfinite(values).all(axis=1)], axis=0)  # sorted: mean/std sum in a fixed order
-        if values.shape[0] == 0:
-            return None
-        return ControlStats.from_values(self._names, values, self._low, self._high)
+        return accumulator.stats(self._names, self._low, self._high)
 
 
 class _TokenizeFn(beam.DoFn):
@@ -369,7 +372,7 @@ class _TokenizeFn(beam.DoFn):
             return
         self.written.inc()
         yield record.key, self._spill.put(data) if self._spill else data, (record.num_frames, record.fps)
-        yield beam.pvalue.TaggedOutput(TEXTS, (record.text_key, record.conditioning_text))
+        yield beam.pvalue.TaggedOutput(TEXTS, (record.key, record.text_key, record.conditioning_text))
 
 
 # ------------------------------------------------------------------------------------------------- shards
@@ -385,34 +388,33 @@ def _summarize_records(infos: list[tuple[int, float]]):
 
 
 class _FinishFn(beam.DoFn):
-    """Writes the dead letter, fills any shard index that got no records with an empty shard, then the manifest."""
+    """Fills any shard or dead-letter index that got nothing with an empty file, then writes the manifest.
+
+    Its inputs are fixed-size summaries, one per shard or dead-letter file, never the items themselves."""
 
     def __init__(self, config: ConvertConfig, dataset_name: str, command: str,
                  conditioning: text_rules.ConditioningSpec, encoder_identity: dict | None, adapter: dict):
         self._config, self._dataset_name, self._command, self._adapter = config, dataset_name, command, adapter
         self._conditioning, self._encoder_identity = conditioning, encoder_identity
 
-    def process(self, _, written, num_shards, rejections, stats, source_episodes, texts):
+    def process(self, _, written, num_shards, dead_summaries, num_dead_files, stats, source_episodes, texts):
         c = self._config
-        dead = sorted(rejections)
-        out.publish_bytes("".join(r.to_json_line() + "\n" for r in dead).encode("utf-8"),
-                          out.join(c.output, DEAD_LETTER_NAME))
+        dead_files, reasons = dead_letter.finish(c.output, dead_summaries, num_dead_files)
         by_index = shards.fill_missing_shards(c.output, RECORD_PREFIX, written, num_shards)
         spans = [summary for _, summary in by_index.values() if summary]
         fps_values = merge_frame_rates(sum((collections.Counter(s[2]) for s in spans), collections.Counter()))
-        reasons: dict[str, int] = {}
-        for r in dead:
-            reasons[r.reason] = reasons.get(r.reason, 0) + 1
         manifest = Manifest(
             dataset=self._dataset_name, records=sum(info.records for info, _ in by_index.values()),
-            source_episodes=source_episodes, rejected=len(dead), rejected_reasons=dict(sorted(reasons.items())),
+            source_episodes=source_episodes, rejected=sum(reasons.values()), rejected_reasons=reasons,
             frame_height=c.frame.height, frame_width=c.frame.width, image_format=c.frame.image_format,
             fps=fps_values[0] if len(fps_values) == 1 else 0.0, fps_values=fps_values,
             frames_per_record=(min(s[0] for s in spans), max(s[1] for s in spans)) if spans else (0, 0),
             frames_per_clip=c.frames_per_clip, context_frames=c.context_frames, control_stats=stats,
             shards=[by_index[i][0] for i in sorted(by_index)], command=self._command, options=c.to_json(),
+            dead_letter=dead_files,
             conditioning=self._conditioning.to_json(), text_encoder=self._encoder_identity,
-            text_embeddings=texts["shards"], unique_texts=texts["unique_texts"],
+            text_embeddings=texts["shards"], text_embeddings_by_record_shard=bool(texts["shards"]),
+            unique_texts=texts["unique_texts"],
             encoder_calls=texts["encoder_calls"], texts_truncated=texts["texts_truncated"],
             counters={"embedding_values_clipped": texts["values_clipped"]}, adapter=self._adapter)
         out.publish_bytes(manifest.dumps().encode("utf-8"), out.join(c.output, MANIFEST_NAME))
@@ -436,7 +438,8 @@ def build(pipeline: beam.Pipeline, config: ConvertConfig, adapter: DatasetAdapte
                                                     conditioning, clip_threads)
     stats = (made[CONTROL_ROWS]
              | "ControlStats" >> beam.CombineGlobally(
-                 _ControlStatsFn(tuple(adapter.control_names), config.low_percentile, config.high_percentile)))
+                 _ControlStatsFn(tuple(adapter.control_names), config.low_percentile, config.high_percentile,
+                                 config.stats_max_rows)))
     # Tokenizing waits for the statistics of all control rows, so the clips are held until then; a dataset without
     # controls skips that wait (measured: holding 527 MiB of clips cost 2.7 s of a 35 s local run).
     tokenize = beam.ParDo(_TokenizeFn(spill_dir), beam.pvalue.AsSingleton(stats) if adapter.control_names else None)
@@ -446,10 +449,11 @@ def build(pipeline: beam.Pipeline, config: ConvertConfig, adapter: DatasetAdapte
     settings = config.text.encoder
     texts, text_rejected = (
         tokenized[TEXTS]
-        | "EmbedTexts" >> EmbedTexts(config.output, name, settings, config.text.embeddings_per_shard,
+        | "EmbedTexts" >> EmbedTexts(config.output, name, settings, num_shards,
                                      encoder_identity["fingerprint"] if settings else ""))
     rejected = ((read[REJECTED], made[REJECTED], tokenized[REJECTED], written[REJECTED], text_rejected)
                 | "AllRejected" >> beam.Flatten())
+    dead_summaries, num_dead_files = rejected | "WriteDeadLetter" >> dead_letter.WriteDeadLetter(config.output)
     episodes = ((read.episodes | "CountEpisodes" >> beam.combiners.Count.Globally(),
                  read[REJECTED] | "CountReadRejects" >> beam.combiners.Count.Globally())
                 | "EpisodeCounts" >> beam.Flatten() | "SumEpisodes" >> beam.CombineGlobally(sum))
@@ -458,7 +462,7 @@ def build(pipeline: beam.Pipeline, config: ConvertConfig, adapter: DatasetAdapte
             | "WriteManifest" >> beam.ParDo(
                 _FinishFn(config, name, command, conditioning, encoder_identity, adapter.describe()),
                 beam.pvalue.AsList(written.shards),
-                num_shards, beam.pvalue.AsList(rejected), beam.pvalue.AsSingleton(stats),
+                num_shards, beam.pvalue.AsList(dead_summaries), num_dead_files, beam.pvalue.AsSingleton(stats),
                 beam.pvalue.AsSingleton(episodes), beam.pvalue.AsSingleton(texts)))
 
 

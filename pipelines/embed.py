@@ -1,6 +1,12 @@
 """The text stage: conditioning texts → each unique text embedded once → the text-embedding store.
 
-    (text_key, text) per record ─UniqueTexts─▶ one per key ─Batch─▶ fixed batches ─Encode─▶ entries ─WriteShards─▶ store
+    (record key, text_key, text) per record ─UniqueTexts─▶ one per key ─Batch─▶ fixed batches ─Encode─▶ entries
+                     └─ (text_key, record shard) ─Distinct─────────────────────────────┴─JoinNeeds─▶ WriteShards
+
+The store follows the record shards: embedding shard j holds the entry of every text that record shard j uses, so a
+training host that reads record shards i..k needs embedding shards i..k and nothing else (`trainer.data`). A text
+used by records in several shards is stored once in each of them (LAION-style data, one text per record, stores
+each once; a label shared by every shard is stored once per shard); it is still encoded once.
 
 Deduplication is a combine per key (lifted, so repeats collapse on the worker that saw them before any shuffle).
 Batches are formed deterministically — unique texts are spread over ceil(unique / batch_size) groups by key hash,
@@ -103,38 +109,52 @@ class _EncodeFn(beam.DoFn):
                 yield entry.key, encode_entry(entry), (int(entry.truncated), entry.values_clipped)
 
 
-def _summarize_entries(infos: list[tuple[int, int]]) -> tuple[int, int]:
+def _summarize_entries(infos: list[tuple[int, int]]) -> None:
+    return None  # per-text counts are summed once per text (`_sum_counts`), not per stored copy
+
+
+def _sum_counts(infos) -> tuple[int, int]:
     return sum(t for t, _ in infos), sum(c for _, c in infos)
+
+
+def _place(joined):
+    """(text key, {"entry": [the encoded entry], "shard": [record shards using it]}) → (shard, entry) per shard."""
+    _, groups = joined
+    (entry,) = groups["entry"]  # a text used by a record always has exactly one entry
+    for shard in sorted(set(groups["shard"])):
+        yield shard, entry
 
 
 class _SummaryFn(beam.DoFn):
     def __init__(self, output: str):
         self._output = output
 
-    def process(self, _, written, num_shards, unique_texts, encoder_calls):
+    def process(self, _, written, num_shards, unique_texts, encoder_calls, counts):
         by_index = shards.fill_missing_shards(self._output, EMBEDDING_PREFIX, written, num_shards, write_keys=True)
-        truncated, clipped = _summarize_entries([s for _, s in by_index.values() if s])  # per-shard sums, summed
+        truncated, clipped = counts
         yield {"shards": [by_index[i][0] for i in sorted(by_index)], "unique_texts": unique_texts,
                "encoder_calls": encoder_calls, "texts_truncated": truncated, "values_clipped": clipped}
 
 
 class EmbedTexts(beam.PTransform):
-    """(text_key, conditioning_text) pairs → a one-element summary (shards, unique_texts, encoder_calls, …).
+    """(record key, text_key, conditioning_text) per record → a one-element summary (shards, unique_texts, …).
 
-    With `settings` None (no --text_encoder) texts are only counted. Also returns the rejected items (only
+    `record_shards` is the record shard count (a singleton side input): the store has as many shards, aligned with
+    them. With `settings` None (no --text_encoder) texts are only counted. Also returns the rejected items (only
     duplicate keys, which deduplication makes impossible, could land there).
     """
 
-    def __init__(self, output: str, dataset_name: str, settings: EncoderSettings | None, per_shard: int,
+    def __init__(self, output: str, dataset_name: str, settings: EncoderSettings | None, record_shards,
                  fingerprint: str = ""):
         super().__init__()
-        self._output, self._dataset_name, self._settings, self._per_shard = output, dataset_name, settings, per_shard
-        self._fingerprint = fingerprint
+        self._output, self._dataset_name, self._settings = output, dataset_name, settings
+        self._record_shards, self._fingerprint = record_shards, fingerprint
 
-    def expand(self, pairs):
-        pipeline = pairs.pipeline
-        unique = (pairs
-                  | "DropEmpty" >> beam.Filter(lambda kv: kv[0] != "")
+    def expand(self, uses):
+        pipeline = uses.pipeline
+        uses = uses | "DropEmpty" >> beam.Filter(lambda use: use[1] != "")
+        unique = (uses
+                  | "Texts" >> beam.Map(lambda use: (use[1], use[2]))
                   | "UniqueTexts" >> beam.CombinePerKey(_DistinctTexts()))
         unique_count = beam.pvalue.AsSingleton(unique | "CountUnique" >> beam.combiners.Count.Globally())
         if self._settings is None:
@@ -147,10 +167,19 @@ class EmbedTexts(beam.PTransform):
                    | "AssignBatch" >> beam.Map(lambda kv, n: (shards.shard_of(kv[0], n), kv), num_batches)
                    | "GroupBatches" >> beam.GroupByKey()
                    | "Encode" >> beam.ParDo(_EncodeFn(self._settings, self._fingerprint)))
-        written, num_shards = encoded | "WriteShards" >> shards.WriteShards(
-            self._output, self._dataset_name, self._per_shard, EMBEDDING_PREFIX, _summarize_entries, write_keys=True)
+        needs = (uses
+                 | "RecordShard" >> beam.Map(lambda use, n: (use[1], shards.shard_of(use[0], n)), self._record_shards)
+                 | "DistinctNeeds" >> beam.Distinct())
+        placed = ({"entry": encoded | "ByKey" >> beam.Map(lambda entry: (entry[0], entry)), "shard": needs}
+                  | "JoinNeeds" >> beam.CoGroupByKey()
+                  | "Place" >> beam.FlatMap(_place))
+        written, num_shards = placed | "WriteShards" >> shards.WriteShards(
+            self._output, self._dataset_name, None, EMBEDDING_PREFIX, _summarize_entries, write_keys=True,
+            num_shards=self._record_shards)
         encoder_calls = beam.pvalue.AsSingleton(encoded | "CountEncoded" >> beam.combiners.Count.Globally())
+        counts = beam.pvalue.AsSingleton(encoded | "Counts" >> beam.Map(lambda entry: entry[2])
+                                         | "SumCounts" >> beam.CombineGlobally(_sum_counts))
         summary = (pipeline | "Finish" >> beam.Create([None])
                    | "Summary" >> beam.ParDo(_SummaryFn(self._output), beam.pvalue.AsList(written.shards), num_shards,
-                                             unique_count, encoder_calls))
+                                             unique_count, encoder_calls, counts))
         return summary, written[shards.REJECTED]

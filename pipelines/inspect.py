@@ -15,6 +15,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from unisim.pipelines import output as out
 from unisim.schemas import record as rec
+from unisim.schemas.dead_letter import Rejection
 from unisim.schemas.manifest import MANIFEST_NAME, Manifest
 from unisim.schemas.text_embeddings import TextEmbeddingStore
 
@@ -60,6 +61,21 @@ def iter_records(directory: str, manifest: Manifest | None = None) -> Iterator[r
                 reader.close()
 
 
+def iter_dead_letter(directory: str, manifest: Manifest | None = None) -> Iterator[Rejection]:
+    """Every rejection in the directory's dead-letter files, in manifest order (one file in memory at a time)."""
+    manifest = manifest or load_manifest(directory)
+    for name in manifest.dead_letter:
+        for line in out.read_text(out.join(directory, name)).splitlines():
+            yield Rejection.from_json_line(line)
+
+
+def _dead_letter_summary(directory: str, manifest: Manifest) -> dict:
+    """What the dead-letter files hold, read back, and whether it is what the manifest counts."""
+    reasons = Counter(r.reason for r in iter_dead_letter(directory, manifest))
+    return {"files": len(manifest.dead_letter), "rejections": sum(reasons.values()),
+            "reasons": dict(sorted(reasons.items())), "matches_manifest": dict(reasons) == manifest.rejected_reasons}
+
+
 def summarize(directory: str) -> dict:
     """The `inspect --json` object (keys documented in the README)."""
     manifest = load_manifest(directory)
@@ -92,6 +108,7 @@ def summarize(directory: str) -> dict:
         "source_episodes": manifest.source_episodes,
         "rejected": manifest.rejected,
         "rejected_reasons": manifest.rejected_reasons,
+        "dead_letter": _dead_letter_summary(directory, manifest),
         "frame_shape": list(manifest.frame_shape),
         "fps": manifest.fps,
         "fps_values": manifest.fps_values,

@@ -16,7 +16,8 @@ from collections.abc import Iterable
 
 from apache_beam.io.filesystems import FileSystems
 
-from unisim.schemas.manifest import ARRAY_RECORD_OPTIONS, DEAD_LETTER_NAME, MANIFEST_NAME, RECORD_PREFIX, SHARD_SUFFIX
+from unisim.schemas.dead_letter import is_dead_letter_name
+from unisim.schemas.manifest import ARRAY_RECORD_OPTIONS, MANIFEST_NAME, RECORD_PREFIX, SHARD_SUFFIX
 from unisim.schemas.text_embeddings import EMBEDDING_PREFIX, KEYS_SUFFIX
 
 TMP_PREFIX = ".tmp-"  # files (and folders) a run is still writing
@@ -32,7 +33,7 @@ def join(directory: str, name: str) -> str:
 
 
 def _ours(name: str) -> bool:
-    return (name in (MANIFEST_NAME, DEAD_LETTER_NAME) or name.startswith(TMP_PREFIX)
+    return (name == MANIFEST_NAME or is_dead_letter_name(name) or name.startswith(TMP_PREFIX)
             or (name.startswith(f"{RECORD_PREFIX}-") and name.endswith(SHARD_SUFFIX))
             or (name.startswith(f"{EMBEDDING_PREFIX}-") and name.endswith((SHARD_SUFFIX, KEYS_SUFFIX))))
 

@@ -79,21 +79,29 @@ class _WriteShardFn(beam.DoFn):
 class WriteShards(beam.PTransform):
     """(key, bytes or SpillRef, info) → shards `<prefix>-NNNNN-of-NNNNN.array_record` (+ `.keys` files if `write_keys`).
 
+    Items go to shard `shard_of(key)` of ceil(items / per_shard) — or, given `num_shards` (a singleton side input),
+    arrive as (shard index, item) already placed (the text-embedding store follows the record shards that way).
     Returns (shards, num_shards): `shards` has a main output of (index, ShardInfo, summarize([info, …])) — a
     per-shard summary keeps the final step's side input small — and a `rejected` output; `num_shards` is a
     singleton side input for `fill_missing_shards`.
     """
 
-    def __init__(self, output: str, dataset_name: str, per_shard: int, prefix: str, summarize: Callable,
-                 write_keys: bool = False):
+    def __init__(self, output: str, dataset_name: str, per_shard: int | None, prefix: str, summarize: Callable,
+                 write_keys: bool = False, num_shards=None):
         super().__init__()
+        if (per_shard is None) == (num_shards is None):
+            raise ValueError("WriteShards needs one of per_shard or num_shards")
         self._output, self._dataset_name, self._per_shard = output, dataset_name, per_shard
         self._prefix, self._write_keys, self._summarize = prefix, write_keys, summarize
+        self._num_shards = num_shards
 
     def expand(self, items):
-        num_shards = count_groups(items, self._per_shard, "Items")
+        if self._num_shards is None:
+            num_shards = count_groups(items, self._per_shard, "Items")
+            items = items | "AssignShard" >> beam.Map(lambda item, n: (shard_of(item[0], n), item), num_shards)
+        else:
+            num_shards = self._num_shards
         written = (items
-                   | "AssignShard" >> beam.Map(lambda item, n: (shard_of(item[0], n), item), num_shards)
                    | "GroupByShard" >> beam.GroupByKey()
                    | "Write" >> beam.ParDo(_WriteShardFn(self._output, self._dataset_name, self._prefix,
                                                          self._write_keys, self._summarize), num_shards)

@@ -15,7 +15,6 @@ from unisim.schemas.controls import ControlStats
 from unisim.schemas.record import SCHEMA_VERSION
 
 MANIFEST_NAME = "manifest.json"
-DEAD_LETTER_NAME = "rejected.jsonl"
 SHARD_SUFFIX = ".array_record"
 # ArrayRecord options of every shard: one record per chunk for random access; no zstd, frames are already JPEG.
 ARRAY_RECORD_OPTIONS = "group_size:1,uncompressed"
@@ -59,7 +58,7 @@ class Manifest:
     options: dict[str, Any]
     counters: dict[str, int] = dataclasses.field(default_factory=dict)
     adapter: dict[str, Any] = dataclasses.field(default_factory=dict)  # what the adapter read: `describe()`
-    dead_letter: str = DEAD_LETTER_NAME
+    dead_letter: list[str] = dataclasses.field(default_factory=list)  # the dead-letter files (`schemas.dead_letter`)
     array_record_options: str = ARRAY_RECORD_OPTIONS
     # Text conditioning (schemas.text, schemas.text_embeddings). `text_encoder` is the identity of the encoder
     # that made `text_embeddings` (None: converted without one); `encoder_calls` counts texts that went through
@@ -67,6 +66,9 @@ class Manifest:
     conditioning: dict[str, Any] = dataclasses.field(default_factory=dict)
     text_encoder: dict[str, Any] | None = None
     text_embeddings: list[ShardInfo] = dataclasses.field(default_factory=list)
+    # True: text_embeddings[j] holds every text that shards[j] uses (`pipelines.embed`), so a reader of some record
+    # shards needs only the same embedding shards. False (older outputs): hashed by text key, read all of them.
+    text_embeddings_by_record_shard: bool = False
     unique_texts: int = 0
     encoder_calls: int = 0
     texts_truncated: int = 0
@@ -95,6 +97,8 @@ class Manifest:
         data["shards"] = [ShardInfo(**s) for s in data["shards"]]
         data["text_embeddings"] = [ShardInfo(**s) for s in data.get("text_embeddings", [])]
         data["control_stats"] = ControlStats.from_json(data["control_stats"]) if data["control_stats"] else None
+        if isinstance(data.get("dead_letter"), str):  # written before the dead letter was sharded: one file
+            data["dead_letter"] = [data["dead_letter"]]
         return cls(**data)
 
 

@@ -65,3 +65,38 @@ def test_stats_survive_json_and_give_the_same_mapping():
     again = ControlStats.from_json(stats.to_json())
     assert again == stats
     np.testing.assert_array_equal(ControlTokenizer(again).encode(values), ControlTokenizer(stats).encode(values))
+
+
+def _sample(chunks, capacity):
+    from unisim.schemas.controls import ControlSample, row_hashes
+
+    sample = ControlSample(2, capacity)
+    for episode, rows in chunks:
+        sample.add(row_hashes(episode, np.arange(len(rows))), rows)
+    return sample
+
+
+def test_control_sample_is_exact_below_capacity_and_order_independent_above():
+    rng = np.random.default_rng(5)
+    chunks = [(f"ep{i}", rng.normal(size=(int(rng.integers(1, 60)), 2)).astype(np.float32)) for i in range(200)]
+    chunks[3][1][5] = np.nan  # non-finite rows are skipped, as before
+    every = np.concatenate([rows for _, rows in chunks])
+    exact = _sample(chunks, capacity=1 << 20).stats(("x", "y"), 1.0, 99.0)
+    assert exact == ControlStats.from_values(("x", "y"), np.sort(every[np.isfinite(every).all(1)], axis=0))
+    assert exact.rank_error_bound() == 0.0
+
+    capacity = 500
+    forward = _sample(chunks, capacity)
+    merged = _sample(chunks[100:], capacity).merge(_sample(chunks[:100][::-1], capacity))
+    a, b = forward.stats(("x", "y"), 1.0, 99.0), merged.stats(("x", "y"), 1.0, 99.0)
+    assert a == b  # the same rows whatever the order and grouping: equal bytes on reruns
+    assert a.count == exact.count and a.min == exact.min and a.max == exact.max  # exact regardless
+    assert a.percentile_rows == capacity and len(forward.sample()) == capacity
+    finite = every[np.isfinite(every).all(1)]
+    bound = a.rank_error_bound(delta=1e-6)
+    for dim in range(2):  # each stored percentile is a value whose rank in all the data is within the bound
+        for q, value in ((0.01, a.low[dim]), (0.99, a.high[dim])):
+            rank = np.mean(finite[:, dim] <= value)
+            assert abs(rank - q) <= bound, (dim, q, rank, bound)
+    again = ControlStats.from_json(a.to_json())
+    assert again == a and again.rank_error_bound() == bound

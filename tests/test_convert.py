@@ -14,7 +14,6 @@ import fixtures
 import memfs  # noqa: F401  registers memfs:// with Beam's FileSystems
 from unisim.pipelines import convert, inspect
 from unisim.schemas import record as rec
-from unisim.schemas.dead_letter import Rejection
 from unisim.schemas.manifest import MANIFEST_NAME
 
 # 5 episodes × 25 steps at 10 Hz, 20-frame clips with 4 context → clip 0 = frames 0–15, clip 1 = 12–24.
@@ -47,7 +46,7 @@ def test_every_item_is_written_or_rejected_with_a_reason(converted):
     assert {r.key for r in records} == EXPECTED_RECORDS
     assert manifest.records == 5 and manifest.source_episodes == 5
     assert manifest.rejected_reasons == EXPECTED_REASONS and manifest.rejected == 4
-    dead = [Rejection.from_json_line(line) for line in open(os.path.join(output, manifest.dead_letter))]
+    dead = list(inspect.iter_dead_letter(output, manifest))
     assert sorted((r.key, r.reason) for r in dead) == [
         ("episode_001/00000", "non_finite_control"), ("episode_002/00000", "undecodable_image"),
         ("episode_002/00001", "undecodable_image"), ("episode_003", "empty_text")]
@@ -148,7 +147,7 @@ def test_killed_run_then_rerun_leaves_exactly_the_clean_result(tmp_path):
     clean_files, rerun_files = read_dir(clean), read_dir(killed)
     assert rerun_files.keys() == clean_files.keys()
     manifest = json.loads(clean_files[MANIFEST_NAME])
-    assert {s["path"] for s in manifest["shards"]} | {MANIFEST_NAME, "rejected.jsonl"} == set(clean_files)
+    assert {s["path"] for s in manifest["shards"]} | {MANIFEST_NAME, *manifest["dead_letter"]} == set(clean_files)
     for name in clean_files:
         if name != MANIFEST_NAME:
             assert rerun_files[name] == clean_files[name], name
@@ -164,6 +163,7 @@ def test_cli_inspect_json_and_preview(converted, tmp_path):
     assert summary["schema_version"] == rec.SCHEMA_VERSION and summary["records"] == 5
     assert summary["datasets"] == {"language_table": 5}
     assert summary["rejected"] == 4 and summary["rejected_reasons"] == EXPECTED_REASONS
+    assert summary["dead_letter"] == {"files": 1, "rejections": 4, "reasons": EXPECTED_REASONS, "matches_manifest": True}
     assert summary["frame_shape"] == [192, 320, 3] and summary["frames_per_record"] == [13, 16]
     assert sorted(summary["action_texts"]) == [f"push the block {e} to the left" for e in (0, 1, 4)]
     assert summary["control_tokens"]["dims"] == 2 and 0 <= summary["control_tokens"]["min"] < summary["control_tokens"]["max"] <= 4095

@@ -1,5 +1,6 @@
 """T5 embeddings in the convert pipeline: each unique text encoded once, records refer to the store, reruns equal."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -37,6 +38,11 @@ def test_a_repeated_string_reaches_the_encoder_once(language_table_dir, tiny_t5_
     assert manifest.text_encoder == encoder_identity(tiny_t5_dir, 64)
     store = TextEmbeddingStore.from_manifest(output, manifest)
     assert len(store) == 3
+    # The store follows the record shards: embedding shard j holds exactly the texts record shard j uses.
+    assert manifest.text_embeddings_by_record_shard and len(manifest.text_embeddings) == len(manifest.shards) == 3
+    for shard, embeddings in zip(manifest.shards, manifest.text_embeddings):
+        used = {r.text_key for r in inspect.iter_records(output, dataclasses.replace(manifest, shards=[shard]))}
+        assert set(TextEmbeddingStore(output, [embeddings.path]).keys()) == used
     direct = T5TextEncoder(tiny_t5_dir)
     for record in records:
         entry = store.lookup(record.text_key)

@@ -57,3 +57,33 @@ def test_a_spill_file_cut_short_is_an_error_not_a_short_record(tmp_path):
         assert reader.read(ref) == b"0123456789" and reader.read(b"raw") == b"raw"
         with pytest.raises(OSError, match="ends before byte 20"):
             reader.read(SpillRef(ref.path, 10, 10))
+
+
+def _dead_letter(rejections, output, per_file):
+    from unisim.pipelines import dead_letter
+
+    os.makedirs(output, exist_ok=True)
+    with beam.Pipeline(runner=FnApiRunner()) as p:
+        summaries, num_files = (p | beam.Create(rejections) | dead_letter.WriteDeadLetter(output, per_file))
+        names = (p | "Finish" >> beam.Create([None])
+                 | beam.Map(lambda _, s, n: dead_letter.finish(output, s, n), beam.pvalue.AsList(summaries), num_files))
+        assert_that(names | beam.Map(lambda result: result[1]),
+                    equal_to([{"duplicate_key": 8, "undecodable_image": 22}]))
+    return {name: open(os.path.join(output, name), "rb").read() for name in sorted(os.listdir(output))}
+
+
+def test_dead_letter_is_sharded_sorted_complete_and_independent_of_arrival_order(tmp_path):
+    from unisim.schemas.dead_letter import Rejection
+
+    rejections = [Rejection("test", f"e{i:03d}", "duplicate_key" if i % 4 == 0 else "undecodable_image", f"item {i}")
+                  for i in range(30)]
+    forward = _dead_letter(rejections, str(tmp_path / "a"), per_file=4)
+    backward = _dead_letter(rejections[::-1], str(tmp_path / "b"), per_file=4)
+    assert forward == backward and len(forward) == 8  # ceil(30 / 4) files, empty ones included
+    assert list(forward) == [f"rejected-{i:05d}-of-00008.jsonl" for i in range(8)]
+    lines = [line for data in forward.values() for line in data.decode().splitlines()]
+    assert sorted(Rejection.from_json_line(line) for line in lines) == sorted(rejections)
+    for data in forward.values():
+        keys = [Rejection.from_json_line(line).key for line in data.decode().splitlines()]
+        assert keys == sorted(keys)
+        assert len(keys) <= 12  # hash-assigned: no file holds a large share of the rejections

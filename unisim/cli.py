@@ -30,8 +30,10 @@ def _quiet_tensorflow() -> None:
 
 
 def _convert_parser(sub) -> None:
+    from unisim.schemas.controls import DEFAULT_SAMPLE_ROWS  # numpy only
+
     p = sub.add_parser("convert", help="convert a dataset's official release into clip shards",
-                       description="Convert a dataset into ArrayRecord clip shards + manifest.json + rejected.jsonl. "
+                       description="Convert a dataset into ArrayRecord clip shards + manifest.json + dead-letter files (rejected-*.jsonl). "
                                    "Unrecognised --flags are passed to Beam (e.g. --project, --region, --temp_location, "
                                    "--setup_file=./setup.py for Dataflow).")
     p.add_argument("--dataset", required=True, help="adapter name (see `unisim adapters`)")
@@ -59,6 +61,9 @@ def _convert_parser(sub) -> None:
     p.add_argument("--low_percentile", type=float, default=1.0, help="control bound percentile (default 1)")
     p.add_argument("--high_percentile", type=float, default=99.0, help="control bound percentile (default 99)")
     p.add_argument("--stats_sample_rate", type=float, default=1.0, help="fraction of control rows for statistics")
+    p.add_argument("--stats_max_rows", type=int, default=DEFAULT_SAMPLE_ROWS,
+                   help="control rows the percentiles are exact up to; above, a deterministic hash-chosen sample of "
+                        "this many (bounded memory; rank error in schemas/controls.py)")
     g = p.add_argument_group("text actions (see README, 'Text conditioning')")
     g.add_argument("--text_encoder", metavar="PATH", default=None,
                    help="T5 checkpoint directory in transformers format, local or gs:// (default: none, texts are "
@@ -67,7 +72,6 @@ def _convert_parser(sub) -> None:
     g.add_argument("--text_batch_size", type=int, default=32, help="texts per encoder forward pass (default 32)")
     g.add_argument("--text_encoder_device", default="cpu", help="torch device for the encoder, e.g. cuda (default cpu)")
     g.add_argument("--text_encoder_threads", type=int, default=None, help="torch threads per worker (default: torch's)")
-    g.add_argument("--embeddings_per_shard", type=int, default=1024, help="unique texts per embedding shard")
     g.add_argument("--domain_prefix", default=None,
                    help="identifier prepended to every action (default: the dataset name; '' for none)")
     g.add_argument("--controls_as_text", choices=("auto", "on", "off"), default="auto",
@@ -120,7 +124,7 @@ def convert(args, beam_args: list[str], argv: list[str]) -> int:
     text = conv.TextOptions(
         domain_prefix=args.domain_prefix, controls_as_text={"auto": None, "on": True, "off": False}[args.controls_as_text],
         controls_text_steps=args.controls_text_steps, controls_text_decimals=args.controls_text_decimals,
-        max_text_chars=args.max_text_chars, encoder=encoder, embeddings_per_shard=args.embeddings_per_shard)
+        max_text_chars=args.max_text_chars, encoder=encoder)
     config = conv.ConvertConfig(
         dataset=args.dataset, source=args.source, output=args.output, split=args.split,
         adapter_options=adapter_options(args.adapter_config, args.adapter_option), fps=args.fps, fit_spans=args.fit_spans,
@@ -128,7 +132,8 @@ def convert(args, beam_args: list[str], argv: list[str]) -> int:
         frame=FrameSpec(height=args.height, width=args.width, fit=args.fit, interpolation=args.interpolation,
                         image_format=args.image_format, jpeg_quality=args.jpeg_quality),
         records_per_shard=args.records_per_shard, low_percentile=args.low_percentile,
-        high_percentile=args.high_percentile, stats_sample_rate=args.stats_sample_rate, text=text)
+        high_percentile=args.high_percentile, stats_sample_rate=args.stats_sample_rate,
+        stats_max_rows=args.stats_max_rows, text=text)
     if encoder is None:
         print("note: no --text_encoder: conditioning texts are written and counted but not embedded; the trainer "
               "refuses directories without embeddings", file=sys.stderr)
@@ -176,6 +181,9 @@ def inspect(args) -> int:
           f"from {summary['source_episodes']} source episodes in {summary['shards']} shards ({summary['bytes']} bytes)")
     print(f"  datasets: {summary['datasets']}")
     print(f"  rejected: {summary['rejected']} {summary['rejected_reasons']}")
+    dead = summary["dead_letter"]
+    print(f"  dead letter: {dead['rejections']} rejections in {dead['files']} files, "
+          + ("as the manifest counts" if dead["matches_manifest"] else f"NOT as the manifest counts: {dead['reasons']}"))
     rates = f"{summary['fps']} fps" if summary["fps"] else f"{', '.join(map(str, summary['fps_values']))} fps"
     print(f"  frames: {summary['frame_shape']} at {rates}, {summary['frames_per_record'][0]}–"
           f"{summary['frames_per_record'][1]} per record, {summary['context_frames']} context")
