@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
-from unisim.schemas.text_embeddings import EMBEDDING_DTYPE, TextEmbedding
+from unisim.schemas.text_embeddings import EMBEDDING_DTYPE, STORED_DTYPE, TextEmbedding
 
 CONFIG_NAME = "config.json"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".ckpt")
@@ -125,7 +125,8 @@ def encoder_identity(path: str, max_tokens: int) -> dict[str, Any]:
     }
     identity["fingerprint"] = _sha256_json(identity)
     identity.update(path=path, model_type=config.get("model_type", ""), d_model=int(config["d_model"]),
-                    vocab_size=len(tokenizer), max_tokens=int(max_tokens), dtype=EMBEDDING_DTYPE.name)
+                    vocab_size=len(tokenizer), max_tokens=int(max_tokens), dtype=EMBEDDING_DTYPE.name,
+                    stored_dtype=STORED_DTYPE)  # dtype: what readers get; stored_dtype: the store's layout
     return identity
 
 
@@ -156,7 +157,9 @@ class T5TextEncoder:
         return out, truncated
 
     def encode(self, keys: list[str], texts: list[str]) -> list[TextEmbedding]:
-        """One padded forward pass over `texts`; returns each text's real-token embeddings as float16."""
+        """One padded forward pass over `texts`; returns each text's real-token embeddings as float32, clipped to
+        float16's range (counted in `values_clipped`). Not rounded further: `encode_entry` quantizes them once for
+        the store, and `schemas.text_embeddings.stored` gives what a reader of the store would get."""
         import torch
 
         ids, truncated = self.tokenize(texts)
@@ -173,6 +176,6 @@ class T5TextEncoder:
             outside = int(np.count_nonzero(np.abs(values) > _FP16_MAX))  # NaN is not clipped: encode_entry refuses it
             if outside:
                 values = np.clip(values, -_FP16_MAX, _FP16_MAX)
-            out.append(TextEmbedding(key, text, values.astype(EMBEDDING_DTYPE), np.asarray(seq, np.int32),
+            out.append(TextEmbedding(key, text, np.ascontiguousarray(values, np.float32), np.asarray(seq, np.int32),
                                      truncated[i], outside))
         return out

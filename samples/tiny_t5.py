@@ -45,8 +45,10 @@ def train_vocabulary(texts: Iterable[str], vocab_size: int) -> bytes:
 
 
 def write_tiny_t5(output_dir: str, corpus: Iterable[str] = (), vocab_size: int = 1024, d_model: int = 32,
-                  num_layers: int = 2, num_heads: int = 4, d_ff: int = 64, seed: int = 0) -> str:
-    """Writes the checkpoint to `output_dir` (created) and returns it."""
+                  num_layers: int = 2, num_heads: int = 4, d_ff: int = 64, seed: int = 0,
+                  d_kv: int | None = None) -> str:
+    """Writes the checkpoint to `output_dir` (created) and returns it. `d_kv` (default d_model / num_heads) can be
+    set smaller to make a wide model cheap to build (bench/embedding_store.py: d_model 4096)."""
     import torch
     from transformers import T5Config, T5EncoderModel, T5Tokenizer
 
@@ -59,9 +61,9 @@ def write_tiny_t5(output_dir: str, corpus: Iterable[str] = (), vocab_size: int =
     # The tokenizer.json that transformers 5 writes for a unigram vocabulary splits words into characters
     # (see pipelines.text_encoder._load_tokenizer); keep spiece.model as the only vocabulary file.
     os.remove(os.path.join(output_dir, "tokenizer.json"))
-    config = T5Config(vocab_size=len(tokenizer), d_model=d_model, d_kv=d_model // num_heads, num_heads=num_heads,
-                      num_layers=num_layers, d_ff=d_ff, feed_forward_proj="gated-gelu", use_cache=False,
-                      is_encoder_decoder=False)
+    config = T5Config(vocab_size=len(tokenizer), d_model=d_model, d_kv=d_kv or d_model // num_heads,
+                      num_heads=num_heads, num_layers=num_layers, d_ff=d_ff, feed_forward_proj="gated-gelu",
+                      use_cache=False, is_encoder_decoder=False)
     generator_state = torch.random.get_rng_state()
     try:
         torch.manual_seed(seed)

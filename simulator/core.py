@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from unisim.schemas.controls import ControlStats, ControlTokenizer
+from unisim.schemas.text_embeddings import stored
 from unisim.simulator.checkpoint import Stage, load_stage
 from unisim.trainer import diffusion
 from unisim.trainer.model import Conditioning
@@ -281,7 +282,10 @@ class Simulator:
             return self._text_cache[text]
         if self._encoder is None:
             self._encoder = self._load_encoder()
-        embedding = self._encoder.encode([""], [text])[0].embedding
+        # As the store gives it back (quantized the way the training data's store was), not the encoder's float32:
+        # the model was trained on the stored embeddings. Runs from before the int8 store recorded no stored_dtype.
+        stored_dtype = (self.base.description.get("text_encoder") or {}).get("stored_dtype", "float16")
+        embedding = stored(self._encoder.encode([""], [text])[0], stored_dtype).embedding
         self._text_cache[text] = embedding
         if len(self._text_cache) > 1024:
             self._text_cache.popitem(last=False)

@@ -49,7 +49,10 @@ def test_a_repeated_string_reaches_the_encoder_once(language_table_dir, tiny_t5_
         assert entry.text == record.conditioning_text and entry.embedding.dtype == np.float16
         alone = direct.encode([record.text_key], [record.conditioning_text])[0]
         np.testing.assert_array_equal(entry.token_ids, alone.token_ids)
-        np.testing.assert_allclose(entry.embedding.astype(np.float32), alone.embedding.astype(np.float32), atol=2e-3)
+        # Batch composition moves the floats a little (2e-3); the store's int8 blocks add up to half a step, at most
+        # the row's largest |value| / 254 (tests/test_text_embeddings.py for the bound).
+        step = np.abs(alone.embedding).max(axis=-1, keepdims=True) / 127
+        assert (np.abs(entry.embedding.astype(np.float32) - alone.embedding) <= 2e-3 + step).all()
     store.close()
 
 

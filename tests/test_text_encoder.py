@@ -30,14 +30,17 @@ def test_tokenizer_uses_the_trained_vocabulary_and_truncation_keeps_eos(tiny_t5_
     assert len(ids[1]) == 6 and ids[1][-1] == encoder.tokenizer.eos_token_id
 
 
-def test_encode_gives_float16_real_tokens_and_is_repeatable(tiny_t5_dir):
+def test_encode_gives_float32_real_tokens_and_the_same_entry_bytes_each_time(tiny_t5_dir):
     encoder = te.T5TextEncoder(tiny_t5_dir, max_tokens=64)
     first = encoder.encode(["a", "b"], ["push the block 1 to the left", "push"])
     again = encoder.encode(["a", "b"], ["push the block 1 to the left", "push"])
     assert [e.embedding.shape for e in first] == [(len(first[0].token_ids), 32), (2, 32)]
-    assert first[0].embedding.dtype == np.float16 and not first[0].truncated
+    # float32 to the codec, which quantizes once: the stored bytes depend on the text only.
+    assert first[0].embedding.dtype == np.float32 and not first[0].truncated
     for x, y in zip(first, again):
         np.testing.assert_array_equal(x.embedding, y.embedding)
+        assert emb.encode_entry(x) == emb.encode_entry(y)
+        assert emb.stored(x).embedding.dtype == np.float16
     assert not np.array_equal(first[0].embedding[:2], first[1].embedding)  # different texts, different vectors
 
 
@@ -48,6 +51,7 @@ def test_identity_is_the_same_for_a_copy_on_an_object_store(tiny_t5_dir):
     remote = te.encoder_identity("memfs://models/tiny-t5", 64)
     assert remote["fingerprint"] == local["fingerprint"] and remote["path"] != local["path"]
     assert local["d_model"] == 32 and local["dtype"] == "float16" and local["weights"][0][0] == "model.safetensors"
+    assert local["stored_dtype"] == emb.STORED_DTYPE
     # The worker-side load from the object store gives the same embeddings as the local checkpoint.
     a = te.T5TextEncoder("memfs://models/tiny-t5").encode(["k"], ["push the block 2 to the left"])[0]
     b = te.T5TextEncoder(tiny_t5_dir).encode(["k"], ["push the block 2 to the left"])[0]
@@ -70,10 +74,10 @@ def test_a_directory_that_is_not_a_checkpoint_fails_clearly(tmp_path):
         te.encoder_identity(str(tmp_path / "missing"), 64)
 
 
-def test_entry_codec_round_trips_and_pads_with_a_mask():
+def test_entry_codec_round_trips_and_pads_with_a_mask():  # the int8 layout: tests/test_text_embeddings.py
     entry = emb.TextEmbedding("k" * 32, "push", np.arange(12, dtype=np.float16).reshape(3, 4),
                               np.array([5, 6, 1], np.int32), truncated=True, values_clipped=2)
-    back = emb.decode_entry(emb.encode_entry(entry))
+    back = emb.decode_entry(emb.encode_entry(entry, "float16"))
     np.testing.assert_array_equal(back.embedding, entry.embedding)
     assert (back.key, back.text, back.truncated, back.values_clipped) == (entry.key, "push", True, 2)
     padded, mask = back.padded(5)
