@@ -3,6 +3,7 @@ resumes with the same data and loss curve; 8 simulated devices with FSDP; 2 proc
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -94,22 +95,56 @@ def test_eight_simulated_devices_with_sharded_parameters(clips, tmp_path):
     assert len(_losses(str(tmp_path / "eight"))) == 2
 
 
-def test_two_processes_through_jax_distributed(clips, tmp_path):
+def test_two_processes_through_jax_distributed_each_fetch_their_own_shards(clips, tmp_path):
+    """Two trainer processes read the clips from a non-local filesystem (`countfs`, shared by both and counting the
+    bytes each one reads): each fetches the manifest and its own record and embedding shards, none of the other's."""
+    import countfs
+    from unisim.schemas.manifest import RECORD_PREFIX, Manifest
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    shutil.copytree(clips, tmp_path / "bucket" / "clips")
+    env = {**os.environ, "COUNTFS_ROOT": str(tmp_path), "COUNTFS_LOG": str(tmp_path / "reads.log")}
     workdir = str(tmp_path / "two")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    processes = [subprocess.Popen(_command(workdir, clips, "--steps", "2", "--config.sample_every=0",
-                                           "--coordinator_address", f"127.0.0.1:{port}", "--num_processes", "2",
-                                           "--process_id", str(i)),
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=root)
+    tests = os.path.join(root, "tests")
+    launcher = [sys.executable, "-c", f"import sys; sys.path.insert(0, {tests!r}); import countfs; "
+                "from unisim.cli import main; sys.exit(main(sys.argv[1:]))"]
+    command = _command(workdir, "countfs://bucket/clips", "--steps", "2", "--config.sample_every=0",
+                       f"--config.input.cache_dir={tmp_path / 'cache'}", "--coordinator_address", f"127.0.0.1:{port}",
+                       "--num_processes", "2")[3:]  # from "train" on: the launcher replaces `python -m unisim.cli`
+    processes = [subprocess.Popen(launcher + command + ["--process_id", str(i)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, cwd=root, env=env)
                  for i in range(2)]
     outputs = [p.communicate(timeout=600) for p in processes]
     for p, (_, err) in zip(processes, outputs):
         assert p.returncode == 0, err[-3000:]
     assert "process 1 of 2" in outputs[1][1] and "mesh data×fsdp = 2×1 over 2 cpu devices" in outputs[0][1]
     assert len(_losses(workdir)) == 2 and os.path.isdir(os.path.join(workdir, "checkpoints", "2"))
+
+    manifest = Manifest.loads(open(os.path.join(clips, "manifest.json")).read())
+    reads = countfs.bytes_read_by_process(str(tmp_path / "reads.log"))
+    by_pid = {p.pid: p for p in processes}
+    assert set(reads) == set(by_pid), reads  # the pytest process read nothing
+    record_shards = [set(), set()]
+    filled = [i for i, s in enumerate(manifest.shards) if s.records]  # empty shards are nobody's
+    assert len(filled) >= 2
+    for pid, files in reads.items():
+        index = [p.pid for p in processes].index(pid)
+        names = {path.rsplit("/", 1)[1]: size for path, size in files.items()}
+        record_shards[index] = {n for n in names if n.startswith(RECORD_PREFIX)}
+        expected = {manifest.shards[i].path for i in filled[index::2]}
+        assert record_shards[index] == expected, (index, sorted(names))
+        embeddings = {n for n in names if n.startswith("text_embeddings") and n.endswith(".array_record")}
+        assert embeddings == {manifest.text_embeddings[i].path for i in filled[index::2]}
+        own = sum(s.bytes for s in manifest.shards + manifest.text_embeddings if s.path in names)
+        total = sum(s.bytes for s in manifest.shards + manifest.text_embeddings)
+        fetched = sum(names.values()) - names["manifest.json"]
+        assert fetched - own < 64 * 1024  # keys files
+        print(f"process {index}: fetched {sum(names.values()):,} of {total:,} bytes")
+        assert f"reads {len(expected)} of {len(manifest.shards)} shards" in outputs[index][1]
+    assert not record_shards[0] & record_shards[1]
 
 
 def test_a_diverging_run_stops_with_a_clear_message(clips, tmp_path):

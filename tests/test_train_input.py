@@ -98,6 +98,46 @@ def test_each_epoch_is_a_new_permutation_split_between_processes():
     assert len(seen) == 1000 and max(seen) < big
 
 
+def test_each_process_reads_whole_shards_of_its_own():
+    assert data.host_share([2, 2, 0, 2, 1, 2], 0, 2) == data.Share((0, 3, 5))  # the empty shard 2 is skipped
+    assert data.host_share([2, 2, 0, 2, 1, 2], 1, 2) == data.Share((1, 4))
+    # Fewer shards than processes: processes share a shard and interleave its stream.
+    shares = [data.host_share([3, 3], p, 5) for p in range(5)]
+    assert shares == [data.Share((0,), 0, 3), data.Share((1,), 0, 2), data.Share((0,), 1, 3),
+                      data.Share((1,), 1, 2), data.Share((0,), 2, 3)]
+    with pytest.raises(ValueError):
+        data.host_share([1], 2, 2)
+
+
+def test_two_processes_read_disjoint_shares_each_mixed_by_the_weights_and_resumable(shards):
+    tabletop, images = shards
+    sources = [data.Source(tabletop, 0.1), data.Source(images, 0.05)]
+    config = dataclasses.replace(CONFIG, batch_size=8)
+    inputs = [data.build_input(sources, config, p, 2) for p in range(2)]
+    first, second = (set(i.shares[0].shards) for i in inputs)  # tabletop: several shards, split between them
+    assert not first & second and first | second == {j for j, s in enumerate(inputs[0].manifests[0].shards)
+                                                      if s.records}  # empty shards are nobody's
+    # The images fit one shard: both processes read it, taking interleaved positions of its stream.
+    assert [(i.shares[1].shards, i.shares[1].rank, i.shares[1].readers) for i in inputs] == [((0,), 0, 2),
+                                                                                              ((0,), 1, 2)]
+    seen = []
+    for train_input in inputs:
+        batches = _batches(train_input, 30)
+        counts = np.bincount(np.concatenate([b["source"] for b in batches]), minlength=2)
+        np.testing.assert_allclose(data.realized_proportions(counts), [2 / 3, 1 / 3], atol=0.01)
+        seen.append({b["frames"][i].tobytes() for b in batches for i in range(len(b["source"])) if b["source"][i] == 0})
+    assert not seen[0] & seen[1]  # no tabletop record read by both processes
+    iterator = iter(inputs[1].dataset)
+    next(iterator)
+    state = iterator.get_state()
+    want = next(iterator)
+    resumed = iter(data.build_input(sources, config, 1, 2).dataset)
+    resumed.set_state(state)
+    got = next(resumed)
+    for key in want:
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+
+
 def test_mixtures_are_refused_with_a_clear_reason(shards, tmp_path, language_table_dir):
     tabletop, images = shards
     with pytest.raises(data.MixtureError, match="no manifest.json"):
@@ -167,10 +207,26 @@ def test_a_remote_source_is_copied_once_and_reads_the_same(shards, tmp_path):
             np.testing.assert_array_equal(got[key], want[key], err_msg=key)
     (copy,) = os.listdir(tmp_path / "cache")
     stamp = os.path.getmtime(tmp_path / "cache" / copy / "manifest.json")
-    data.build_input([data.Source("memfs://bucket/tabletop", 1.0)], config)  # complete copy: reused as it is
+    lines = []
+    data.build_input([data.Source("memfs://bucket/tabletop", 1.0)], config, log=lines.append)  # reused as it is
     assert os.path.getmtime(tmp_path / "cache" / copy / "manifest.json") == stamp
+    assert "fetched 0 bytes" in lines[0]
     with pytest.raises(data.MixtureError, match="no manifest.json"):
         data.build_input([data.Source("memfs://bucket/elsewhere", 1.0)], config)
+    # Process 1 of 2 copies its own shards and their embedding shards only.
+    share_cache = tmp_path / "share-cache"
+    second = data.build_input([data.Source("memfs://bucket/tabletop", 1.0)],
+                              dataclasses.replace(config, cache_dir=str(share_cache)), 1, 2, log=lines.append)
+    (manifest,) = second.manifests
+    filled = [i for i, s in enumerate(manifest.shards) if s.records]
+    assert second.shares[0] == data.Share(tuple(filled[1::2])) and len(filled) >= 2
+    want = {name for name, _ in data.share_files(manifest, second.shares[0])} | {"manifest.json"}
+    (copy,) = os.listdir(share_cache)
+    assert set(os.listdir(share_cache / copy)) == want
+    assert manifest.shards[filled[0]].path not in want and manifest.text_embeddings[filled[0]].path not in want
+    fetched = int(lines[-1].split("fetched ")[1].split(" bytes")[0].replace(",", ""))
+    assert fetched == sum(os.path.getsize(share_cache / copy / name) for name in want - {"manifest.json"})
+    assert fetched < sum(s.bytes for s in manifest.shards + manifest.text_embeddings) / 2
 
 
 def test_random_windows_keep_history_targets_and_controls_in_step(shards):

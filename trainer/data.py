@@ -1,7 +1,7 @@
 """Training input: grain over the converted ArrayRecord shards, mixed by weight, at the base model's shape.
 
-    mixture spec ─▶ sources (dir, weight) ─▶ per source: endless, per-epoch reshuffled, per-process index stream
-                  ─▶ grain mix by weight ─▶ batches of record bytes ─▶ decoded straight into batch arrays
+    mixture spec ─▶ sources (dir, weight) ─▶ per source: this process's shards (`Share`), fetched if remote
+                  ─▶ endless, per-epoch reshuffled index stream over them ─▶ grain mix by weight ─▶ batches of record bytes ─▶ decoded straight into batch arrays
                      (JPEG decode at the target scale, text embedding, control tokens, condition drop)
 
 Decoding a whole batch into preallocated arrays, not example by example and then stacking, saves a copy of every
@@ -11,6 +11,11 @@ Where a record's targets start: after its context frames (the converter's split)
 frame drawn per example from [1, max(1, n − frames)] of its n frames, so each record gives every window with at
 least one history frame and a full set of targets (where it is long enough), not one (issue 17: a short episode
 cut into 16-frame clips otherwise gives one window without history and one with few targets).
+
+Each of H training processes reads whole shards of its own (`host_share`), so a host's disk and network grow as the
+dataset / H: a remote source (gs://) has only those shards and their embedding shards copied to the host's cache;
+a local path — a FUSE mount such as gcsfuse included — is read in place, touching only those files. Every process
+mixes its shares by the weights, so the proportions hold on each host and overall.
 
 Every step is a `grain.MapDataset`, so the position in the stream is one number per iterator and the iterator's
 state (`get_state`/`set_state`) checkpoints with the model: a restarted run continues with the same examples.
@@ -42,7 +47,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from unisim.schemas import record as rec
-from unisim.schemas.manifest import MANIFEST_NAME, Manifest
+from unisim.schemas.manifest import MANIFEST_NAME, Manifest, ShardInfo
 from unisim.schemas.text_embeddings import TextEmbeddingStore, check_same_encoder
 
 ENDLESS = 2**62  # length of an endless index stream (grain datasets need a length)
@@ -102,64 +107,38 @@ def parse_mixture(spec: str) -> list[Source]:
     return sources
 
 
-def localize(path: str, cache_dir: str) -> str:
-    """A local directory holding `path`'s converted output: `path` itself when local, else a copy under `cache_dir`.
+def _is_remote(path: str) -> bool:
+    return "://" in path
 
-    ArrayRecord reads local files only, so a remote source (gs://, or any scheme Beam's `FileSystems` knows) is
-    copied once per host — shards and text embeddings, then the manifest last, which marks the copy complete; a
-    file already there with the recorded size is kept, so an interrupted copy resumes. Beam is imported only here,
-    for remote paths (it brings no TensorFlow)."""
-    if "://" not in path:
-        return path
-    import hashlib
-    import shutil
 
-    from apache_beam.io.filesystems import FileSystems
-
-    from unisim.schemas.text_embeddings import keys_path
-
-    local = os.path.join(cache_dir, hashlib.sha256(path.rstrip("/").encode()).hexdigest()[:16])
-    remote_manifest = FileSystems.join(path, MANIFEST_NAME)
-    if not FileSystems.exists(remote_manifest):
-        raise MixtureError(f"{path}: no {MANIFEST_NAME} (not a converted directory, or an unfinished run)")
-    with FileSystems.open(remote_manifest) as f:
-        manifest_bytes = f.read()
-    if os.path.exists(os.path.join(local, MANIFEST_NAME)):
-        with open(os.path.join(local, MANIFEST_NAME), "rb") as f:
-            if f.read() == manifest_bytes:
-                return local  # complete, and the same run's output
+def read_manifest(path: str) -> Manifest:
+    """The manifest of a converted directory, local or remote (gs://, or any scheme Beam's `FileSystems` knows)."""
+    manifest_path = os.path.join(path, MANIFEST_NAME)
     try:
-        manifest = Manifest.loads(manifest_bytes.decode("utf-8"))
-    except ValueError as e:
+        if _is_remote(path):
+            from apache_beam.io.filesystems import FileSystems  # remote paths only (Beam brings no TensorFlow)
+
+            manifest_path = FileSystems.join(path, MANIFEST_NAME)
+            if not FileSystems.exists(manifest_path):
+                raise FileNotFoundError(manifest_path)
+            with FileSystems.open(manifest_path) as f:
+                text = f.read().decode("utf-8")
+        else:
+            with open(manifest_path, encoding="utf-8") as f:
+                text = f.read()
+    except FileNotFoundError:
+        raise MixtureError(f"{path}: no {MANIFEST_NAME} (not a converted directory, or an unfinished run)") from None
+    try:
+        return Manifest.loads(text)
+    except ValueError as e:  # the schema version check
         raise MixtureError(f"{path}: {e}") from None
-    files = [(s.path, s.bytes) for s in manifest.shards + manifest.text_embeddings]
-    files += [(keys_path(s.path), None) for s in manifest.text_embeddings]
-    os.makedirs(local, exist_ok=True)
-    for name, size in files:
-        target = os.path.join(local, name)
-        if size is not None and os.path.exists(target) and os.path.getsize(target) == size:
-            continue
-        with FileSystems.open(FileSystems.join(path, name)) as src, open(target + ".partial", "wb") as dst:
-            shutil.copyfileobj(src, dst, 16 << 20)
-        os.replace(target + ".partial", target)
-    with open(os.path.join(local, MANIFEST_NAME) + ".partial", "wb") as f:
-        f.write(manifest_bytes)
-    os.replace(os.path.join(local, MANIFEST_NAME) + ".partial", os.path.join(local, MANIFEST_NAME))
-    return local
 
 
 def load_manifests(sources: Sequence[Source]) -> list[Manifest]:
     """Each source's manifest; refuses incomplete directories, mixed schema versions and mixed text encoders."""
     manifests = []
     for source in sources:
-        path = os.path.join(source.path, MANIFEST_NAME)
-        if not os.path.exists(path):
-            raise MixtureError(f"{source.path}: no {MANIFEST_NAME} (not a converted directory, or an unfinished run)")
-        with open(path, encoding="utf-8") as f:
-            try:
-                manifest = Manifest.loads(f.read())
-            except ValueError as e:  # the schema version check
-                raise MixtureError(f"{source.path}: {e}") from None
+        manifest = read_manifest(source.path)
         if manifest.records == 0:
             raise MixtureError(f"{source.path}: holds no records")
         manifests.append(manifest)
@@ -167,12 +146,104 @@ def load_manifests(sources: Sequence[Source]) -> list[Manifest]:
     return manifests
 
 
+@dataclasses.dataclass(frozen=True)
+class Share:
+    """The part of one source that one training process reads: whole shards, so that a host fetches (or, through a
+    FUSE mount, touches) only its own shards — O(source / processes) of disk and network per host.
+
+    With at least as many non-empty shards as processes, process p reads shards p, p + H, p + 2H, … of the H
+    processes, alone. With fewer shards than processes, processes share a shard: `readers` of them read shard
+    p mod n, taking interleaved positions of its stream (`rank` is this one's place among them)."""
+
+    shards: tuple[int, ...]  # indices into the manifest's `shards`
+    rank: int = 0
+    readers: int = 1
+
+
+def host_share(records_per_shard: Sequence[int], process_index: int, process_count: int) -> Share:
+    """This process's `Share` of a source whose shards hold `records_per_shard` records (empty shards skipped)."""
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process {process_index} of {process_count}")
+    filled = [i for i, records in enumerate(records_per_shard) if records > 0]
+    if not filled:
+        raise MixtureError("the source holds no records")
+    if len(filled) >= process_count:
+        return Share(tuple(filled[process_index::process_count]))
+    shard = process_index % len(filled)
+    return Share((filled[shard],), rank=process_index // len(filled),
+                 readers=len(range(shard, process_count, len(filled))))
+
+
+def share_embeddings(manifest: Manifest, share: Share) -> list[ShardInfo]:
+    """The embedding shards a process reading `share` needs: the same indices when the store follows the record
+    shards (`Manifest.text_embeddings_by_record_shard`), every one for older outputs."""
+    if manifest.text_embeddings_by_record_shard:
+        return [manifest.text_embeddings[i] for i in share.shards]
+    return list(manifest.text_embeddings)
+
+
+def share_files(manifest: Manifest, share: Share) -> list[tuple[str, int | None]]:
+    """(relative path, size or None) of every file a process reading `share` needs, manifest aside: its record
+    shards, its embedding shards (`share_embeddings`) and their keys files."""
+    from unisim.schemas.text_embeddings import keys_path
+
+    embeddings = share_embeddings(manifest, share)
+    files = [(manifest.shards[i].path, manifest.shards[i].bytes) for i in share.shards]
+    files += [(s.path, s.bytes) for s in embeddings] + [(keys_path(s.path), None) for s in embeddings]
+    return files
+
+
+def localize(path: str, manifest: Manifest, files: Sequence[tuple[str, int | None]], cache_dir: str,
+             threads: int = 8) -> tuple[str, int]:
+    """(a local directory holding `files` of `path`'s converted output, bytes fetched for it).
+
+    A local path (a FUSE mount included: gcsfuse, as MaxText reads ArrayRecord on GCS) is read where it is and
+    nothing is fetched. A remote one is copied — only `files`, in `threads` parallel streams — into a directory of
+    `cache_dir` named by the source path and its manifest's bytes, so a re-converted source never mixes with an old
+    copy. Each file is renamed into place when complete, so a file present with its recorded size is kept and an
+    interrupted copy resumes; processes on one host may share the cache (they read different shards)."""
+    if not _is_remote(path):
+        return path, 0
+    import hashlib
+    import shutil
+    from concurrent.futures import ThreadPoolExecutor
+
+    from apache_beam.io.filesystems import FileSystems
+
+    manifest_bytes = manifest.dumps().encode("utf-8")
+    name = hashlib.sha256(path.rstrip("/").encode() + b"\0" + manifest_bytes).hexdigest()[:16]
+    local = os.path.join(cache_dir, name)
+    os.makedirs(local, exist_ok=True)
+
+    def fetch(file: tuple[str, int | None]) -> int:
+        relative, size = file
+        target = os.path.join(local, relative)
+        if os.path.exists(target) and (size is None or os.path.getsize(target) == size):
+            return 0
+        partial = f"{target}.partial-{os.getpid()}"
+        with FileSystems.open(FileSystems.join(path, relative)) as src, open(partial, "wb") as dst:
+            shutil.copyfileobj(src, dst, 16 << 20)
+            fetched = dst.tell()
+        os.replace(partial, target)
+        return fetched
+
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        fetched = sum(pool.map(fetch, files))
+    if not os.path.exists(os.path.join(local, MANIFEST_NAME)):  # the directory's name holds its hash: same bytes
+        partial = os.path.join(local, f"{MANIFEST_NAME}.partial-{os.getpid()}")
+        with open(partial, "wb") as f:
+            f.write(manifest_bytes)
+        os.replace(partial, os.path.join(local, MANIFEST_NAME))
+    return local, fetched
+
+
 PERMUTATION_LIMIT = 1 << 24  # sources up to this many records keep a permutation array per epoch (64 MiB at most)
 
 
 def epoch_index(position: int, *, length: int, seed: int, process_index: int, process_count: int) -> int:
-    """The record index at `position` of this process's endless stream: epoch after epoch, each a fresh permutation
-    of the source, processes taking interleaved positions of it (so they never see the same record in an epoch).
+    """The record index at `position` of this process's endless stream over its share: epoch after epoch, each a
+    fresh permutation of the share, the processes reading one share taking interleaved positions of it (so they
+    never see the same record in an epoch). `process_index`/`process_count` are the `Share`'s rank and readers.
 
     Up to `PERMUTATION_LIMIT` records the epoch's permutation is an int32 array made once (grain's `index_shuffle`,
     evaluated per element, took 15 % of the loader's time at 24×40); larger sources (LAION's 400M) use
@@ -208,9 +279,12 @@ def empty_batch(c: InputConfig, n: int, text_dim: int, control_dims: int) -> dic
 class ExampleMaker:
     """(source index, record bytes) → one example dict (see the module docstring). Thread-safe."""
 
-    def __init__(self, sources: Sequence[Source], manifests: Sequence[Manifest], config: InputConfig):
+    def __init__(self, sources: Sequence[Source], manifests: Sequence[Manifest], config: InputConfig,
+                 shares: Sequence[Share] | None = None):
         self._config = config
-        self._stores = [TextEmbeddingStore.from_manifest(s.path, m) for s, m in zip(sources, manifests)]
+        shares = shares or [Share(tuple(range(len(m.shards)))) for m in manifests]  # default: everything
+        self._stores = [TextEmbeddingStore(s.path, [e.path for e in share_embeddings(m, share)])
+                        for s, m, share in zip(sources, manifests, shares)]
         self._locks = [threading.Lock() for _ in sources]  # a store's readers are shared by grain's threads
         self.control_dims = max(len(m.control_stats.names) if m.control_stats else 0 for m in manifests)
         self.text_dim = int(manifests[0].text_encoder["d_model"])  # one encoder for all (`load_manifests` checks)
@@ -292,33 +366,55 @@ class TrainInput:
     weights: np.ndarray  # normalised target proportions
     control_dims: int
     text_dim: int
+    shares: list[Share]  # what this process reads of each source
 
     def names(self) -> list[str]:
         return [s.name or m.dataset for s, m in zip(self.sources, self.manifests)]
 
 
 def build_input(sources: Sequence[Source], config: InputConfig, process_index: int = 0,
-                process_count: int = 1) -> TrainInput:
-    """The training stream for this process: `process_count` processes each read their own interleaved share."""
+                process_count: int = 1, log=None) -> TrainInput:
+    """The training stream for this process. Each of the `process_count` processes reads its own `Share` of every
+    source (whole shards: `host_share`), fetching only those files of a remote source, and mixes the sources by
+    weight — so every process, and the run as a whole, follows the weights exactly. `log` (a print-like callable)
+    gets one line per source: the share, and what was fetched."""
+    import time
+
     import grain
 
-    sources = [dataclasses.replace(s, path=localize(s.path, config.cache_dir)) for s in sources]
     manifests = load_manifests(sources)
+    shares, local_sources = [], []
+    for source, manifest in zip(sources, manifests):
+        share = host_share([s.records for s in manifest.shards], process_index, process_count)
+        files = share_files(manifest, share)
+        start = time.monotonic()
+        path, fetched = localize(source.path, manifest, files, config.cache_dir)
+        shares.append(share)
+        local_sources.append(dataclasses.replace(source, path=path))
+        if log:
+            records = sum(manifest.shards[i].records for i in share.shards)
+            size = sum(size or 0 for _, size in files)
+            where = f"fetched {fetched:,} bytes in {time.monotonic() - start:.1f} s" if path != source.path else \
+                "read in place"
+            log(f"[input] {source.name or manifest.dataset}: process {process_index} reads {len(share.shards)} of "
+                f"{len(manifest.shards)} shards ({records:,} of {manifest.records:,} records, {size:,} bytes with "
+                f"embeddings{'' if share.readers == 1 else f'; shared by {share.readers} processes'}); {where}")
     components = []
-    for i, (source, manifest) in enumerate(zip(sources, manifests)):
-        paths = [os.path.join(source.path, s.path) for s in manifest.shards if s.records > 0]
-        records = grain.sources.ArrayRecordDataSource(paths)
+    for i, (source, manifest, share) in enumerate(zip(local_sources, manifests, shares)):
+        records = grain.sources.ArrayRecordDataSource([os.path.join(source.path, manifest.shards[s].path)
+                                                       for s in share.shards])
         positions = functools.partial(epoch_index, length=len(records), seed=config.seed * 1000 + i,
-                                      process_index=process_index, process_count=process_count)
+                                      process_index=share.rank, process_count=share.readers)
         components.append(grain.MapDataset.range(ENDLESS).map(positions)
                           .map(functools.partial(_read, records, i)))
     weights = np.array([s.weight for s in sources], np.float64)
-    maker = ExampleMaker(sources, manifests, config)
+    maker = ExampleMaker(local_sources, manifests, config, shares)
     dataset = (grain.MapDataset.mix(components, list(weights / weights.sum()))
                .batch(config.batch_size, drop_remainder=True, batch_fn=list)  # record bytes; decoded per batch
                .random_map(maker.batch, seed=config.seed)
                .to_iter_dataset(grain.ReadOptions(num_threads=config.threads, prefetch_buffer_size=config.prefetch)))
-    return TrainInput(dataset, sources, manifests, weights / weights.sum(), maker.control_dims, maker.text_dim)
+    return TrainInput(dataset, local_sources, manifests, weights / weights.sum(), maker.control_dims, maker.text_dim,
+                      shares)
 
 
 def _read(records, source: int, index: int) -> tuple[int, bytes]:

@@ -193,7 +193,8 @@ def train(config, workdir: str, mixture: str | None = None, steps: int | None = 
 
     # ---- input: this process's share of the global batch.
     input_config = data.InputConfig(**{**config.input.to_dict(), "batch_size": config.input.batch_size // processes})
-    train_input = data.build_input(data.parse_mixture(mixture or config.mixture), input_config, process, processes)
+    train_input = data.build_input(data.parse_mixture(mixture or config.mixture), input_config, process, processes,
+                                   log=lambda line: print(line, file=sys.stderr))
     iterator = iter(train_input.dataset)
     names = train_input.names()
 
