@@ -36,19 +36,19 @@ def _jpeg(rng, height: int, width: int) -> bytes:
     return cv2.imencode(".jpg", cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC))[1].tobytes()
 
 
-def write_laion(root: str, images: int) -> None:
+def write_laion(root: str, images: int, height: int = 384, width: int = 512) -> None:
     rng = np.random.default_rng(0)
     os.makedirs(root, exist_ok=True)
     for shard in range(0, images, 1000):
         with tarfile.open(os.path.join(root, f"{shard // 1000:05d}.tar"), "w") as archive:
             for i in range(shard, min(images, shard + 1000)):
-                for ext, data in ((".jpg", _jpeg(rng, 384, 512)), (".txt", f"picture number {i}".encode())):
+                for ext, data in ((".jpg", _jpeg(rng, height, width)), (".txt", f"picture number {i}".encode())):
                     info = tarfile.TarInfo(f"{i:09d}{ext}")
                     info.size = len(data)
                     archive.addfile(info, io.BytesIO(data))
 
 
-def write_r2r(root: str, scans: int) -> None:
+def write_r2r(root: str, scans: int, face_size: int = 512) -> None:
     import nav_fixtures as nf
 
     rng = np.random.default_rng(1)
@@ -66,7 +66,7 @@ def write_r2r(root: str, scans: int) -> None:
         for pid in ids:
             for face in range(6):
                 with open(os.path.join(folder, f"{pid}_skybox{face}_sami.jpg"), "wb") as f:
-                    f.write(_jpeg(rng, 512, 512))
+                    f.write(_jpeg(rng, face_size, face_size))
         for p in range(3):
             path = [ids[(p + k) % 8] for k in range(4)]
             entries.append({"distance": 6.0, "scan": scan, "path_id": s * 10 + p, "path": path, "heading": 0.3,

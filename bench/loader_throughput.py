@@ -1,13 +1,26 @@
-"""Training input: batches/s of the grain loader (trainer/data.py) against tf.data reading TFRecord files that hold
-the same records, in the same run, at the base shape (16 × 24×40) and at the stored 192×320; then resident memory
-of the grain loader over `--memory_batches` batches.
+"""Training input: batches/s of the grain loader (trainer/data.py) against its peers, in one run over the same
+records, at the base shape (16 × 24×40) and at the stored 192×320; then resident memory of the grain loader over
+`--memory_batches` batches.
 
-Records: the tabletop sample converted with the tiny stand-in T5 (written once into --workdir). Both loaders do the
-same work per example — the `ExampleMaker` of trainer/data.py (JPEG decode, resize, embedding lookup) — so the
-comparison is of the loaders: grain's threads over ArrayRecord against tf.data's `TFRecordDataset` → shuffle →
-parallel `numpy_function` map → batch → prefetch (AUTOTUNE).
+Records: the tabletop sample converted with the tiny stand-in T5 (written once into --workdir). The peers:
+
+- **tf.data, numpy_function**: `TFRecordDataset` of the same record bytes → shuffle → parallel `numpy_function`
+  running the loader's own `ExampleMaker` (so the same per-example work, holding the GIL) → batch → prefetch.
+- **tf.data, native** (tf.data at its best): the records rewritten as `tf.train.Example`s — frames, context length,
+  control tokens, and the text embedding joined in as float16 bytes (no store lookup at all) — read with
+  `num_parallel_reads`, parsed and decoded by TensorFlow's own ops in a parallel, non-deterministic map:
+  `tf.io.decode_jpeg(ratio=8)` for the 1/8-scale decode (the same libjpeg DCT scaling the loader uses), native
+  resize otherwise, AUTOTUNE everywhere.
+- **bare reader** (the limit): `ArrayRecordDataSource` reads at shuffled indices and `ExampleMaker.batch` decodes,
+  whole batches in a thread pool of `--threads` threads, no framework in between.
+
+grain is reported as a ratio of the best tf.data and of the bare reader (issue 19's goals: ≥ 1.5× and ≥ 0.8×).
 
     python bench/loader_throughput.py [--episodes 120] [--batch 8] [--batches 200] [--memory_batches 10000]
+                                      [--loaders grain tfdata_numpy tfdata_native bare] [--shapes 24x40 192x320]
+
+The machine's speed drifts between runs: for ratios, time one loader per process, alternating (A B A B …), and
+take the medians.
 """
 
 from __future__ import annotations
@@ -19,6 +32,10 @@ import sys
 import time
 
 import numpy as np
+
+
+LOADERS = {"grain": "grain", "tfdata_numpy": "tf.data numpy_function", "tfdata_native": "tf.data native",
+           "bare": "bare reader"}
 
 
 def prepare(workdir: str, episodes: int) -> str:
@@ -34,12 +51,6 @@ def prepare(workdir: str, episodes: int) -> str:
     return clips
 
 
-def grain_rate(clips: str, config, batches: int) -> float:
-    from unisim.trainer import data
-
-    return batches_per_second(iter(data.build_input([data.Source(clips, 1.0)], config).dataset), batches)
-
-
 def batches_per_second(iterator, batches: int) -> float:
     """Rate over `batches` batches after 5 warm-up batches."""
     for _ in range(5):
@@ -51,13 +62,13 @@ def batches_per_second(iterator, batches: int) -> float:
 
 
 def write_tfrecords(clips: str, path: str) -> None:
+    if os.path.exists(path):  # before importing TensorFlow: a grain-only run never loads it
+        return
     import tensorflow as tf
     from array_record.python.array_record_module import ArrayRecordReader
 
     from unisim.trainer import data
 
-    if os.path.exists(path):
-        return
     (manifest,) = data.load_manifests([data.Source(clips, 1.0)])
     with tf.io.TFRecordWriter(path + ".tmp") as writer:
         for shard in manifest.shards:
@@ -68,7 +79,7 @@ def write_tfrecords(clips: str, path: str) -> None:
     os.replace(path + ".tmp", path)
 
 
-def tfdata_rate(clips: str, tfrecord: str, config, batches: int) -> float:
+def tfdata_numpy(clips: str, tfrecord: str, config):
     import tensorflow as tf
 
     from unisim.trainer import data
@@ -87,7 +98,154 @@ def tfdata_rate(clips: str, tfrecord: str, config, batches: int) -> float:
     dataset = (tf.data.TFRecordDataset(tfrecord).repeat().shuffle(256, seed=0)
                .map(lambda raw: tf.numpy_function(make, [raw], dtypes), num_parallel_calls=tf.data.AUTOTUNE)
                .batch(config.batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
-    return batches_per_second(iter(dataset), batches)
+    return iter(dataset)
+
+
+def write_tf_examples(clips: str, path: str) -> None:
+    """The records as `tf.train.Example`s for the native tf.data pipeline (module docstring)."""
+    if os.path.exists(path):
+        return
+    import tensorflow as tf
+    from array_record.python.array_record_module import ArrayRecordReader
+
+    from unisim.schemas import record as rec
+    from unisim.schemas.text_embeddings import TextEmbeddingStore
+    from unisim.trainer import data
+
+    (manifest,) = data.load_manifests([data.Source(clips, 1.0)])
+    store = TextEmbeddingStore.from_manifest(clips, manifest)
+    feature = tf.train.Feature
+    with tf.io.TFRecordWriter(path + ".tmp") as writer:
+        for shard in manifest.shards:
+            reader = ArrayRecordReader(os.path.join(clips, shard.path))
+            for raw in reader.read_all():
+                record = rec.decode(raw, validate_record=False)
+                tokens = np.asarray(record.control_tokens, np.int64)
+                embedding = store.lookup(record.text_key).embedding.astype("<f2")
+                example = tf.train.Example(features=tf.train.Features(feature={
+                    "frames": feature(bytes_list=tf.train.BytesList(value=list(record.frames))),
+                    "context": feature(int64_list=tf.train.Int64List(value=[record.context_frames])),
+                    "control_dims": feature(int64_list=tf.train.Int64List(value=[tokens.shape[1]])),
+                    "controls": feature(int64_list=tf.train.Int64List(value=tokens.reshape(-1).tolist())),
+                    "text": feature(bytes_list=tf.train.BytesList(value=[embedding.tobytes()])),
+                }))
+                writer.write(example.SerializeToString())
+            reader.close()
+    store.close()
+    os.replace(path + ".tmp", path)
+
+
+def tfdata_native(path: str, config, text_dim: int, control_dims: int, stored=(192, 320)):
+    """The native tf.data pipeline (module docstring); yields batches of the loader's keys."""
+    import tensorflow as tf
+
+    c = config
+    ratio = next((f for f in (8, 4, 2) if stored == (c.height * f, c.width * f)), 1)
+    spec = {"frames": tf.io.VarLenFeature(tf.string), "context": tf.io.FixedLenFeature([], tf.int64),
+            "control_dims": tf.io.FixedLenFeature([], tf.int64), "controls": tf.io.VarLenFeature(tf.int64),
+            "text": tf.io.FixedLenFeature([], tf.string)}
+
+    def decode(jpeg):
+        image = tf.io.decode_jpeg(jpeg, channels=3, ratio=ratio)
+        if ratio == 1 and stored != (c.height, c.width):
+            image = tf.cast(tf.image.resize(image, (c.height, c.width), method="area"), tf.uint8)
+        return tf.ensure_shape(image, (c.height, c.width, 3))
+
+    def frames_of(jpegs):
+        return tf.map_fn(decode, jpegs, fn_output_signature=tf.TensorSpec((c.height, c.width, 3), tf.uint8))
+
+    def parse(serialized):
+        f = tf.io.parse_single_example(serialized, spec)
+        jpegs = tf.sparse.to_dense(f["frames"], default_value="")
+        context = tf.cast(f["context"], tf.int32)
+        history = frames_of(jpegs[tf.maximum(0, context - c.history_frames):context])
+        targets = frames_of(jpegs[context:context + c.frames])
+        h, t = tf.shape(history)[0], tf.shape(targets)[0]
+        text = tf.reshape(tf.io.decode_raw(f["text"], tf.float16), (-1, text_dim))[: c.text_tokens]
+        n_text = tf.shape(text)[0]
+        dims = tf.cast(f["control_dims"], tf.int32)
+        tokens = tf.cast(tf.reshape(tf.sparse.to_dense(f["controls"]), (-1, dims)), tf.int32)
+        before = context - 1 + tf.range(t)  # the frame whose action leads to each target
+        controls = tf.gather(tokens, tf.maximum(before, 0)) * tf.cast(before[:, None] >= 0, tf.int32)
+        control_mask = tf.broadcast_to(before[:, None] >= 0, tf.shape(controls))
+        pad_dims = [[0, c.frames - t], [0, control_dims - dims]]
+        return {"history": tf.pad(history, [[c.history_frames - h, 0], [0, 0], [0, 0], [0, 0]]),
+                "history_mask": tf.range(c.history_frames) >= c.history_frames - h,
+                "frames": tf.pad(targets, [[0, c.frames - t], [0, 0], [0, 0], [0, 0]]),
+                "frame_mask": tf.range(c.frames) < t,
+                "text": tf.pad(text, [[0, c.text_tokens - n_text], [0, 0]]),
+                "text_mask": tf.range(c.text_tokens) < n_text,
+                "controls": tf.pad(controls, pad_dims), "control_mask": tf.pad(control_mask, pad_dims),
+                "drop_condition": tf.random.uniform(()) < c.condition_drop, "source": tf.constant(0, tf.int32)}
+
+    return (tf.data.TFRecordDataset([path], num_parallel_reads=tf.data.AUTOTUNE).repeat().shuffle(256, seed=0)
+            .map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+            .batch(c.batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE).as_numpy_iterator())
+
+
+def bare_reader(clips: str, config):
+    """The limit: ArrayRecord reads at shuffled indices and `ExampleMaker.batch`, whole batches in a thread pool."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import grain
+
+    from unisim.trainer import data
+
+    sources = [data.Source(clips, 1.0)]
+    (manifest,) = data.load_manifests(sources)
+    maker = data.ExampleMaker(sources, [manifest], config)
+    records = grain.sources.ArrayRecordDataSource([os.path.join(clips, s.path) for s in manifest.shards
+                                                   if s.records])
+    order = np.random.default_rng(0).permutation(len(records))
+
+    def one(b: int):
+        rng = np.random.default_rng(b)
+        indices = [int(order[(b * config.batch_size + i) % len(order)]) for i in range(config.batch_size)]
+        return maker.batch([(0, records[i]) for i in indices], rng)
+
+    pool = ThreadPoolExecutor(config.threads)
+    b = 0
+    pending = []
+    while True:  # keep `threads` batches in flight, in order
+        while len(pending) < config.threads:
+            pending.append(pool.submit(one, b))
+            b += 1
+        yield pending.pop(0).result()
+
+
+def check_native_matches(clips: str, tf_examples: str, config, text_dim: int, control_dims: int) -> float:
+    """Mean absolute pixel difference between the native pipeline's target frames and the loader's, on one record
+    (the same decode and scale): guards the comparison against a peer that does less work."""
+    import dataclasses
+
+    from unisim.trainer import data
+
+    one = dataclasses.replace(config, batch_size=1, condition_drop=0.0)
+    sources = [data.Source(clips, 1.0)]
+    (manifest,) = data.load_manifests(sources)
+    maker = data.ExampleMaker(sources, [manifest], one)
+    import tensorflow as tf
+
+    raw = next(iter(tf.data.TFRecordDataset([tf_examples])))
+    example = next(tfdata_native_single(raw, one, text_dim, control_dims))
+    from array_record.python.array_record_module import ArrayRecordReader
+
+    shard = next(s for s in manifest.shards if s.records)
+    reader = ArrayRecordReader(os.path.join(clips, shard.path))
+    want = maker((0, reader.read([0])[0]), np.random.default_rng(0))
+    reader.close()
+    return float(np.abs(example["frames"].astype(int) - want["frames"].astype(int)).mean())
+
+
+def tfdata_native_single(raw, config, text_dim, control_dims):
+    import tensorflow as tf
+
+    path = os.path.join("/tmp", f"unisim-one-{os.getpid()}.tfrecord")
+    with tf.io.TFRecordWriter(path) as writer:
+        writer.write(raw.numpy())
+    batch = next(tfdata_native(path, config, text_dim, control_dims))
+    os.remove(path)
+    yield {k: v[0] for k, v in batch.items()}
 
 
 def rss_mib() -> float:
@@ -103,6 +261,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--memory_batches", type=int, default=10_000)
     parser.add_argument("--workdir", default="/tmp/unisim-bench-loader")
+    parser.add_argument("--loaders", nargs="+", choices=list(LOADERS), default=list(LOADERS),
+                        help="which to time (one at a time, in separate processes, for paired runs)")
+    parser.add_argument("--shapes", nargs="+", default=["24x40", "192x320"], help="HEIGHTxWIDTH of the input")
     args = parser.parse_args()
     from unisim.trainer import data
 
@@ -110,14 +271,33 @@ def main() -> None:
     clips = prepare(args.workdir, args.episodes)
     tfrecord = os.path.join(args.workdir, f"clips-{args.episodes}.tfrecord")
     write_tfrecords(clips, tfrecord)
-    records = data.load_manifests([data.Source(clips, 1.0)])[0].records
-    print(f"machine: {os.cpu_count()} cores; {records} records of up to 20 frames at 192×320 JPEG; batch {args.batch}, "
-          f"{args.threads} loader threads, {args.batches} batches timed after 5")
-    for height, width in ((24, 40), (192, 320)):
-        config = data.InputConfig(batch_size=args.batch, height=height, width=width, threads=args.threads)
-        g = grain_rate(clips, config, args.batches)
-        t = tfdata_rate(clips, tfrecord, config, args.batches)
-        print(f"{height}×{width}: grain {g:.1f} batches/s, tf.data {t:.1f} batches/s, grain / tf.data {g / t:.2f}×")
+    tf_examples = os.path.join(args.workdir, f"clips-{args.episodes}.examples.tfrecord")
+    write_tf_examples(clips, tf_examples)
+    (manifest,) = data.load_manifests([data.Source(clips, 1.0)])
+    text_dim = int(manifest.text_encoder["d_model"])
+    control_dims = len(manifest.control_stats.names) if manifest.control_stats else 0
+    print(f"machine: {os.cpu_count()} cores; {manifest.records} records of up to 20 frames at 192×320 JPEG; batch "
+          f"{args.batch}, {args.threads} loader threads, {args.batches} batches timed after 5 (batches/s)")
+    print("| shape | " + " | ".join(LOADERS[name] for name in args.loaders) + " |" + "".join(
+        f" grain / {LOADERS[name]} |" for name in args.loaders if name != "grain" and "grain" in args.loaders))
+    print("| --- |" + " ---: |" * (len(args.loaders) + ("grain" in args.loaders) * (len(args.loaders) - 1)))
+    for shape in args.shapes:
+        height, width = (int(v) for v in shape.split("x"))
+        config = data.InputConfig(batch_size=args.batch, height=height, width=width, threads=args.threads,
+                                  prefetch=max(2, args.threads))
+        if "tfdata_native" in args.loaders:
+            difference = check_native_matches(clips, tf_examples, config, text_dim, control_dims)
+            if difference > 2.0:
+                sys.exit(f"the native tf.data pipeline decodes differently ({difference:.2f} levels): not comparable")
+        streams = {"grain": lambda: iter(data.build_input([data.Source(clips, 1.0)], config).dataset),
+                   "tfdata_numpy": lambda: tfdata_numpy(clips, tfrecord, config),
+                   "tfdata_native": lambda: tfdata_native(tf_examples, config, text_dim, control_dims),
+                   "bare": lambda: bare_reader(clips, config)}
+        rates = {name: batches_per_second(streams[name](), args.batches) for name in args.loaders}
+        ratios = [f" {rates['grain'] / rates[name]:.2f}× |" for name in args.loaders
+                  if name != "grain" and "grain" in rates]
+        print(f"| {height}×{width} | " + " | ".join(f"{rates[name]:.1f}" for name in args.loaders) + " |"
+              + "".join(ratios), flush=True)
     if args.memory_batches:
         config = data.InputConfig(batch_size=args.batch, threads=args.threads)
         iterator = iter(data.build_input([data.Source(clips, 1.0)], config).dataset)

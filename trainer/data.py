@@ -75,7 +75,7 @@ class InputConfig:
     condition_drop: float = 0.1  # classifier-free guidance: probability of training the null condition
     seed: int = 0
     threads: int = 4  # grain read threads
-    prefetch: int = 2  # batches prefetched
+    prefetch: int = 4  # batches prefetched; also the most batches grain decodes at once (keep >= threads)
     random_window: bool = False  # targets start at a random frame of the record, not after its context frames
     cache_dir: str = os.path.join(os.path.expanduser("~"), ".cache", "unisim", "shards")  # copies of remote sources
 

@@ -18,7 +18,7 @@ def get_config():
         control_embedding="bins", frame_controls=True, patch_size=1))
     config.input = ml_collections.ConfigDict(dict(
         batch_size=256, frames=16, history_frames=4, height=24, width=40, text_tokens=64, condition_drop=0.1,
-        seed=0, threads=16, prefetch=2, random_window=False,
+        seed=0, threads=16, prefetch=16, random_window=False,  # grain runs at most `prefetch` batches at once
         cache_dir=os.path.join(os.path.expanduser("~"), ".cache", "unisim", "shards")))  # copies of gs:// sources
     config.optimizer = ml_collections.ConfigDict(dict(
         learning_rate=1e-4, warmup_steps=10_000, b1=0.9, b2=0.99, clip_norm=1.0, ema_decay=0.9999))
