@@ -450,7 +450,7 @@ def build(pipeline: beam.Pipeline, config: ConvertConfig, adapter: DatasetAdapte
     texts, text_rejected = (
         tokenized[TEXTS]
         | "EmbedTexts" >> EmbedTexts(config.output, name, settings, num_shards,
-                                     encoder_identity["fingerprint"] if settings else ""))
+                                     encoder_identity["fingerprint"] if settings else "", spill_dir))
     rejected = ((read[REJECTED], made[REJECTED], tokenized[REJECTED], written[REJECTED], text_rejected)
                 | "AllRejected" >> beam.Flatten())
     dead_summaries, num_dead_files = rejected | "WriteDeadLetter" >> dead_letter.WriteDeadLetter(config.output)

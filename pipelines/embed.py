@@ -25,6 +25,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
 
 from unisim.pipelines import shards
+from unisim.pipelines.spill import SpillWriter
 from unisim.schemas.text_embeddings import EMBEDDING_PREFIX, encode_entry
 
 
@@ -87,9 +88,18 @@ class _LockedEncoder:
 
 
 class _EncodeFn(beam.DoFn):
-    def __init__(self, settings: EncoderSettings, fingerprint: str):
-        self._settings, self._fingerprint = settings, fingerprint
+    def __init__(self, settings: EncoderSettings, fingerprint: str, spill_dir: str | None = None):
+        self._settings, self._fingerprint, self._spill_dir = settings, fingerprint, spill_dir
         self._shared = shared.Shared()
+
+    def start_bundle(self):
+        # Local runs park each entry in a spill file (`pipelines.spill`): at d_model 4096 an entry is ~85 kB, and the
+        # local runner holds every element between stages in memory.
+        self._spill = SpillWriter(self._spill_dir) if self._spill_dir else None
+
+    def finish_bundle(self):
+        if self._spill is not None:
+            self._spill.close()
 
     def setup(self):
         self._handle = self._shared.acquire(lambda: _LockedEncoder(self._settings, self._fingerprint))
@@ -106,7 +116,9 @@ class _EncodeFn(beam.DoFn):
             self.batches.inc()
             for entry in entries:
                 self.truncated.inc(int(entry.truncated))
-                yield entry.key, encode_entry(entry), (int(entry.truncated), entry.values_clipped)
+                data = encode_entry(entry)
+                yield (entry.key, self._spill.put(data) if self._spill else data,
+                       (int(entry.truncated), entry.values_clipped))
 
 
 def _summarize_entries(infos: list[tuple[int, int]]) -> None:
@@ -145,10 +157,10 @@ class EmbedTexts(beam.PTransform):
     """
 
     def __init__(self, output: str, dataset_name: str, settings: EncoderSettings | None, record_shards,
-                 fingerprint: str = ""):
+                 fingerprint: str = "", spill_dir: str | None = None):
         super().__init__()
         self._output, self._dataset_name, self._settings = output, dataset_name, settings
-        self._record_shards, self._fingerprint = record_shards, fingerprint
+        self._record_shards, self._fingerprint, self._spill_dir = record_shards, fingerprint, spill_dir
 
     def expand(self, uses):
         pipeline = uses.pipeline
@@ -166,7 +178,7 @@ class EmbedTexts(beam.PTransform):
         encoded = (unique
                    | "AssignBatch" >> beam.Map(lambda kv, n: (shards.shard_of(kv[0], n), kv), num_batches)
                    | "GroupBatches" >> beam.GroupByKey()
-                   | "Encode" >> beam.ParDo(_EncodeFn(self._settings, self._fingerprint)))
+                   | "Encode" >> beam.ParDo(_EncodeFn(self._settings, self._fingerprint, self._spill_dir)))
         needs = (uses
                  | "RecordShard" >> beam.Map(lambda use, n: (use[1], shards.shard_of(use[0], n)), self._record_shards)
                  | "DistinctNeeds" >> beam.Distinct())
