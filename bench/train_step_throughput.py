@@ -52,7 +52,7 @@ def main() -> None:
     import jax
     import jax.numpy as jnp
 
-    from unisim.trainer import train
+    from unisim.trainer import stage, train
     from unisim.trainer.configs import base
 
     config = (runpy.run_path(args.config)["get_config"] if args.config else base.get_config)()
@@ -64,7 +64,7 @@ def main() -> None:
     mesh = train.make_mesh(1)
     _, state, abstract, _, step_fn = train.build_training(config, mesh, text_dim=text_dim, control_dims=2)
     params = sum(x.size for x in jax.tree.leaves(abstract.params))
-    batch = train.example_batch(config, text_dim, 2, config.input.batch_size)
+    batch = stage.example_batch(config, text_dim, 2, config.input.batch_size)
     batch["frame_mask"][:] = True  # every target frame counts in the loss, as in a full clip
     batch["history_mask"][:] = True
     rng = jax.random.PRNGKey(0)

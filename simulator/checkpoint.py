@@ -11,14 +11,14 @@ through Beam's FileSystems.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 
 import jax
 import ml_collections
 
-from unisim.trainer import train
+from unisim.schemas.run import RUN_DESCRIPTION_NAME, RunDescription, RunDescriptionError
+from unisim.trainer import stage
 
 
 class CheckpointError(ValueError):
@@ -30,7 +30,7 @@ class Stage:
     path: str  # the workdir
     step: int
     config: ml_collections.ConfigDict
-    description: dict  # run.json: text encoder identity, sources with control statistics, …
+    description: RunDescription  # run.json: text encoder identity, sources with control statistics, …
     model: object  # VideoUNet
     params: dict  # EMA parameters
     # The simulator's jitted samplers for this stage, by (sampler, steps, gamma, frames): simulators that differ only
@@ -80,12 +80,15 @@ def load_stage(path: str) -> Stage:
     import orbax.checkpoint as ocp
 
     workdir, step = resolve(path)
-    description_path = f"{workdir}/{train.RUN_DESCRIPTION}"
+    description_path = f"{workdir}/{RUN_DESCRIPTION_NAME}"
     if not _exists(description_path):
-        raise CheckpointError(f"{path}: no {train.RUN_DESCRIPTION} in {workdir} — expected a workdir written by "
+        raise CheckpointError(f"{path}: no {RUN_DESCRIPTION_NAME} in {workdir} — expected a workdir written by "
                               "`unisim train` (or a checkpoints/STEP folder inside one)")
-    description = json.loads(read_file(description_path).decode("utf-8"))
-    config = ml_collections.ConfigDict(description["config"])
+    try:
+        description = RunDescription.loads(read_file(description_path).decode("utf-8"), description_path)
+    except RunDescriptionError as e:
+        raise CheckpointError(str(e)) from None
+    config = ml_collections.ConfigDict(description.config)
     checkpoints = f"{workdir}/checkpoints"
     manager = ocp.CheckpointManager(checkpoints if "://" in checkpoints else os.path.abspath(checkpoints),
                                     item_names=("state", "data"))
@@ -96,9 +99,9 @@ def load_stage(path: str) -> Stage:
         step = max(steps)
     elif step not in steps:
         raise CheckpointError(f"{path}: no checkpoint for step {step}; there are {sorted(steps)}")
-    model, _, abstract = train.abstract_state(config, description["text_dim"], description["control_dims"])
+    model, abstract = stage.abstract_params(config, description.text_dim, description.control_dims)
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    wanted = {"ema": jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), abstract.ema)}
+    wanted = {"ema": jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), abstract)}
     restored = manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.PyTreeRestore(wanted, restore_args=ocp.checkpoint_utils.construct_restore_args(wanted),
                                      partial_restore=True)))

@@ -33,11 +33,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from unisim.schemas.controls import ControlStats, ControlTokenizer
+from unisim.schemas.controls import ControlTokenizer
 from unisim.schemas.text_embeddings import stored
 from unisim.simulator.checkpoint import Stage, load_stage
 from unisim.trainer import diffusion
-from unisim.trainer.model import Conditioning
+from unisim.trainer import stage as trainer_stage
 
 
 class ActionError(ValueError):
@@ -98,10 +98,6 @@ def _bucket(n: int, limit: int) -> int:
     return min(1 << max(0, (n - 1).bit_length()), limit)
 
 
-def _to_uint8(x: jax.Array) -> np.ndarray:
-    return np.asarray(jnp.round((jnp.clip(x, -1, 1) + 1) * 127.5)).astype(np.uint8)
-
-
 def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """uint8 frames [n, h, w, 3] → [n, *size, 3] (INTER_AREA, as the training input resizes)."""
     import cv2
@@ -131,12 +127,11 @@ class Simulator:
         self.max_batch, self.seed = max_batch, seed
         inputs = base.config.input
         self.frames, self.history_frames, self.base_size = inputs.frames, inputs.history_frames, base.size
-        self.text_tokens, self.text_dim = inputs.text_tokens, base.description["text_dim"]
-        self.control_dims = base.description["control_dims"]
-        self.controls = {s["name"]: ControlStats.from_json(s["control_stats"])
-                         for s in base.description["sources"] if s.get("control_stats")}
+        self.text_tokens, self.text_dim = inputs.text_tokens, base.description.text_dim
+        self.control_dims = base.description.control_dims
+        self.controls = base.description.controls()
         self._tokenizers = {name: ControlTokenizer(stats) for name, stats in self.controls.items()}
-        self._encoder_path = text_encoder or (base.description.get("text_encoder") or {}).get("path")
+        self._encoder_path = text_encoder or (base.description.text_encoder or {}).get("path")
         self._check_text_encoder = check_text_encoder
         self._encoder = None
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -194,7 +189,7 @@ class Simulator:
                 "base_size": list(self.base_size), "history_frames": self.history_frames,
                 "controls": {name: {"names": list(stats.names), "low": list(stats.low), "high": list(stats.high)}
                              for name, stats in self.controls.items()},
-                "text": self.base.description.get("text_encoder") is not None,
+                "text": self.base.description.text_encoder is not None,
                 "sampler": dataclasses.asdict(self.sampler), "max_batch": self.max_batch,
                 "stages": [{"path": s.path, "step": s.step, "stage": s.config.stage, "size": list(s.size)}
                            for s in [self.base, *self.super_resolution]]}
@@ -284,7 +279,7 @@ class Simulator:
             self._encoder = self._load_encoder()
         # As the store gives it back (quantized the way the training data's store was), not the encoder's float32:
         # the model was trained on the stored embeddings. Runs from before the int8 store recorded no stored_dtype.
-        stored_dtype = (self.base.description.get("text_encoder") or {}).get("stored_dtype", "float16")
+        stored_dtype = (self.base.description.text_encoder or {}).get("stored_dtype", "float16")
         embedding = stored(self._encoder.encode([""], [text])[0], stored_dtype).embedding
         self._text_cache[text] = embedding
         if len(self._text_cache) > 1024:
@@ -294,7 +289,7 @@ class Simulator:
     def _load_encoder(self):
         from unisim.pipelines.text_encoder import T5TextEncoder, encoder_identity
 
-        recorded = self.base.description.get("text_encoder")
+        recorded = self.base.description.text_encoder
         if not self._encoder_path or recorded is None:
             raise ActionError("this model was trained without a text encoder: it takes control actions only")
         if self._check_text_encoder and recorded.get("fingerprint"):
@@ -319,14 +314,14 @@ class Simulator:
                     for s in sessions])
         cond = dict(text=text, text_mask=text_mask, controls=tokens, control_mask=control_mask)
         video = self._samplers[0](keys, guidance, history=history, history_mask=history_mask, lowres=None, **cond)
-        base_frames = _to_uint8(video)
+        base_frames = trainer_stage.to_uint8(video)
         for index, sampler in enumerate(self._samplers[1:], 1):
             stage_keys = np.stack([np.asarray(jax.random.key_data(jax.random.fold_in(jax.random.PRNGKey(s.seed),
                                                                                      (s.steps << 8) + index)))
                                    for s in sessions] + [keys[0]] * (padded - n))
             video = sampler(stage_keys, guidance, history=np.zeros((padded, 0, *sampler.stage.size, 3), np.uint8),
                             history_mask=np.zeros((padded, 0), bool), lowres=video, **cond)
-        frames = _to_uint8(video)
+        frames = trainer_stage.to_uint8(video)
         self.sampler_calls += 1
         out = []
         for i, session in enumerate(sessions):
@@ -356,11 +351,8 @@ class _StageSampler:
 
     def __init__(self, stage: Stage, sampler: SamplerSettings, frames: int):
         self.stage = stage
-        self._run = {guided: jax.jit(functools.partial(self._sample, stage.model, sampler, frames,
-                                                       (stage.config.input.height, stage.config.input.width),
-                                                       float(stage.config.condition_noise),
-                                                       diffusion.prediction_of(stage.config),
-                                                       bool(stage.config.get("residual", False)), guided))
+        self._run = {guided: jax.jit(functools.partial(self._sample, stage.model, stage.config, sampler, frames,
+                                                       guided))
                      for guided in (False, True)}
 
     def __call__(self, keys, guidance, **cond) -> jax.Array:
@@ -369,34 +361,25 @@ class _StageSampler:
                                                                       for k, v in cond.items()})
 
     @staticmethod
-    def _sample(model, sampler, frames, size, condition_noise, prediction, residual, guided, params, keys, guidance,
-                cond):
+    def _sample(model, config, sampler, frames, guided, params, keys, guidance, cond):
         keys = jax.random.wrap_key_data(keys)
         split = jax.vmap(lambda k: jax.random.split(k, 3))(keys)  # condition noise, initial noise, sampler noise
-        normal = lambda ks, shape: jax.vmap(lambda k: jax.random.normal(k, shape))(ks)  # noqa: E731
-        history = cond["history"].astype(jnp.float32) / 127.5 - 1
-        anchor = diffusion.residual_anchor(history, cond["history_mask"]) if residual else 0.0  # clean, as trained
-        # The training's condition noise augmentation (config.condition_noise), drawn per example.
-        history = history + condition_noise * normal(split[:, 0], history.shape[1:])
-        lowres = cond["lowres"]
-        if lowres is not None:
-            lowres = lowres + condition_noise * normal(split[:, 0], lowres.shape[1:])
-        parts = dict(history=history, history_mask=cond["history_mask"], text=cond["text"],
-                     text_mask=cond["text_mask"], controls=cond["controls"], control_mask=cond["control_mask"],
-                     lowres=lowres)
         b = keys.shape[0]
+        conditioning = trainer_stage.conditioning(config, cond, jnp.zeros((b,), bool), split[:, 0], cond["lowres"])
         if guided:
-            twice = {k: None if v is None else jnp.concatenate([v, v]) for k, v in parts.items()}
+            twice = jax.tree.map(lambda v: jnp.concatenate([v, v]), dataclasses.replace(conditioning, drop=None))
             denoise = diffusion.guided(lambda z, logsnr, drop: model.apply(
-                params, z, logsnr, Conditioning(**twice, drop=drop)), guidance)
+                params, z, logsnr, dataclasses.replace(twice, drop=drop)), guidance)
         else:
-            conditioning = Conditioning(**parts, drop=jnp.zeros((b,), bool))
             denoise = lambda z, logsnr: model.apply(params, z, logsnr, conditioning)  # noqa: E731
-        noise = normal(split[:, 1], (frames, *size, 3))
+        size = (config.input.height, config.input.width)
+        noise = jax.vmap(lambda k: jax.random.normal(k, (frames, *size, 3)))(split[:, 1])
+        residual = bool(config.get("residual", False))
         bound = 2.0 if residual else 1.0
+        prediction = diffusion.prediction_of(config)
         if sampler.sampler == "ancestral":
             x = diffusion.ancestral_sample(denoise, noise, split[:, 2], sampler.steps, sampler.gamma, prediction,
                                            bound)
         else:
             x = diffusion.ddim_sample(denoise, noise, sampler.steps, prediction, bound)
-        return jnp.clip(x + anchor, -1.0, 1.0)
+        return jnp.clip(x + trainer_stage.anchor(config, cond["history"], cond["history_mask"]), -1.0, 1.0)

@@ -106,7 +106,7 @@ def main(argv: list[str]) -> int:
         print(f"[rollout] step {i + 1}/{len(actions)}: {time.monotonic() - began:.1f} s"
               + (" (includes compiling the sampler)" if i == 0 else ""), file=sys.stderr)
     video = np.concatenate(frames)
-    fps = args.fps or next((s["fps"] for s in simulator.base.description["sources"] if s.get("fps")), 10.0)
+    fps = args.fps or next((s.fps for s in simulator.base.description.sources if s.fps), 10.0)
     write_video(args.output, video, fps)
     print(f"[rollout] wrote {len(video)} frames of {video.shape[2]}×{video.shape[1]} at {fps:g} fps to "
           f"{args.output}")

@@ -29,8 +29,8 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from unisim.trainer import data, diffusion
-from unisim.trainer.model import Conditioning, ModelConfig, VideoUNet
+from unisim.schemas.run import RUN_DESCRIPTION_NAME, RunDescription, SourceDescription
+from unisim.trainer import data, diffusion, stage
 
 # ------------------------------------------------------------------------------------------------ state
 
@@ -66,38 +66,15 @@ def make_optimizer(opt):
 # ------------------------------------------------------------------------------------------------- step
 
 
-def conditioning_of(batch, drop, config=None, rng=None):
-    """The model's conditioning from a batch. With `config` and `rng` (training), the conditioning frames get the
-    small Gaussian noise augmentation `config.condition_noise` — the history in the base model (the paper's "noisy
-    previous observation"), the low-resolution video in super-resolution models; the simulator adds the same at
-    sampling, so a rollout conditioned on its own imperfect samples looks like training. Super-resolution models
-    (`config.stage == "super_resolution"`) see their target frames downsampled to `config.lowres`."""
-    history = batch["history"].astype(jnp.float32) / 127.5 - 1
-    lowres = None
-    if config is not None and config.stage == "super_resolution":
-        frames = batch["frames"].astype(jnp.float32) / 127.5 - 1
-        lowres = jax.image.resize(frames, (*frames.shape[:2], *config.lowres, frames.shape[-1]), "linear",
-                                  antialias=True)
-    if config is not None and rng is not None and config.condition_noise > 0:
-        history_key, lowres_key = jax.random.split(rng)
-        history = history + config.condition_noise * jax.random.normal(history_key, history.shape)
-        if lowres is not None:
-            lowres = lowres + config.condition_noise * jax.random.normal(lowres_key, lowres.shape)
-    return Conditioning(history=history, history_mask=batch["history_mask"], text=batch["text"],
-                        text_mask=batch["text_mask"], controls=batch["controls"], control_mask=batch["control_mask"],
-                        drop=drop, lowres=lowres)
-
-
 def train_step(state: TrainState, batch, rng, *, model, optimizer, schedule, config):
     """One optimisation step; skips the update (and reports it) when the loss or gradient is not finite."""
     rng = jax.random.fold_in(rng, state.step)
     time_key, noise_key, dropout_key, condition_key = jax.random.split(rng, 4)
-    x = batch["frames"].astype(jnp.float32) / 127.5 - 1
-    if config.get("residual", False):  # diffuse the difference from the last history frame (diffusion.py)
-        x = x - diffusion.residual_anchor(batch["history"].astype(jnp.float32) / 127.5 - 1, batch["history_mask"])
+    # A residual stage diffuses the difference from the last history frame (stage.anchor; 0 otherwise).
+    x = stage.to_unit(batch["frames"]) - stage.anchor(config, batch["history"], batch["history_mask"])
     logsnr = diffusion.cosine_logsnr(jax.random.uniform(time_key, (x.shape[0],)))
     noise = jax.random.normal(noise_key, x.shape)
-    cond = conditioning_of(batch, batch["drop_condition"], config, condition_key)
+    cond = stage.conditioning(config, batch, batch["drop_condition"], jax.random.split(condition_key, x.shape[0]))
 
     target = diffusion.training_target(x, noise, logsnr, diffusion.prediction_of(config))
 
@@ -124,26 +101,13 @@ def train_step(state: TrainState, batch, rng, *, model, optimizer, schedule, con
 # ------------------------------------------------------------------------------------------------ build
 
 
-def example_batch(config, text_dim: int, control_dims: int, batch: int = 1) -> dict:
-    """A zero batch with the input's shapes and dtypes (for initialisation and benchmarks)."""
-    return data.empty_batch(data.InputConfig(**config.input.to_dict()), batch, text_dim, control_dims)
-
-
-def model_config(config) -> ModelConfig:
-    """The `ModelConfig` of a trainer config (also of one read back from a run's JSON, where tuples are lists)."""
-    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in config.model.to_dict().items()}
-    return ModelConfig(**fields, dtype=jnp.bfloat16 if config.bf16 else jnp.float32)
-
-
 def abstract_state(config, text_dim: int, control_dims: int):
     """(model, state initialiser, the state's shapes and dtypes) — nothing allocated."""
-    model = VideoUNet(model_config(config))
+    model = stage.build_model(config)
     optimizer, _ = make_optimizer(config.optimizer)
-    example = example_batch(config, text_dim, control_dims)
 
     def init(rng):
-        params = model.init(rng, example["frames"].astype(jnp.float32), jnp.zeros((1,)),
-                            conditioning_of(example, jnp.zeros((1,), bool), config))
+        params = stage.init_params(model, config, text_dim, control_dims, rng)
         return TrainState(step=jnp.zeros((), jnp.int32), params=params, ema=params, opt_state=optimizer.init(params))
 
     return model, init, jax.eval_shape(init, jax.random.PRNGKey(config.seed))
@@ -289,24 +253,19 @@ def _agree(flag: bool) -> bool:
     return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag)))
 
 
-RUN_DESCRIPTION = "run.json"
-
-
 def write_run_description(workdir: str, config, train_input: data.TrainInput) -> None:
-    """`workdir/run.json`: what the simulator needs besides the parameters — the config (model, input shapes,
-    stage), the text encoder's identity, and each source's control statistics (to normalise and tokenise a
-    control action exactly as the converter did)."""
-    description = {
-        "config": json.loads(config.to_json_best_effort()), "text_dim": train_input.text_dim,
-        "control_dims": train_input.control_dims, "text_encoder": train_input.manifests[0].text_encoder,
-        "sources": [{"name": name, "dataset": m.dataset, "path": s.path, "weight": float(w),
-                     "control_stats": m.control_stats.to_json() if m.control_stats else None,
-                     "frame_size": [m.frame_height, m.frame_width], "fps": m.fps}
-                    for name, s, m, w in zip(train_input.names(), train_input.sources, train_input.manifests,
-                                             train_input.weights)]}
-    path = os.path.join(workdir, RUN_DESCRIPTION)
+    """`workdir/run.json` (`schemas.run.RunDescription`): what the simulator needs besides the parameters."""
+    description = RunDescription(
+        config=json.loads(config.to_json_best_effort()), text_dim=train_input.text_dim,
+        control_dims=train_input.control_dims, text_encoder=train_input.manifests[0].text_encoder,
+        sources=tuple(SourceDescription(name=name, dataset=m.dataset, path=s.path, weight=float(w),
+                                        control_stats=m.control_stats, frame_size=(m.frame_height, m.frame_width),
+                                        fps=m.fps)
+                      for name, s, m, w in zip(train_input.names(), train_input.sources, train_input.manifests,
+                                               train_input.weights)))
+    path = os.path.join(workdir, RUN_DESCRIPTION_NAME)
     with open(path + ".partial", "w", encoding="utf-8") as f:
-        json.dump(description, f, indent=1, sort_keys=True)
+        f.write(description.dumps())
     os.replace(path + ".partial", path)
 
 
@@ -315,15 +274,13 @@ def _sample(model, ema_params, local_batch, config, rng):
     n = min(2, local_batch["frames"].shape[0])
     batch = {k: jnp.asarray(v[:n]) for k, v in local_batch.items()}
     cond_key, noise_key = jax.random.split(rng)
-    cond = conditioning_of(batch, jnp.zeros((n,), bool), config, cond_key)
+    cond = stage.conditioning(config, batch, jnp.zeros((n,), bool), jax.random.split(cond_key, n))
     denoise = lambda z, logsnr: model.apply(ema_params, z, logsnr, cond)  # noqa: E731
     residual = config.get("residual", False)
     x = jax.jit(functools.partial(diffusion.ddim_sample, denoise, steps=config.sample_steps,
                                   prediction=diffusion.prediction_of(config), bound=2.0 if residual else 1.0))(
         jax.random.normal(noise_key, batch["frames"].shape))
-    if residual:
-        x = x + diffusion.residual_anchor(batch["history"].astype(jnp.float32) / 127.5 - 1, batch["history_mask"])
-    return np.asarray(jnp.round((jnp.clip(x, -1, 1) + 1) * 127.5)).astype(np.uint8)
+    return stage.to_uint8(x + stage.anchor(config, batch["history"], batch["history_mask"]))
 
 
 class _Writer:
