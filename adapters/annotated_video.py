@@ -23,7 +23,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from unisim.adapters import files, video
+from unisim import fileio
+from unisim.adapters import video
 from unisim.adapters.base import DatasetAdapter, Episode
 from unisim.schemas.dead_letter import Rejection
 from unisim.schemas.text import decode_text
@@ -46,7 +47,7 @@ class VideoChecks:
 
     @staticmethod
     def _check(path: str) -> video.VideoInfo | tuple[str, str]:
-        if not files.exists(path):
+        if not fileio.exists(path):
             return "missing_video", f"no {path}"
         info = video.probe(path)
         if info is None:

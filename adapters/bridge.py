@@ -31,6 +31,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from unisim import fileio
 from unisim.adapters import files, safe_pickle
 from unisim.adapters.base import DatasetAdapter, Episode, option
 from unisim.adapters.registry import register
@@ -71,7 +72,7 @@ def find_trajectories(root: str) -> list[str]:
     root = root.rstrip("/")
     found = set()
     for depth in range(MAX_DEPTH + 1):
-        for path in files.glob(root + "/*" * depth + "/raw/traj_group*/traj*"):
+        for path in fileio.glob(root + "/*" * depth + "/raw/traj_group*/traj*"):
             if "lmdb" not in path[len(root):]:
                 found.add(path.rstrip("/"))
     return sorted(found)
@@ -140,7 +141,7 @@ class Bridge(DatasetAdapter):
     def work_units(self) -> list[str]:
         if self._rlds:
             return self._rlds.work_units()
-        if not files.exists(self.root):
+        if not fileio.exists(self.root):
             raise FileNotFoundError(f"bridge: source {self.root!r} does not exist")
         units = find_trajectories(self.root)
         if not units:
@@ -162,7 +163,7 @@ class Bridge(DatasetAdapter):
 
         path = f"{traj}/policy_out.pkl"
         try:
-            data = files.read_bytes(path)
+            data = fileio.read_bytes(path)
         except FileNotFoundError:  # other I/O errors propagate: the runner retries them, they are not bad data
             return reject("missing_actions", "no policy_out.pkl")
         try:
@@ -180,7 +181,7 @@ class Bridge(DatasetAdapter):
         if not paths:
             return reject("missing_images", f"no {camera}/im_*.jpg")
         try:
-            text = first_instruction(files.read_bytes(f"{traj}/lang.txt"))
+            text = first_instruction(fileio.read_bytes(f"{traj}/lang.txt"))
         except FileNotFoundError:  # unlabelled trajectory
             text = ""
         except TextError as e:

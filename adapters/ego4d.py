@@ -39,7 +39,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from unisim.adapters import files
+from unisim import fileio
 from unisim.adapters.annotated_video import VideoChecks, video_action
 from unisim.adapters.base import DatasetAdapter, Episode, option
 from unisim.adapters.registry import register
@@ -156,22 +156,22 @@ class Ego4D(DatasetAdapter):
     @functools.cached_property
     def narration_file(self) -> str:
         for name in NARRATION_FILES:
-            if files.exists(f"{self.root}/{name}"):
+            if fileio.exists(f"{self.root}/{name}"):
                 return f"{self.root}/{name}"
-        if not files.exists(self.root):
+        if not fileio.exists(self.root):
             raise FileNotFoundError(f"ego4d: source {self.root!r} does not exist")
         raise FileNotFoundError(f"ego4d: no {' or '.join(NARRATION_FILES)} under {self.root!r} (--source is the "
                                 "download root that holds v1/)")
 
     def work_units(self) -> list[str]:
         """`<video_uid>@<first byte>:<end byte>` of every video's entry in the narration file, sorted by uid."""
-        ranges = entry_ranges(files.read_bytes(self.narration_file))
+        ranges = entry_ranges(fileio.read_bytes(self.narration_file))
         return [f"{uid}@{start}:{end}" for uid, start, end in sorted(ranges)]
 
     def read(self, unit: str) -> Iterator[Episode | Rejection]:
         uid, byte_range = unit.rsplit("@", 1)
         start, end = (int(n) for n in byte_range.split(":"))
-        with files.open_file(self.narration_file, "rb") as f:  # only this video's entry: a ranged read
+        with fileio.open(self.narration_file, "rb") as f:  # only this video's entry: a ranged read
             f.seek(start)
             entry = json.loads(decode_text(f.read(end - start)))
         yield from self._read_video(uid, entry)

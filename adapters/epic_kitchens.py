@@ -42,6 +42,7 @@ import statistics
 from collections.abc import Iterator
 from typing import Any
 
+from unisim import fileio
 from unisim.adapters import files
 from unisim.adapters.annotated_video import VideoChecks, action_episode, csv_rows, parse_seconds, video_action
 from unisim.adapters.base import DatasetAdapter, Episode
@@ -70,7 +71,7 @@ class FrameNumbering:
 
 
 def _read_csv(path: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    return csv_rows(decode_text(files.read_bytes(path)))
+    return csv_rows(decode_text(fileio.read_bytes(path)))
 
 
 @register
@@ -110,7 +111,7 @@ class EpicKitchens(DatasetAdapter):
     def video_info(self) -> dict[str, tuple[float, float]]:
         """video_id → (duration s, fps) from EPIC_100_video_info.csv; {} when the file is absent."""
         path = f"{self.root}/{VIDEO_INFO}"
-        if not files.exists(path):
+        if not fileio.exists(path):
             return {}
         info = {}
         for _, fields in _read_csv(path)[1]:
@@ -142,7 +143,7 @@ class EpicKitchens(DatasetAdapter):
         duration, fps = self.video_info[video_id]
         # Frame numbers are rounded, so the ratio is near, not at, the factor the numbering used: ½ or 2 it is.
         factor = next((f for f in (2.0, 0.5) if abs(ratio / f - 1) <= RATIO_TOLERANCE), ratio)
-        count = len(files.glob(f"{folder}/frame_*.jpg"))
+        count = len(fileio.glob(f"{folder}/frame_*.jpg"))
         by_numbers = abs(count / (duration * fps * factor) - 1) <= RATIO_TOLERANCE
         return FrameNumbering(round(ratio, 4), "frame_numbers" if by_numbers else "timestamps",
                               fps * factor if by_numbers else fps, count)
@@ -151,7 +152,7 @@ class EpicKitchens(DatasetAdapter):
         """With `frame_numbering`: each video whose frame numbers disagree with its timestamps, and the rule
         chosen for it (computed here from the same CSVs and folders the workers read)."""
         out = {}
-        for split in [s for s in ([self.split] if self.split else SPLITS) if files.exists(self._annotation_file(s))]:
+        for split in [s for s in ([self.split] if self.split else SPLITS) if fileio.exists(self._annotation_file(s))]:
             for video_id, rows in sorted(self.segments(split).items()):
                 if not video_id or self.frame_ratio(split, video_id) is None:
                     continue
@@ -162,9 +163,9 @@ class EpicKitchens(DatasetAdapter):
         return {**super().describe(), "frame_numbering": out}
 
     def work_units(self) -> list[str]:
-        if not files.exists(self.root):
+        if not fileio.exists(self.root):
             raise FileNotFoundError(f"epic_kitchens: source {self.root!r} does not exist")
-        splits = [s for s in ([self.split] if self.split else SPLITS) if files.exists(self._annotation_file(s))]
+        splits = [s for s in ([self.split] if self.split else SPLITS) if fileio.exists(self._annotation_file(s))]
         if not splits:
             raise FileNotFoundError(f"epic_kitchens: no {ANNOTATIONS.format(split='train')} or "
                                     f"{ANNOTATIONS.format(split='validation')} under {self.root!r}")
@@ -192,10 +193,10 @@ class EpicKitchens(DatasetAdapter):
     def _media(self, participant: str, video_id: str) -> tuple[str, str]:
         """("video", path), ("frames", folder) or ("", what was looked for); looked up once per video."""
         video = f"{self.root}/{participant}/videos/{video_id}.MP4"
-        if files.exists(video):
+        if fileio.exists(video):
             return "video", video
         frames_dir = f"{self.root}/{participant}/rgb_frames/{video_id}"
-        if files.isdir(frames_dir):
+        if fileio.isdir(frames_dir):
             return "frames", frames_dir
         return "", f"neither {video} nor {frames_dir}/ exists"
 

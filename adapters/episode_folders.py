@@ -1,6 +1,6 @@
 """Episodes stored as one folder each: the simplest raw layout, and the template to copy for a new dataset.
 
-Layout (`--source` is the root; local, gs:// or anything else tf.io.gfile reads):
+Layout (`--source` is the root; local, gs:// or any other `unisim.fileio` path):
 
     <source>/<split>/<episode_id>/frame_00000.jpg      one image per frame, t = 0, 1, … as frame_{t:05d}
     <source>/<split>/<episode_id>/frame_00001.jpg      (.jpg or .png)
@@ -33,6 +33,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from unisim import fileio
 from unisim.adapters import files
 from unisim.adapters.base import DatasetAdapter, Episode, option
 from unisim.adapters.registry import register
@@ -72,10 +73,10 @@ class EpisodeFolders(DatasetAdapter):
         # TEMPLATE: list the independent pieces (files, folders, shards), sorted so every run lists the same.
         # One glob over the files, not the folders: object stores (gs://) have no directories to list, and a
         # folder missing its episode.json must still be found (to be rejected, not silently skipped).
-        if not files.exists(self.root):
+        if not fileio.exists(self.root):
             raise FileNotFoundError(f"{self.name}: source {self.root!r} does not exist")
         pattern = f"{self.root}/{self.split or '*'}/*/*"
-        units = sorted({path.rsplit("/", 1)[0] for path in files.glob(pattern)
+        units = sorted({path.rsplit("/", 1)[0] for path in fileio.glob(pattern)
                         if (name := path.rsplit("/", 1)[-1]) == METADATA or _FRAME.match(name)})
         if not units:
             raise FileNotFoundError(f"{self.name}: no episode folders under {self.root!r} (expected "
@@ -97,7 +98,7 @@ class EpisodeFolders(DatasetAdapter):
         # 1. Metadata. Only "not found" is the data's fault: other I/O errors (permissions, network) propagate,
         # so the runner retries or fails the unit instead of recording them as bad data.
         try:
-            raw = files.read_bytes(f"{folder}/{METADATA}")
+            raw = fileio.read_bytes(f"{folder}/{METADATA}")
         except FileNotFoundError:
             return reject("malformed_metadata", f"no {METADATA}")
         try:

@@ -1,56 +1,14 @@
-"""File access for adapters: any path tf.io.gfile reads (local, gs://, ram:// in tests), and lazily read frames.
+"""Frames stored as numbered files, read lazily, and per-split annotation lists: what several adapters share.
 
-Local paths take Python's own calls: importing TensorFlow costs about 4 s per process (measured here), which a
-local worker of a video or folder adapter would otherwise pay for nothing. Remote paths go through tf.io.gfile.
+Every read goes through `unisim.fileio` (local, gs:// or any fsspec path).
 """
 
 from __future__ import annotations
 
-import glob as _glob
-import os
 import re
 from collections.abc import Sequence
 
-
-def gfile():
-    import tensorflow as tf
-
-    return tf.io.gfile
-
-
-def is_local(path: str) -> bool:
-    return "://" not in path
-
-
-def open_file(path: str, mode: str = "rb"):
-    return open(path, mode) if is_local(path) else gfile().GFile(path, mode)
-
-
-def read_bytes(path: str) -> bytes:
-    """The file's bytes; FileNotFoundError when it does not exist, whatever the filesystem."""
-    if is_local(path):
-        with open(path, "rb") as f:
-            return f.read()
-    import tensorflow as tf
-
-    try:
-        with gfile().GFile(path, "rb") as f:
-            return f.read()
-    except tf.errors.NotFoundError as e:
-        raise FileNotFoundError(f"{path}: {e.message}") from None
-
-
-def exists(path: str) -> bool:
-    return os.path.exists(path) if is_local(path) else gfile().exists(path)
-
-
-def isdir(path: str) -> bool:
-    return os.path.isdir(path) if is_local(path) else gfile().isdir(path)
-
-
-def glob(pattern: str) -> list[str]:
-    """Sorted matches of a glob pattern (`*`, `?`, `[...]`)."""
-    return sorted(_glob.glob(pattern) if is_local(pattern) else gfile().glob(pattern))
+from unisim import fileio
 
 
 class DuplicateFrame(ValueError):
@@ -61,7 +19,7 @@ def numbered_files(pattern: str, name: re.Pattern) -> list[str | None]:
     """Files matching the glob `pattern` whose name matches `name` (group 1 = the frame number), placed by number:
     index t holds frame t's path, None where the numbering has a gap. [] when there are none."""
     by_number: dict[int, str] = {}
-    for path in glob(pattern):
+    for path in fileio.glob(pattern):
         match = name.match(path.rsplit("/", 1)[-1])
         if match:
             t = int(match.group(1))
@@ -104,7 +62,7 @@ class FileFrames(Sequence):
         if path is None:
             return b""
         try:
-            return read_bytes(path)
+            return fileio.read_bytes(path)
         except FileNotFoundError:
             return b""
 
@@ -120,7 +78,7 @@ class SplitLists:
     def path(self, split: str) -> str | None:
         """The split's file, or None when no pattern matches."""
         return next((f"{self.root}/{p.format(split=split)}" for p in self.patterns
-                     if exists(f"{self.root}/{p.format(split=split)}")), None)
+                     if fileio.exists(f"{self.root}/{p.format(split=split)}")), None)
 
     def entries(self, split: str) -> list:
         if split not in self._parsed:
@@ -129,7 +87,7 @@ class SplitLists:
             from unisim.schemas.text import decode_text
 
             path = self.path(split)
-            data = json.loads(decode_text(read_bytes(path)))
+            data = json.loads(decode_text(fileio.read_bytes(path)))
             if not isinstance(data, list):
                 raise ValueError(f"{path} is not a JSON list of {self.what}")
             self._parsed[split] = data

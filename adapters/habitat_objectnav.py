@@ -31,6 +31,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from unisim import fileio
 from unisim.adapters import files
 from unisim.adapters.base import DatasetAdapter, Episode, option
 from unisim.adapters.registry import register
@@ -51,7 +52,7 @@ class HabitatOptions:
 
 
 def _json_gz(path: str):
-    return json.loads(decode_text(gzip.decompress(files.read_bytes(path))))
+    return json.loads(decode_text(gzip.decompress(fileio.read_bytes(path))))
 
 
 @register
@@ -64,16 +65,16 @@ class HabitatObjectNav(DatasetAdapter):
     def __init__(self, source: str, split: str | None = None, options=None):
         super().__init__(source, split, options)
         root = source.rstrip("/")
-        self.root = f"{root}/{DATASET_DIR}" if files.isdir(f"{root}/{DATASET_DIR}") else root
+        self.root = f"{root}/{DATASET_DIR}" if fileio.isdir(f"{root}/{DATASET_DIR}") else root
         if self.options.fps <= 0:
             raise ValueError("habitat_objectnav: fps must be positive")
 
     def work_units(self) -> list[str]:
-        splits = [s for s in ([self.split] if self.split else SPLITS) if files.exists(f"{self.root}/{s}/{s}.json.gz")]
+        splits = [s for s in ([self.split] if self.split else SPLITS) if fileio.exists(f"{self.root}/{s}/{s}.json.gz")]
         if not splits:
             raise FileNotFoundError(f"habitat_objectnav: no <split>/<split>.json.gz under {self.root!r}")
         return [f"{s}:{path.rsplit('/', 1)[-1][: -len('.json.gz')]}" for s in splits
-                for path in files.glob(f"{self.root}/{s}/content/*.json.gz")]
+                for path in fileio.glob(f"{self.root}/{s}/content/*.json.gz")]
 
     def read(self, unit: str) -> Iterator[Episode | Rejection]:
         split, scene = unit.split(":", 1)

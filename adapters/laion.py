@@ -47,7 +47,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from unisim.adapters import files
+from unisim import fileio
 from unisim.adapters.base import DatasetAdapter, Episode, option
 from unisim.adapters.registry import register
 from unisim.schemas.dead_letter import Rejection
@@ -126,11 +126,11 @@ class Laion(DatasetAdapter):
             raise ValueError("laion: max_pixels must be >= 1")
 
     def work_units(self) -> list[str]:
-        if not files.isdir(self.root):
+        if not fileio.isdir(self.root):
             raise FileNotFoundError(f"laion: source {self.root!r} is not a folder")
-        tars = files.glob(f"{self.root}/*.tar")
+        tars = fileio.glob(f"{self.root}/*.tar")
         stems = {t[: -len(".tar")] for t in tars}
-        tables = [p for p in files.glob(f"{self.root}/*.parquet") if p[: -len(".parquet")] not in stems]
+        tables = [p for p in fileio.glob(f"{self.root}/*.parquet") if p[: -len(".parquet")] not in stems]
         if not tars and not tables:
             raise FileNotFoundError(f"laion: no img2dataset *.tar nor metadata *.parquet under {self.root!r}")
         if not tars:
@@ -178,12 +178,12 @@ class Laion(DatasetAdapter):
 
     def _read_tar(self, path: str) -> Iterator[Episode | Rejection]:
         table = path[: -len(".tar")] + ".parquet"
-        if files.exists(table):
+        if fileio.exists(table):
             yield from self._failed_downloads(table)
         samples: dict[str, dict[str, bytes]] = {}
         order: list[str] = []
         try:
-            with files.open_file(path) as raw, tarfile.open(fileobj=raw, mode="r|") as archive:
+            with fileio.open(path) as raw, tarfile.open(fileobj=raw, mode="r|") as archive:
                 for index, member in enumerate(archive):
                     reason = unsafe_member(member)
                     if reason:  # never read, never written
@@ -263,7 +263,7 @@ class Laion(DatasetAdapter):
                     yield self.reject("missing_image", f"row {index} has no image file and no url", key, table,
                                       index)
                 continue
-            yield self._episode(key, files.read_bytes(image_path), str(row.get(caption) or ""), image_path, index)
+            yield self._episode(key, fileio.read_bytes(image_path), str(row.get(caption) or ""), image_path, index)
 
     @staticmethod
     def _image_path(table: str, row: dict, key_column: str | None, image_column: str | None) -> str | None:
@@ -279,7 +279,7 @@ class Laion(DatasetAdapter):
                 f"{shard}/{key}{ext}" for ext in IMAGE_EXTENSIONS]
         else:
             return None
-        return next((p for p in candidates if files.exists(p)), None)
+        return next((p for p in candidates if fileio.exists(p)), None)
 
     # ------------------------------------------------------------------------------------------------ common
 
@@ -297,9 +297,8 @@ def _parquet_head(path: str, rows: int) -> tuple[list[str], list[dict]]:
     """(column names, the first `rows` rows), reading only what they need (a LAION part is ~1M rows)."""
     import pyarrow.parquet as pq
 
-    # A local file is read in place (footer and first row group only); a remote one is fetched whole (tf.io.gfile's
-    # GFile lacks the `closed` attribute pyarrow's file wrapper needs for ranged reads).
-    parquet = pq.ParquetFile(path if files.is_local(path) else io.BytesIO(files.read_bytes(path)))
+    # Ranged reads (footer and first row group only), locally and through fsspec alike.
+    parquet = pq.ParquetFile(path if not fileio.is_remote(path) else fileio.open(path))
     names = parquet.schema_arrow.names
     head = next(parquet.iter_batches(batch_size=rows)).to_pylist() if parquet.metadata.num_rows else []
     return names, head[:rows]
@@ -308,5 +307,5 @@ def _parquet_head(path: str, rows: int) -> tuple[list[str], list[dict]]:
 def _parquet(path: str) -> tuple[list[str], list[dict]]:
     import pyarrow.parquet as pq
 
-    table = pq.read_table(io.BytesIO(files.read_bytes(path)))
+    table = pq.read_table(io.BytesIO(fileio.read_bytes(path)))
     return table.column_names, table.to_pylist()

@@ -38,6 +38,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from unisim import fileio
 from unisim.adapters import files
 from unisim.adapters import panorama as pano
 from unisim.adapters.base import DatasetAdapter, Episode, FrameUnavailable, option
@@ -81,7 +82,7 @@ class PanoramaViews(Sequence):
             import cv2
 
             path = f"{self._dir}/{pano_id}_skybox{index}_sami.jpg"
-            bgr = cv2.imdecode(np.frombuffer(files.read_bytes(path), np.uint8), cv2.IMREAD_COLOR)
+            bgr = cv2.imdecode(np.frombuffer(fileio.read_bytes(path), np.uint8), cv2.IMREAD_COLOR)
             if bgr is None or bgr.shape[0] != bgr.shape[1]:
                 raise FrameUnavailable(f"{path} does not decode as a square skybox face", "undecodable_skybox")
             self._faces[(pano_id, index)] = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
@@ -153,13 +154,13 @@ class RoomToRoom(DatasetAdapter):
         connectivity = f"{self.root}/connectivity/{scan}_connectivity.json"
         skybox_dir = f"{self.root}/data/v1/scans/{scan}/matterport_skybox_images"
         keys = [key for index, entry in entries for key in self._keys(split, scan, entry)]
-        if not files.exists(connectivity):
+        if not fileio.exists(connectivity):
             for key in dict.fromkeys(keys):
                 yield self.reject("missing_connectivity", f"{connectivity} does not exist", key, task_file)
             return
         poses = {v["image_id"]: np.asarray(v["pose"], np.float64).reshape(4, 4)
-                 for v in json.loads(decode_text(files.read_bytes(connectivity))) if "image_id" in v and "pose" in v}
-        present = {name.rsplit("/", 1)[-1] for name in files.glob(f"{skybox_dir}/*_skybox?_sami.jpg")}
+                 for v in json.loads(decode_text(fileio.read_bytes(connectivity))) if "image_id" in v and "pose" in v}
+        present = {name.rsplit("/", 1)[-1] for name in fileio.glob(f"{skybox_dir}/*_skybox?_sami.jpg")}
         missing = lambda p: [i for i in range(6) if f"{p}_skybox{i}_sami.jpg" not in present]  # noqa: E731
         seen_panos: list[str] = []
         for index, entry in entries:

@@ -7,7 +7,7 @@ builder directory with a mapping; the built-in robot adapters (language_table, r
 mapping, and `--dataset rlds` takes the mapping from `--adapter_option`s, guessing what it can (see `Rlds.Options`).
 
 `--source` is a builder directory (`…/<name>/<version>`, holding dataset_info.json) or its parent (the newest
-version inside is used), local or anything tf.io.gfile reads (gs://). Work units are the TFRecord files of each
+version inside is used), local or gs:// (found through `unisim.fileio`, read by TFDS through tf.io.gfile). Work units are the TFRecord files of each
 split (`train[3shard]`), so workers read files in parallel. Images stay encoded (TFDS's `SkipDecoding`, for every
 camera: unused ones cost nothing) and are decoded later only for the frames a clip keeps.
 """
@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from unisim import fileio
 from unisim.adapters.base import DatasetAdapter, Episode, option
 from unisim.adapters.registry import register
 from unisim.schemas.dead_letter import Rejection
@@ -41,19 +42,17 @@ class RldsMapping:
 
 def find_builder_dir(source: str) -> str:
     """`source` itself if it holds dataset_info.json, else its newest version sub-directory that does."""
-    import tensorflow as tf
-
     source = source.rstrip("/")
-    if tf.io.gfile.exists(f"{source}/dataset_info.json"):
+    if fileio.exists(f"{source}/dataset_info.json"):
         return source
     versions = []
     # glob, not listdir: object stores such as GCS have no directories to list.
-    for info in tf.io.gfile.glob(f"{source}/*/dataset_info.json"):
+    for info in fileio.glob(f"{source}/*/dataset_info.json"):
         entry = info[len(source) + 1 :].split("/", 1)[0]
         parts = entry.split(".")
         if len(parts) == 3 and all(p.isdigit() for p in parts):
             versions.append((tuple(int(p) for p in parts), entry))
-    if not versions and not tf.io.gfile.exists(source):
+    if not versions and not fileio.exists(source):
         raise FileNotFoundError(f"source {source!r} does not exist")
     if not versions:
         raise FileNotFoundError(

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator
 
+from unisim import fileio
 from unisim.adapters import files
 from unisim.adapters.annotated_video import VideoChecks, video_action
 from unisim.adapters.base import DatasetAdapter, Episode
@@ -48,12 +49,12 @@ class SomethingSomethingV2(DatasetAdapter):
     def video_dir(self) -> str:
         # isdir, not a glob of the videos: listing 220k objects on every worker would cost more than the unit.
         for name in VIDEO_DIRS[:-1]:
-            if files.isdir(f"{self.root}/{name}"):
+            if fileio.isdir(f"{self.root}/{name}"):
                 return f"{self.root}/{name}"
         return self.root
 
     def work_units(self) -> list[str]:
-        if not files.exists(self.root):
+        if not fileio.exists(self.root):
             raise FileNotFoundError(f"ssv2: source {self.root!r} does not exist")
         splits = [s for s in ([self.split] if self.split else SPLITS) if self.labels.path(s)]
         if not splits:

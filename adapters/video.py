@@ -24,7 +24,6 @@ import atexit
 import dataclasses
 import functools
 import os
-import shutil
 import struct
 import tempfile
 import threading
@@ -32,7 +31,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from unisim.adapters import files
+from unisim import fileio
 from unisim.adapters.base import FrameUnavailable
 
 
@@ -83,22 +82,21 @@ class LocalCopies:
         atexit.register(self.clear)
 
     def acquire(self, path: str) -> str:
-        if "://" not in path:
+        if not fileio.is_remote(path):
             return path
         with self._lock:
             local, users = self._copies.get(path, ("", 0))
             if not local:
                 handle, local = tempfile.mkstemp(prefix="unisim-video-", suffix=os.path.splitext(path)[1])
                 os.close(handle)
-                with files.gfile().GFile(path, "rb") as src, open(local, "wb") as dst:
-                    shutil.copyfileobj(src, dst, 8 << 20)
+                fileio.fetch(path, local)
             if self._idle == path:
                 self._idle = ""
             self._copies[path] = (local, users + 1)
             return local
 
     def release(self, path: str) -> None:
-        if "://" not in path:
+        if not fileio.is_remote(path):
             return
         with self._lock:
             local, users = self._copies[path]
@@ -197,7 +195,7 @@ def mp4_truncation(path: str) -> str | None:
     """Why an MP4/MOV file that does not open is damaged, when it is a download cut short: its top-level boxes
     run past the end of the file (and the index, `moov`, usually written last, is lost). None otherwise."""
     seen = []
-    with files.open_file(path, "rb") as f:
+    with fileio.open(path, "rb") as f:
         f.seek(0, 2)
         size = f.tell()
         position = 0

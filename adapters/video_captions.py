@@ -28,7 +28,7 @@ import posixpath
 from collections.abc import Iterator
 from typing import Any
 
-from unisim.adapters import files
+from unisim import fileio
 from unisim.adapters.annotated_video import VideoChecks, csv_rows, parse_seconds, video_action
 from unisim.adapters.base import DatasetAdapter, Episode, option
 from unisim.adapters.registry import register
@@ -60,7 +60,7 @@ class VideoCaptionsOptions:
 
 def _rows(path: str) -> tuple[list[str], list[dict | str]]:
     """(column names, rows); a row that does not parse is kept as a string saying why."""
-    data = files.read_bytes(path)
+    data = fileio.read_bytes(path)
     if path.endswith(".parquet"):
         import pyarrow.parquet as pq
 
@@ -111,7 +111,7 @@ class VideoCaptions(DatasetAdapter):
     @functools.cached_property
     def table(self) -> tuple[dict[str, str], list[dict | str]]:
         """(role → column, rows), parsed once per adapter instance."""
-        if not files.exists(self.source):
+        if not fileio.exists(self.source):
             raise FileNotFoundError(f"video_captions: {self.source!r} does not exist")
         names, rows = _rows(self.source)
         columns = {}
@@ -189,6 +189,6 @@ class VideoCaptions(DatasetAdapter):
                 return self.reject("malformed_annotation", f"row {index}: start {row.get(columns['start'])!r} and end "
                                    f"{row.get(columns['end'])!r} are not a time span", key, self.source, index)
             seconds = (start, end)
-        path = video if "://" in video or video.startswith("/") else f"{self.root}/{video}"
+        path = video if fileio.is_remote(video) or video.startswith("/") else f"{self.root}/{video}"
         return video_action(self, self._checks, key=key, path=path, seconds=seconds, text=caption,
                             split=self.split or "train", source_index=index, annotation_file=self.source)

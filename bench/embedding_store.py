@@ -100,7 +100,7 @@ def build_encoder(workdir: str, texts: list[str]) -> str:
 def encode(path: str, texts: list[str], batch_size: int = 32):
     """Each text's entry with the encoder's float32 embedding, batched as the pipeline batches."""
     from unisim.pipelines.embed import batches
-    from unisim.pipelines.text_encoder import T5TextEncoder
+    from unisim.encoders.t5 import T5TextEncoder
     from unisim.schemas.record import text_key
 
     encoder = T5TextEncoder(path, max_tokens=64)

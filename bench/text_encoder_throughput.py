@@ -69,7 +69,7 @@ def beam_stage(path: str, texts: list[str], batch_size: int) -> tuple[float, int
 
     from unisim.pipelines.convert import pipeline_options
     from unisim.pipelines.embed import EmbedTexts, EncoderSettings
-    from unisim.pipelines.text_encoder import encoder_identity
+    from unisim.encoders.t5 import encoder_identity
     from unisim.schemas.record import text_key
 
     fingerprint = encoder_identity(path, 64)["fingerprint"]
@@ -92,7 +92,7 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from unisim.pipelines.text_encoder import T5TextEncoder
+    from unisim.encoders.t5 import T5TextEncoder
     from unisim.samples import tiny_t5
 
     rng = np.random.default_rng(0)

@@ -30,7 +30,7 @@ import numpy as np
 
 
 def write_videos(folder: str, count: int, seconds: float, height: int) -> list[str]:
-    from unisim.samples.video_writer import write_video
+    from unisim.fileio.video import write_video
 
     width = (height * 16 // 9) // 2 * 2
     rng = np.random.default_rng(0)

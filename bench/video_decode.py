@@ -26,7 +26,7 @@ def synthetic(t: int, height: int, width: int, rng) -> np.ndarray:
 
 
 def write(path: str, codec: str, height: int, width: int, fps: int, frames: int) -> str:
-    from unisim.samples.video_writer import write_video
+    from unisim.fileio.video import write_video
 
     if not os.path.exists(path):
         rng = np.random.default_rng(0)

@@ -32,6 +32,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions, TestOptions
 from apache_beam.transforms.window import GlobalWindows
 
+from unisim import fileio
 from unisim.adapters import registry
 from unisim.adapters.base import DatasetAdapter, Episode, FrameUnavailable
 from unisim.pipelines import clips as clip_planning
@@ -417,7 +418,7 @@ class _FinishFn(beam.DoFn):
             unique_texts=texts["unique_texts"],
             encoder_calls=texts["encoder_calls"], texts_truncated=texts["texts_truncated"],
             counters={"embedding_values_clipped": texts["values_clipped"]}, adapter=self._adapter)
-        out.publish_bytes(manifest.dumps().encode("utf-8"), out.join(c.output, MANIFEST_NAME))
+        fileio.publish(manifest.dumps().encode("utf-8"), fileio.join(c.output, MANIFEST_NAME))
         yield manifest
 
 
@@ -538,7 +539,7 @@ def run(config: ConvertConfig, beam_args: list[str] | None = None, runner: str =
     config.text.conditioning(adapter.dataset_name, bool(adapter.control_names))  # a bad prefix fails before any I/O
     identity = None
     if config.text.encoder is not None:  # before touching the output: a bad checkpoint path fails fast
-        from unisim.pipelines.text_encoder import encoder_identity
+        from unisim.encoders.t5 import encoder_identity
 
         identity = encoder_identity(config.text.encoder.path, config.text.encoder.max_tokens)
     if not dry_run:  # a dry run never touches the output (which may be a bucket this machine cannot reach)
@@ -560,7 +561,7 @@ def run(config: ConvertConfig, beam_args: list[str] | None = None, runner: str =
             shutil.rmtree(spill_dir, ignore_errors=True)
     counters = {c.key.metric.name: c.committed for c in result.metrics().query()["counters"]
                 if c.key.metric.namespace == _NAMESPACE}
-    manifest = Manifest.loads(out.read_text(out.join(config.output, MANIFEST_NAME)))
+    manifest = Manifest.loads(fileio.read_text(fileio.join(config.output, MANIFEST_NAME)))
     check_nothing_lost(config.output, manifest, counters)
     return manifest, counters
 
@@ -585,7 +586,7 @@ def _dry_run(runner: str, result, units: int) -> DryRun:
 
 def _spill_folder(output: str) -> str:
     """Inside a local output (same disk as the shards; cleared with a killed run's files), else system temp."""
-    if out.is_local(output):
+    if not fileio.is_remote(output):
         return tempfile.mkdtemp(prefix=out.TMP_PREFIX + "spill-", dir=output)
     return tempfile.mkdtemp(prefix="unisim-spill-")
 
@@ -603,7 +604,7 @@ def check_nothing_lost(output: str, manifest: Manifest, counters: dict[str, int]
         return
     accounted = manifest.records + manifest.rejected_reasons.get("duplicate_key", 0)
     if encoded > accounted:
-        out.remove(out.join(output, MANIFEST_NAME))
+        fileio.remove(fileio.join(output, MANIFEST_NAME))
         raise LostRecordsError(
             f"{encoded} records were encoded but {accounted} reached the shards or the dead letter: the runner "
             f"lost {encoded - accounted}. The output in {output} is withdrawn (no manifest); re-run it "

@@ -13,6 +13,7 @@ import collections
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from unisim import fileio
 from unisim.pipelines import output as out
 from unisim.pipelines import shards
 from unisim.schemas.dead_letter import REJECTIONS_PER_FILE, Rejection, dead_letter_name
@@ -28,8 +29,8 @@ class _WriteFileFn(beam.DoFn):
     def process(self, element: tuple[int, list[Rejection]], num_files: int):
         index, rejections = element
         ordered = sorted(rejections)  # by (dataset, key, reason, …): the bytes do not depend on arrival order
-        out.publish_bytes("".join(r.to_json_line() + "\n" for r in ordered).encode("utf-8"),
-                          out.join(self._output, dead_letter_name(index, num_files)))
+        fileio.publish("".join(r.to_json_line() + "\n" for r in ordered).encode("utf-8"),
+                          fileio.join(self._output, dead_letter_name(index, num_files)))
         self.files.inc()
         yield index, dict(collections.Counter(r.reason for r in ordered))
 
@@ -57,6 +58,6 @@ def finish(output: str, summaries: list[tuple[int, dict[str, int]]], num_files: 
     reasons: collections.Counter = collections.Counter()
     for index in range(num_files):
         if index not in by_index:
-            out.publish_bytes(b"", out.join(output, dead_letter_name(index, num_files)))
+            fileio.publish(b"", fileio.join(output, dead_letter_name(index, num_files)))
         reasons.update(by_index.get(index, {}))
     return [dead_letter_name(i, num_files) for i in range(num_files)], dict(sorted(reasons.items()))

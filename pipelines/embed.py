@@ -77,7 +77,7 @@ class _LockedEncoder:
     """One encoder per process, shared by the DoFn threads of that process; forward passes take turns."""
 
     def __init__(self, settings: EncoderSettings, fingerprint: str):
-        from unisim.pipelines.text_encoder import T5TextEncoder, encoder_identity
+        from unisim.encoders.t5 import T5TextEncoder, encoder_identity
 
         found = encoder_identity(settings.path, settings.max_tokens)["fingerprint"]
         if found != fingerprint:  # the manifest will name the launcher's encoder: it must be the one that ran

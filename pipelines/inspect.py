@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
 
 import cv2
 import numpy as np
-from apache_beam.io.filesystems import FileSystems
 
+from unisim import fileio
 from unisim.pipelines import output as out
 from unisim.schemas import record as rec
 from unisim.schemas.dead_letter import Rejection
@@ -23,19 +22,18 @@ MAX_TEXTS = 50
 
 
 def load_manifest(directory: str) -> Manifest:
-    path = out.join(directory, MANIFEST_NAME)
-    if not FileSystems.exists(path):
+    path = fileio.join(directory, MANIFEST_NAME)
+    if not fileio.exists(path):
         raise FileNotFoundError(f"{directory} has no {MANIFEST_NAME}: not a converted directory, or its run did not finish")
-    return Manifest.loads(out.read_text(path))
+    return Manifest.loads(fileio.read_text(path))
 
 
 def _fetch(path: str, scratch: str) -> str:
     """A local path for `path`: itself if local, else a copy in `scratch` (ArrayRecord reads local files only)."""
-    if out.is_local(path):
+    if not fileio.is_remote(path):
         return path
     local = os.path.join(scratch, os.path.basename(path))
-    with FileSystems.open(path) as src, open(local, "wb") as dst:
-        shutil.copyfileobj(src, dst, 16 << 20)
+    fileio.fetch(path, local)
     return local
 
 
@@ -52,7 +50,7 @@ def iter_records(directory: str, manifest: Manifest | None = None) -> Iterator[r
 
     manifest = manifest or load_manifest(directory)
     for shard in manifest.shards:
-        with _local_copy(out.join(directory, shard.path)) as local:
+        with _local_copy(fileio.join(directory, shard.path)) as local:
             reader = ArrayRecordReader(local, "readahead_buffer_size:0")
             try:
                 for data in reader.read_all():
@@ -65,7 +63,7 @@ def iter_dead_letter(directory: str, manifest: Manifest | None = None) -> Iterat
     """Every rejection in the directory's dead-letter files, in manifest order (one file in memory at a time)."""
     manifest = manifest or load_manifest(directory)
     for name in manifest.dead_letter:
-        for line in out.read_text(out.join(directory, name)).splitlines():
+        for line in fileio.read_text(fileio.join(directory, name)).splitlines():
             yield Rejection.from_json_line(line)
 
 
@@ -136,8 +134,8 @@ def _text_summary(directory: str, manifest: Manifest, text_keys: Counter, record
         return summary
     with tempfile.TemporaryDirectory(prefix="unisim-inspect-") as scratch:
         store = TextEmbeddingStore.from_manifest(directory, manifest,
-                                                 open_local=lambda rel: _fetch(out.join(directory, rel), scratch),
-                                                 read_text=lambda rel: out.read_text(out.join(directory, rel)))
+                                                 open_local=lambda rel: _fetch(fileio.join(directory, rel), scratch),
+                                                 read_text=lambda rel: fileio.read_text(fileio.join(directory, rel)))
         inline = 0
         for key, count in text_keys.items():
             if key == "":
@@ -181,7 +179,7 @@ def contact_sheet(directory: str, path: str, clips: int = 6, frames_per_row: int
     ok, png = cv2.imencode(".png", sheet)
     if not ok:
         raise RuntimeError("could not encode the contact sheet")
-    if out.is_local(path):
+    if not fileio.is_remote(path):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    out.publish_bytes(png.tobytes(), path)
+    fileio.publish(png.tobytes(), path)
     return path

@@ -17,6 +17,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from unisim import fileio
 from unisim.pipelines import output as out
 from unisim.pipelines.spill import SpillReader
 from unisim.schemas.dead_letter import Rejection
@@ -68,10 +69,10 @@ class _WriteShardFn(beam.DoFn):
                 unique.append(group[0])
             name = shard_name(index, num_shards, self._prefix)
             count, size = out.write_shard((spilled.read(data) for _, data, _ in unique),
-                                          out.join(self._output, name))
+                                          fileio.join(self._output, name))
         if self._write_keys:
-            out.publish_bytes("".join(f"{key}\n" for key, _, _ in unique).encode(),
-                              out.join(self._output, keys_path(name)))
+            fileio.publish("".join(f"{key}\n" for key, _, _ in unique).encode(),
+                              fileio.join(self._output, keys_path(name)))
         self.shards.inc()
         yield index, ShardInfo(path=name, records=count, bytes=size), self._summarize([info for _, _, info in unique])
 
@@ -116,8 +117,8 @@ def fill_missing_shards(output: str, prefix: str, shards: list[tuple[int, ShardI
     for index in range(num_shards):
         if index not in by_index:
             name = shard_name(index, num_shards, prefix)
-            count, size = out.write_shard([], out.join(output, name))
+            count, size = out.write_shard([], fileio.join(output, name))
             if write_keys:
-                out.publish_bytes(b"", out.join(output, keys_path(name)))
+                fileio.publish(b"", fileio.join(output, keys_path(name)))
             by_index[index] = (ShardInfo(name, count, size), None)
     return by_index

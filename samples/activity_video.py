@@ -25,7 +25,7 @@ import tempfile
 import cv2
 import numpy as np
 
-from unisim.samples.video_writer import write_video
+from unisim.fileio.video import write_video
 
 FPS, HEIGHT, WIDTHS = 12, 240, (320, 426)  # 4:3 and 16:9 at SSv2's height; even, as yuv420p needs
 FRAME_COUNTS = (24, 36)  # 2-3 s, at least the pipeline's 20-frame clip

@@ -59,7 +59,7 @@ def write_tiny_t5(output_dir: str, corpus: Iterable[str] = (), vocab_size: int =
     tokenizer = T5Tokenizer.from_pretrained(output_dir, local_files_only=True)
     tokenizer.save_pretrained(output_dir)
     # The tokenizer.json that transformers 5 writes for a unigram vocabulary splits words into characters
-    # (see pipelines.text_encoder._load_tokenizer); keep spiece.model as the only vocabulary file.
+    # (see encoders.t5._load_tokenizer); keep spiece.model as the only vocabulary file.
     os.remove(os.path.join(output_dir, "tokenizer.json"))
     config = T5Config(vocab_size=len(tokenizer), d_model=d_model, d_kv=d_kv or d_model // num_heads,
                       num_heads=num_heads, num_layers=num_layers, d_ff=d_ff, feed_forward_proj="gated-gelu",

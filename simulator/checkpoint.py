@@ -5,7 +5,7 @@
 
 Only the EMA parameters are read (orbax partial restore): the optimizer state and the raw parameters, two thirds
 of a checkpoint, stay on disk. Remote workdirs (gs://…) are read through orbax's own filesystem layer; `run.json`
-through Beam's FileSystems.
+through `unisim.fileio`.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import re
 import jax
 import ml_collections
 
+from unisim import fileio
 from unisim.schemas.run import RUN_DESCRIPTION_NAME, RunDescription, RunDescriptionError
 from unisim.trainer import stage
 
@@ -46,25 +47,6 @@ class Stage:
         return self.config.input.height, self.config.input.width
 
 
-def read_file(path: str) -> bytes:
-    """A local or remote (gs://, any scheme Beam's FileSystems knows) file's bytes; Beam is imported for remote only."""
-    if "://" not in path:
-        with open(path, "rb") as f:
-            return f.read()
-    from apache_beam.io.filesystems import FileSystems
-
-    with FileSystems.open(path) as f:
-        return f.read()
-
-
-def _exists(path: str) -> bool:
-    if "://" not in path:
-        return os.path.exists(path)
-    from apache_beam.io.filesystems import FileSystems
-
-    return FileSystems.exists(path)
-
-
 def resolve(path: str) -> tuple[str, int | None]:
     """(workdir, step or None for the latest) of a workdir, its checkpoints folder, or one checkpoint in it."""
     path = path.rstrip("/")
@@ -81,16 +63,16 @@ def load_stage(path: str) -> Stage:
 
     workdir, step = resolve(path)
     description_path = f"{workdir}/{RUN_DESCRIPTION_NAME}"
-    if not _exists(description_path):
+    if not fileio.exists(description_path):
         raise CheckpointError(f"{path}: no {RUN_DESCRIPTION_NAME} in {workdir} — expected a workdir written by "
                               "`unisim train` (or a checkpoints/STEP folder inside one)")
     try:
-        description = RunDescription.loads(read_file(description_path).decode("utf-8"), description_path)
+        description = RunDescription.loads(fileio.read_text(description_path), description_path)
     except RunDescriptionError as e:
         raise CheckpointError(str(e)) from None
     config = ml_collections.ConfigDict(description.config)
     checkpoints = f"{workdir}/checkpoints"
-    manager = ocp.CheckpointManager(checkpoints if "://" in checkpoints else os.path.abspath(checkpoints),
+    manager = ocp.CheckpointManager(checkpoints if fileio.is_remote(checkpoints) else os.path.abspath(checkpoints),
                                     item_names=("state", "data"))
     steps = manager.all_steps()
     if not steps:

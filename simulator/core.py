@@ -287,7 +287,7 @@ class Simulator:
         return embedding
 
     def _load_encoder(self):
-        from unisim.pipelines.text_encoder import T5TextEncoder, encoder_identity
+        from unisim.encoders.t5 import T5TextEncoder, encoder_identity
 
         recorded = self.base.description.text_encoder
         if not self._encoder_path or recorded is None:

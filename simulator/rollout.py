@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from unisim.simulator.checkpoint import read_file
+from unisim import fileio
 from unisim.simulator.core import Action, SamplerSettings, Simulator
 
 
@@ -35,7 +35,7 @@ def write_video(path: str, frames: np.ndarray, fps: float, gif_scale: int = 4) -
                   for f in frames]
         images[0].save(path, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
     elif extension == ".mp4":
-        from unisim.samples.video_writer import write_video as write_mp4
+        from unisim.fileio.video import write_video as write_mp4
 
         write_mp4(path, frames, fps, codec="h264")
     else:
@@ -47,7 +47,7 @@ def read_image(path: str) -> np.ndarray:
     """An RGB uint8 image from a local or remote (gs://) file."""
     import cv2
 
-    image = cv2.imdecode(np.frombuffer(read_file(path), np.uint8), cv2.IMREAD_COLOR_RGB)
+    image = cv2.imdecode(np.frombuffer(fileio.read_bytes(path), np.uint8), cv2.IMREAD_COLOR_RGB)
     if image is None:
         raise ValueError(f"{path} is not an image OpenCV can decode")
     return image

@@ -1,113 +1,77 @@
-"""A non-local Beam filesystem shared between processes (`countfs://bucket/path`) that counts the bytes read.
+"""A non-local filesystem shared between processes (`countfs://bucket/path`) that counts the bytes each one reads.
 
-`memfs` keeps its objects in one process; a multi-process test (two `jax.distributed` trainers) needs a remote-like
-store that every process sees and a count of what each one fetched. Objects live as files under `$COUNTFS_ROOT`
-(`countfs://a/b` is `$COUNTFS_ROOT/a/b`), but the code under test only reaches them through Beam's `FileSystems`,
-as it would `gs://`. Every file opened for reading appends "pid bytes path" to `$COUNTFS_LOG` when closed.
-Importing this module registers the scheme (in a subprocess too: import it before the code under test).
+fsspec's memory:// lives in one process; a multi-process test (two `jax.distributed` trainers) needs a remote-like
+store that every process sees and a count of what each fetched. Objects live as files under `$COUNTFS_ROOT`
+(`countfs://a/b` is `$COUNTFS_ROOT/a/b`), but the code under test reaches them only through `unisim.fileio`, as it
+would gs://. Every file opened for reading appends "pid bytes path" to `$COUNTFS_LOG` when closed. Importing this
+module registers the protocol with fsspec (in a subprocess too: import it before the code under test).
 """
 
 from __future__ import annotations
 
-import io
 import os
-import shutil
 
-from apache_beam.io.filesystem import BeamIOError, FileMetadata, FileSystem
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
 
 SCHEME = "countfs"
 PREFIX = f"{SCHEME}://"
 
 
-def local_path(path: str) -> str:
-    if not path.startswith(PREFIX):
-        raise BeamIOError(f"not a {SCHEME} path: {path}")
-    return os.path.join(os.environ["COUNTFS_ROOT"], path[len(PREFIX):])
+class _CountedFile:
+    """A read-only file that counts what is read from it and logs the count when closed."""
 
+    def __init__(self, path: str, raw):
+        self._path, self._raw, self.bytes_read = path, raw, 0
 
-class _CountedReader(io.RawIOBase):
-    def __init__(self, path: str):
-        super().__init__()
-        self._path, self._file, self.bytes_read = path, open(local_path(path), "rb"), 0
-
-    def readable(self):
-        return True
+    def read(self, size=-1):
+        data = self._raw.read(size)
+        self.bytes_read += len(data)
+        return data
 
     def readinto(self, buffer):
-        n = self._file.readinto(buffer)
+        n = self._raw.readinto(buffer)
         self.bytes_read += n or 0
         return n
 
     def close(self):
-        if not self.closed:
-            self._file.close()
+        if not self._raw.closed:
+            self._raw.close()
             with open(os.environ["COUNTFS_LOG"], "a", encoding="utf-8") as log:
                 log.write(f"{os.getpid()} {self.bytes_read} {self._path}\n")
-        super().close()
+
+    def __getattr__(self, name):
+        return getattr(self._raw, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
-class CountingFileSystem(FileSystem):
+class CountingFileSystem(LocalFileSystem):
+    protocol = SCHEME
+    root_marker = ""
+
     @classmethod
-    def scheme(cls):
-        return SCHEME
+    def _strip_protocol(cls, path):
+        path = str(path)
+        if path.startswith(PREFIX):
+            path = path[len(PREFIX):]
+        if path.startswith(os.environ["COUNTFS_ROOT"]):
+            return path
+        return os.path.join(os.environ["COUNTFS_ROOT"], path.lstrip("/"))
 
-    def join(self, basepath, *paths):
-        return "/".join([basepath.rstrip("/"), *(p.strip("/") for p in paths)])
+    def unstrip_protocol(self, name):
+        return PREFIX + os.path.relpath(name, os.environ["COUNTFS_ROOT"])
 
-    def split(self, path):
-        head, _, tail = path.rpartition("/")
-        return head, tail
+    def _open(self, path, mode="rb", **kwargs):
+        raw = super()._open(path, mode, **kwargs)
+        return _CountedFile(path, raw) if "r" in mode else raw
 
-    def mkdirs(self, path):
-        pass
 
-    def has_dirs(self):
-        return False
-
-    def _list(self, dir_or_prefix):
-        root = os.environ["COUNTFS_ROOT"]
-        for folder, _, names in os.walk(root):
-            for name in sorted(names):
-                full = os.path.join(folder, name)
-                path = PREFIX + os.path.relpath(full, root)
-                if path.startswith(dir_or_prefix):
-                    yield FileMetadata(path, os.path.getsize(full))
-
-    def create(self, path, mime_type="application/octet-stream", compression_type=None):
-        os.makedirs(os.path.dirname(local_path(path)), exist_ok=True)
-        return open(local_path(path), "wb")
-
-    def open(self, path, mime_type="application/octet-stream", compression_type=None):
-        if not os.path.isfile(local_path(path)):
-            raise BeamIOError(f"no such object {path}")
-        return io.BufferedReader(_CountedReader(path))
-
-    def copy(self, source_file_names, destination_file_names):
-        for src, dst in zip(source_file_names, destination_file_names):
-            shutil.copyfile(local_path(src), local_path(dst))
-
-    def rename(self, source_file_names, destination_file_names):
-        for src, dst in zip(source_file_names, destination_file_names):
-            os.replace(local_path(src), local_path(dst))
-
-    def exists(self, path):
-        return os.path.isfile(local_path(path))
-
-    def size(self, path):
-        return os.path.getsize(local_path(path))
-
-    def last_updated(self, path):
-        return os.path.getmtime(local_path(path))
-
-    def checksum(self, path):
-        return str(self.size(path))
-
-    def metadata(self, path):
-        return FileMetadata(path, self.size(path))
-
-    def delete(self, paths):
-        for path in paths:
-            os.remove(local_path(path))
+fsspec.register_implementation(SCHEME, CountingFileSystem, clobber=True)
 
 
 def bytes_read_by_process(log_path: str) -> dict[int, dict[str, int]]:

@@ -80,12 +80,13 @@ def read_dir(path: str) -> dict[str, bytes]:
 
 
 def copy_tree(local: str, remote: str) -> str:
-    """Copies a local fixture folder to another filesystem (e.g. TensorFlow's ram://) file by file; returns `remote`."""
-    import tensorflow as tf
+    """Copies a local fixture folder to another filesystem (the tests' memory://, standing in for gs://) file by
+    file, through `unisim.fileio`; returns `remote`."""
+    from unisim import fileio
 
     for folder, _, names in os.walk(local):
         target = remote + folder[len(local):].replace(os.sep, "/")
-        tf.io.gfile.makedirs(target)
         for name in names:
-            tf.io.gfile.copy(os.path.join(folder, name), f"{target}/{name}", overwrite=True)
+            with open(os.path.join(folder, name), "rb") as f:
+                fileio.publish(f.read(), f"{target}/{name}")
     return remote

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import fixtures
-import memfs  # noqa: F401  registers memfs:// with Beam's FileSystems
+import memfs
 from unisim.pipelines import convert, inspect
 from unisim.schemas import record as rec
 from unisim.schemas.manifest import MANIFEST_NAME
@@ -92,16 +92,16 @@ def test_rerun_gives_identical_bytes_with_one_or_two_clip_threads(converted, lan
 
 def test_output_on_a_non_local_filesystem(converted, language_table_dir):
     output, _, _ = converted
-    # Through Beam's FileSystems to an in-memory object store (no directories, rename = copy + delete), as gs://.
-    run(language_table_dir, "memfs://bucket/out")
-    stored = memfs.objects("memfs://bucket/out/")
+    # Through unisim.fileio to the tests' in-memory store (fsspec memory://), as gs://.
+    run(language_table_dir, "memory://bucket/out")
+    stored = memfs.objects("memory://bucket/out/")
     local = read_dir(output)
-    assert sorted(stored) == sorted(f"memfs://bucket/out/{name}" for name in local)
+    assert sorted(stored) == sorted(f"memory://bucket/out/{name}" for name in local)
     for name, data in local.items():
         if name != MANIFEST_NAME:
-            assert stored[f"memfs://bucket/out/{name}"] == data, name
+            assert stored[f"memory://bucket/out/{name}"] == data, name
     assert not [p for p in stored if "/.tmp-" in p]
-    summary = inspect.summarize("memfs://bucket/out")
+    summary = inspect.summarize("memory://bucket/out")
     assert summary["records"] == 5 and summary["rejected_reasons"] == EXPECTED_REASONS
 
 

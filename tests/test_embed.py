@@ -13,7 +13,7 @@ import fixtures
 import memfs
 from unisim.pipelines import convert, inspect
 from unisim.pipelines.embed import EncoderSettings
-from unisim.pipelines.text_encoder import T5TextEncoder, encoder_identity
+from unisim.encoders.t5 import T5TextEncoder, encoder_identity
 from unisim.samples import tabletop
 from unisim.schemas.manifest import MANIFEST_NAME
 from unisim.schemas.text_embeddings import TextEmbeddingStore, check_same_encoder
@@ -110,14 +110,14 @@ def test_bad_text_is_rejected_or_truncated_and_counted(tiny_t5_dir, tmp_path):
 
 def test_encoder_and_output_on_an_object_store(language_table_dir, tiny_t5_dir, tmp_path):
     for name in os.listdir(tiny_t5_dir):
-        memfs.put(f"memfs://models/t5/{name}", open(os.path.join(tiny_t5_dir, name), "rb").read())
-    manifest, _ = run(language_table_dir, "memfs://bucket/embedded", "memfs://models/t5")
-    assert manifest.text_embeddings and manifest.text_encoder["path"] == "memfs://models/t5"
+        memfs.put(f"memory://models/t5/{name}", open(os.path.join(tiny_t5_dir, name), "rb").read())
+    manifest, _ = run(language_table_dir, "memory://bucket/embedded", "memory://models/t5")
+    assert manifest.text_embeddings and manifest.text_encoder["path"] == "memory://models/t5"
     local_manifest, _ = run(language_table_dir, str(tmp_path / "local"), tiny_t5_dir)
-    stored = memfs.objects("memfs://bucket/embedded/")
+    stored = memfs.objects("memory://bucket/embedded/")
     for shard in local_manifest.text_embeddings:
-        assert stored[f"memfs://bucket/embedded/{shard.path}"] == open(tmp_path / "local" / shard.path, "rb").read()
-    summary = inspect.summarize("memfs://bucket/embedded")
+        assert stored[f"memory://bucket/embedded/{shard.path}"] == open(tmp_path / "local" / shard.path, "rb").read()
+    summary = inspect.summarize("memory://bucket/embedded")
     assert summary["records_without_embedding"] == 0 and summary["unique_texts"] == summary["records"] == 5
     check_same_encoder([manifest, local_manifest])  # same checkpoint, two places: compatible
 

@@ -7,8 +7,8 @@ import os
 import cv2
 import numpy as np
 import pytest
-import tensorflow as tf
 
+from fixtures import copy_tree
 from unisim.adapters import registry
 from unisim.adapters.base import Episode
 from unisim.schemas.dead_letter import Rejection
@@ -129,12 +129,8 @@ def test_a_missing_source_or_split_is_a_clear_error(fixture_dir):
 
 
 def test_reading_works_on_a_non_local_filesystem(fixture_dir, tmp_path):
-    # tf.io.gfile's in-memory filesystem stands in for gs://: like an object store it has no directories.
-    remote = f"ram://{tmp_path.name}/episode_folders"
-    for folder, _, names in os.walk(fixture_dir):
-        for name in names:
-            local = os.path.join(folder, name)
-            tf.io.gfile.copy(local, remote + local[len(fixture_dir):], overwrite=True)
+    # The tests' in-memory filesystem stands in for gs:// (`tests/memfs.py`).
+    remote = copy_tree(fixture_dir, f"memory://{tmp_path.name}/episode_folders")
 
     def read_all(root):
         adapter = registry.create("episode_folders", root, options=OPTIONS)
@@ -148,7 +144,7 @@ def test_reading_works_on_a_non_local_filesystem(fixture_dir, tmp_path):
     assert [label(i) for i in remote_items] == [label(i) for i in local_items]
     for here, there in zip(local_items, remote_items):
         if isinstance(here, Episode):
-            assert there.source_file.startswith("ram://") and there.text == here.text
+            assert there.source_file.startswith("memory://") and there.text == here.text
             np.testing.assert_array_equal(there.controls, here.controls)
             assert list(there.frames) == list(here.frames)  # every frame's bytes, gaps (b"") included
 

@@ -112,5 +112,5 @@ def test_the_pixel_count_comes_from_the_header_alone():
 def test_both_layouts_pass_the_kit_from_a_non_local_filesystem(tmp_path):
     for name, writer, expect in (("laion", imf.write_img2dataset, imf.LAION_TAR_EXPECT),
                                  ("coyo", imf.write_coyo_files, imf.COYO_EXPECT)):
-        remote = copy_tree(writer(str(tmp_path / name)), f"ram://laion-kit-{name}")
+        remote = copy_tree(writer(str(tmp_path / name)), f"memory://laion-kit-{name}")
         check_adapter(Expectation(dataset="laion", source=remote, **expect), str(tmp_path / f"out-{name}"))

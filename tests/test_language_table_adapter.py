@@ -4,7 +4,6 @@ import os
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import fixtures
 from unisim.adapters import registry
@@ -22,12 +21,10 @@ def test_source_may_be_the_builder_dir_or_its_parent(language_table_dir):
 
 
 def test_discovery_works_on_a_non_local_filesystem(language_table_dir):
-    # tf.io.gfile's in-memory filesystem stands in for gs://, which has no directories either.
-    for name in tf.io.gfile.listdir(language_table_dir):
-        tf.io.gfile.copy(os.path.join(language_table_dir, name), f"ram://rel/language_table/0.0.1/{name}", overwrite=True)
-    tf.io.gfile.copy(os.path.join(language_table_dir, "dataset_info.json"),
-                     "ram://rel/language_table/0.0.2-beta/dataset_info.json", overwrite=True)  # not a version: ignored
-    assert find_builder_dir("ram://rel/language_table") == "ram://rel/language_table/0.0.1"
+    # The tests' in-memory filesystem stands in for gs://, which has no directories either.
+    fixtures.copy_tree(language_table_dir, "memory://rel/language_table/0.0.1")
+    fixtures.copy_tree(language_table_dir, "memory://rel/language_table/0.0.2-beta")  # not a version: ignored
+    assert find_builder_dir("memory://rel/language_table") == "memory://rel/language_table/0.0.1"
 
 
 def test_work_units_are_the_tfrecord_files_and_episodes_read_back(language_table_dir):

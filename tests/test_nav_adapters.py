@@ -53,7 +53,7 @@ def test_a_view_is_the_projection_of_the_skybox_it_names(tmp_path):
 
 
 def test_r2r_passes_the_kit_from_a_non_local_filesystem(tmp_path):
-    remote = copy_tree(nf.write_r2r(str(tmp_path / "r2r")), "ram://r2r-kit")
+    remote = copy_tree(nf.write_r2r(str(tmp_path / "r2r")), "memory://r2r-kit")
     check_adapter(Expectation(dataset="r2r", source=remote, **nf.R2R_EXPECT), str(tmp_path))
 
 
@@ -78,5 +78,5 @@ def test_habitat_objectnav_passes_the_kit(tmp_path):
     assert reasons["train/sceneA/1/00000"] == "undecodable_image"
     records = {r.episode_id: r for r in inspect.iter_records(report.output, report.manifest)}
     assert records["train/sceneB/6"].conditioning_text.startswith("habitat_objectnav")  # the domain identifier
-    remote = copy_tree(root, "ram://habitat-kit")
+    remote = copy_tree(root, "memory://habitat-kit")
     check_adapter(Expectation(dataset="habitat_objectnav", source=remote, **nf.HABITAT_EXPECT), str(tmp_path / "r"))

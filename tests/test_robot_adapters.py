@@ -4,8 +4,8 @@ import os
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
+import fixtures
 import robot_fixtures as rf
 from unisim.adapters import registry
 from unisim.adapters.base import Episode
@@ -135,12 +135,7 @@ def test_bridge_raw_pairs_images_with_actions_as_the_official_script(bridge_raw)
 
 def test_bridge_raw_reads_through_a_non_local_filesystem(bridge_raw):
     root, _ = bridge_raw
-    remote = "ram://bridge-raw-copy"
-    for directory, _, names in os.walk(root):
-        for name in names:
-            path = os.path.join(directory, name)
-            tf.io.gfile.makedirs(os.path.dirname(remote + path[len(root):]))
-            tf.io.gfile.copy(path, remote + path[len(root):], overwrite=True)
+    remote = fixtures.copy_tree(root, "memory://bridge-raw-copy")
     local, far = _items(registry.create("bridge", root)), _items(registry.create("bridge", remote))
     assert [(type(i).__name__, getattr(i, "episode_id", getattr(i, "key", None))) for i in far] == \
            [(type(i).__name__, getattr(i, "episode_id", getattr(i, "key", None))) for i in local]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import memfs
-from unisim.pipelines import text_encoder as te
+from unisim.encoders import t5 as te
 from unisim.samples import tiny_t5
 from unisim.schemas import text_embeddings as emb
 
@@ -47,13 +47,13 @@ def test_encode_gives_float32_real_tokens_and_the_same_entry_bytes_each_time(tin
 def test_identity_is_the_same_for_a_copy_on_an_object_store(tiny_t5_dir):
     local = te.encoder_identity(tiny_t5_dir, 64)
     for name in os.listdir(tiny_t5_dir):
-        memfs.put(f"memfs://models/tiny-t5/{name}", open(os.path.join(tiny_t5_dir, name), "rb").read())
-    remote = te.encoder_identity("memfs://models/tiny-t5", 64)
+        memfs.put(f"memory://models/tiny-t5/{name}", open(os.path.join(tiny_t5_dir, name), "rb").read())
+    remote = te.encoder_identity("memory://models/tiny-t5", 64)
     assert remote["fingerprint"] == local["fingerprint"] and remote["path"] != local["path"]
     assert local["d_model"] == 32 and local["dtype"] == "float16" and local["weights"][0][0] == "model.safetensors"
     assert local["stored_dtype"] == emb.STORED_DTYPE
     # The worker-side load from the object store gives the same embeddings as the local checkpoint.
-    a = te.T5TextEncoder("memfs://models/tiny-t5").encode(["k"], ["push the block 2 to the left"])[0]
+    a = te.T5TextEncoder("memory://models/tiny-t5").encode(["k"], ["push the block 2 to the left"])[0]
     b = te.T5TextEncoder(tiny_t5_dir).encode(["k"], ["push the block 2 to the left"])[0]
     np.testing.assert_array_equal(a.embedding, b.embedding)
 

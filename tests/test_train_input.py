@@ -198,9 +198,9 @@ def test_a_remote_source_is_copied_once_and_reads_the_same(shards, tmp_path):
 
     tabletop, _ = shards
     for name in os.listdir(tabletop):
-        memfs.put(f"memfs://bucket/tabletop/{name}", open(os.path.join(tabletop, name), "rb").read())
+        memfs.put(f"memory://bucket/tabletop/{name}", open(os.path.join(tabletop, name), "rb").read())
     config = dataclasses.replace(CONFIG, cache_dir=str(tmp_path / "cache"))
-    remote = _batches(data.build_input([data.Source("memfs://bucket/tabletop", 1.0)], config), 2)
+    remote = _batches(data.build_input([data.Source("memory://bucket/tabletop", 1.0)], config), 2)
     local = _batches(data.build_input([data.Source(tabletop, 1.0)], config), 2)
     for got, want in zip(remote, local):
         for key in want:
@@ -208,14 +208,14 @@ def test_a_remote_source_is_copied_once_and_reads_the_same(shards, tmp_path):
     (copy,) = os.listdir(tmp_path / "cache")
     stamp = os.path.getmtime(tmp_path / "cache" / copy / "manifest.json")
     lines = []
-    data.build_input([data.Source("memfs://bucket/tabletop", 1.0)], config, log=lines.append)  # reused as it is
+    data.build_input([data.Source("memory://bucket/tabletop", 1.0)], config, log=lines.append)  # reused as it is
     assert os.path.getmtime(tmp_path / "cache" / copy / "manifest.json") == stamp
     assert "fetched 0 bytes" in lines[0]
     with pytest.raises(data.MixtureError, match="no manifest.json"):
-        data.build_input([data.Source("memfs://bucket/elsewhere", 1.0)], config)
+        data.build_input([data.Source("memory://bucket/elsewhere", 1.0)], config)
     # Process 1 of 2 copies its own shards and their embedding shards only.
     share_cache = tmp_path / "share-cache"
-    second = data.build_input([data.Source("memfs://bucket/tabletop", 1.0)],
+    second = data.build_input([data.Source("memory://bucket/tabletop", 1.0)],
                               dataclasses.replace(config, cache_dir=str(share_cache)), 1, 2, log=lines.append)
     (manifest,) = second.manifests
     filled = [i for i, s in enumerate(manifest.shards) if s.records]

@@ -6,15 +6,15 @@ import pickle
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import video_fixtures as vf
+from unisim import fileio
 from unisim.adapters import registry, video
 from unisim.adapters.base import Episode, FrameUnavailable
 from unisim.pipelines import inspect
 from unisim.pipelines.frames import FrameSpec, process
 from unisim.pipelines.conformance import Expectation, check_adapter
-from unisim.samples.video_writer import write_video
+from unisim.fileio.video import write_video
 
 
 @pytest.fixture(scope="module")
@@ -59,9 +59,9 @@ def test_a_video_cut_short_fails_only_past_its_end(clip_path, tmp_path):
 
 
 def test_remote_videos_are_copied_to_scratch_once_and_removed(clip_path):
-    remote, other = "ram://videos/clip.mp4", "ram://videos/other.mp4"
-    tf.io.gfile.copy(clip_path, remote, overwrite=True)
-    tf.io.gfile.copy(clip_path, other, overwrite=True)
+    remote, other = "memory://videos/clip.mp4", "memory://videos/other.mp4"
+    for path in (remote, other):
+        fileio.publish(open(clip_path, "rb").read(), path)
     assert video.probe(remote) == video.probe(clip_path)
     local = video.COPIES._copies[remote][0]  # kept after probing, for the window that follows
     far, near = video.VideoFrames(remote, 5, 3), video.VideoFrames(clip_path, 5, 3)
@@ -262,10 +262,9 @@ def test_video_captions_reads_each_table_format(tmp_path, table_format):
 
 def test_video_captions_passes_the_kit_from_a_non_local_filesystem(tmp_path):
     table = vf.write_video_captions(str(tmp_path / "captions"))
-    remote = "ram://captions-kit"
+    remote = "memory://captions-kit"
     for name in ("captions.csv", "clips/v1.mp4", "clips/v2.webm"):
-        tf.io.gfile.makedirs(os.path.dirname(f"{remote}/{name}"))
-        tf.io.gfile.copy(os.path.join(os.path.dirname(table), name), f"{remote}/{name}", overwrite=True)
+        fileio.publish(open(os.path.join(os.path.dirname(table), name), "rb").read(), f"{remote}/{name}")
     report = check_adapter(Expectation(dataset="video_captions", source=f"{remote}/captions.csv",
                                        **vf.CAPTION_EXPECT), str(tmp_path))
     assert_one_clip_per_annotation(report, annotations=vf.CAPTION_ANNOTATIONS)

@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from unisim.samples.video_writer import write_video
+from unisim.fileio.video import write_video
 
 
 def frames(seed: int, count: int, height: int, width: int) -> list[np.ndarray]:

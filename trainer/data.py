@@ -46,6 +46,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from unisim import fileio
 from unisim.schemas import record as rec
 from unisim.schemas.manifest import MANIFEST_NAME, Manifest, ShardInfo
 from unisim.schemas.text_embeddings import TextEmbeddingStore, check_same_encoder
@@ -107,25 +108,10 @@ def parse_mixture(spec: str) -> list[Source]:
     return sources
 
 
-def _is_remote(path: str) -> bool:
-    return "://" in path
-
-
 def read_manifest(path: str) -> Manifest:
-    """The manifest of a converted directory, local or remote (gs://, or any scheme Beam's `FileSystems` knows)."""
-    manifest_path = os.path.join(path, MANIFEST_NAME)
+    """The manifest of a converted directory, local or remote (`unisim.fileio`)."""
     try:
-        if _is_remote(path):
-            from apache_beam.io.filesystems import FileSystems  # remote paths only (Beam brings no TensorFlow)
-
-            manifest_path = FileSystems.join(path, MANIFEST_NAME)
-            if not FileSystems.exists(manifest_path):
-                raise FileNotFoundError(manifest_path)
-            with FileSystems.open(manifest_path) as f:
-                text = f.read().decode("utf-8")
-        else:
-            with open(manifest_path, encoding="utf-8") as f:
-                text = f.read()
+        text = fileio.read_text(fileio.join(path, MANIFEST_NAME))
     except FileNotFoundError:
         raise MixtureError(f"{path}: no {MANIFEST_NAME} (not a converted directory, or an unfinished run)") from None
     try:
@@ -202,13 +188,10 @@ def localize(path: str, manifest: Manifest, files: Sequence[tuple[str, int | Non
     `cache_dir` named by the source path and its manifest's bytes, so a re-converted source never mixes with an old
     copy. Each file is renamed into place when complete, so a file present with its recorded size is kept and an
     interrupted copy resumes; processes on one host may share the cache (they read different shards)."""
-    if not _is_remote(path):
+    if not fileio.is_remote(path):
         return path, 0
     import hashlib
-    import shutil
     from concurrent.futures import ThreadPoolExecutor
-
-    from apache_beam.io.filesystems import FileSystems
 
     manifest_bytes = manifest.dumps().encode("utf-8")
     name = hashlib.sha256(path.rstrip("/").encode() + b"\0" + manifest_bytes).hexdigest()[:16]
@@ -220,12 +203,7 @@ def localize(path: str, manifest: Manifest, files: Sequence[tuple[str, int | Non
         target = os.path.join(local, relative)
         if os.path.exists(target) and (size is None or os.path.getsize(target) == size):
             return 0
-        partial = f"{target}.partial-{os.getpid()}"
-        with FileSystems.open(FileSystems.join(path, relative)) as src, open(partial, "wb") as dst:
-            shutil.copyfileobj(src, dst, 16 << 20)
-            fetched = dst.tell()
-        os.replace(partial, target)
-        return fetched
+        return fileio.fetch(fileio.join(path, relative), target)
 
     with ThreadPoolExecutor(max(1, threads)) as pool:
         fetched = sum(pool.map(fetch, files))

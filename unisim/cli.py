@@ -95,10 +95,10 @@ def adapter_options(config_file: str | None, pairs: list[str]) -> dict:
     """--adapter_config's JSON object, then each --adapter_option KEY=VALUE on top of it."""
     options: dict = {}
     if config_file:
-        from unisim.pipelines import output
+        from unisim import fileio
 
         try:
-            options = json.loads(output.read_text(config_file))
+            options = json.loads(fileio.read_text(config_file))
         except json.JSONDecodeError as e:
             raise ValueError(f"--adapter_config {config_file}: not JSON ({e})") from None
         if not isinstance(options, dict):

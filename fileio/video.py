@@ -1,4 +1,5 @@
-"""Writing real videos for samples and fixtures with PyAV (FFmpeg): H.264 or MPEG-4 in .mp4, VP9 in .webm."""
+"""Writing real videos with PyAV (FFmpeg): H.264 or MPEG-4 in .mp4, VP9 in .webm — for samples, test fixtures and
+the simulator's `unisim rollout`. PyAV is imported when a video is written (the `samples` extra installs it)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""The T5 text encoder: a transformers checkpoint (local or any Beam filesystem, e.g. gs://) → token embeddings.
+"""The T5 text encoder: a transformers checkpoint (local, gs:// or any `unisim.fileio` path) → token embeddings.
+
+Used by the converter (`pipelines/embed.py`) and by the simulator, which embeds a user's text the same way.
 
 A checkpoint is a flat directory in transformers format: `config.json`, the weights (`model.safetensors`, or
 shards plus their index, or `pytorch_model.bin`) and the tokenizer files (`spiece.model` and/or `tokenizer.json`,
@@ -25,8 +27,8 @@ import threading
 from typing import Any
 
 import numpy as np
-from apache_beam.io.filesystems import FileSystems
 
+from unisim import fileio
 from unisim.schemas.text_embeddings import EMBEDDING_DTYPE, STORED_DTYPE, TextEmbedding
 
 CONFIG_NAME = "config.json"
@@ -44,9 +46,8 @@ def _is_weight_file(name: str) -> bool:
 def _list_checkpoint(path: str) -> list[tuple[str, int]]:
     """(file name, bytes) of the checkpoint's files, sorted; glob, not listdir: object stores have no directories."""
     path = path.rstrip("/")
-    metadata = FileSystems.match([FileSystems.join(path, "*")])[0].metadata_list
-    files = sorted((m.path.rstrip("/").rsplit("/", 1)[-1], m.size_in_bytes) for m in metadata
-                   if not m.path.endswith("/"))
+    files = sorted((fileio.basename(p), fileio.size(p)) for p in fileio.glob(fileio.join(path, "*"))
+                   if not fileio.isdir(p))
     names = {name for name, _ in files}
     if CONFIG_NAME not in names:
         raise FileNotFoundError(f"text encoder {path} has no {CONFIG_NAME}: not a transformers checkpoint directory")
@@ -59,7 +60,7 @@ def _list_checkpoint(path: str) -> list[tuple[str, int]]:
 
 def local_checkpoint(path: str, with_weights: bool = True) -> str:
     """A local directory holding the checkpoint (its weights only if `with_weights`); copies remote ones once."""
-    if "://" not in path:
+    if not fileio.is_remote(path):
         _list_checkpoint(path)  # the same clear errors for local paths
         return path
     cache_key = (path.rstrip("/"), with_weights)
@@ -71,9 +72,7 @@ def local_checkpoint(path: str, with_weights: bool = True) -> str:
         for name, _ in _list_checkpoint(path):
             if _is_weight_file(name) and not with_weights:
                 continue
-            with FileSystems.open(FileSystems.join(path.rstrip("/"), name)) as src, \
-                    open(os.path.join(scratch, name), "wb") as dst:
-                shutil.copyfileobj(src, dst, 16 << 20)
+            fileio.fetch(fileio.join(path.rstrip("/"), name), os.path.join(scratch, name))
         _local_copies[cache_key] = scratch
         return scratch
 

@@ -1,0 +1,70 @@
+"""The dependency rule of `../shared/design/architecture.md` (and the README's picture), read from the source: every
+import of every module — those inside functions too — points only at the layers its folder may use."""
+
+import ast
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Folder → the project packages it may import (besides itself). Lower layers first.
+ALLOWED = {
+    "fileio": set(),
+    "schemas": set(),
+    "encoders": {"schemas", "fileio"},
+    "adapters": {"schemas", "fileio"},
+    "samples": {"adapters", "schemas", "fileio"},
+    "pipelines": {"adapters", "encoders", "schemas", "fileio"},
+    "trainer": {"schemas", "fileio"},
+    "simulator": {"trainer", "encoders", "schemas", "fileio"},
+}
+# Third-party packages a folder must never import: the trainer and simulator run without Beam or TensorFlow.
+FORBIDDEN = {
+    "fileio": {"apache_beam", "tensorflow", "tensorflow_datasets"},
+    "schemas": {"apache_beam", "tensorflow", "tensorflow_datasets", "jax"},
+    "encoders": {"apache_beam", "tensorflow", "tensorflow_datasets", "jax"},
+    "adapters": {"apache_beam", "jax"},
+    "trainer": {"apache_beam", "tensorflow", "tensorflow_datasets", "torch"},
+    "simulator": {"apache_beam", "tensorflow", "tensorflow_datasets"},
+}
+
+
+def _imports(path: str) -> set[str]:
+    """Top-level names imported by a module: project packages as their folder ("schemas"), others as themselves."""
+    names = set()
+    for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
+        modules = []
+        if isinstance(node, ast.Import):
+            modules = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            modules = [f"{node.module}.{a.name}" if node.module == "unisim" else node.module for a in node.names]
+        for module in modules:
+            parts = module.split(".")
+            names.add(parts[1] if parts[0] == "unisim" and len(parts) > 1 else parts[0])
+    return names
+
+
+def _modules(folder: str):
+    for directory, _, names in os.walk(os.path.join(ROOT, folder)):
+        for name in sorted(names):
+            if name.endswith(".py"):
+                yield os.path.join(directory, name)
+
+
+@pytest.mark.parametrize("folder", sorted(ALLOWED))
+def test_imports_point_down_the_layers_only(folder):
+    layers = set(ALLOWED)
+    bad = []
+    for path in _modules(folder):
+        imported = _imports(path)
+        for name in sorted((imported & layers) - ALLOWED[folder] - {folder}):
+            bad.append(f"{os.path.relpath(path, ROOT)} imports {name}")
+        for name in sorted(imported & FORBIDDEN.get(folder, set())):
+            bad.append(f"{os.path.relpath(path, ROOT)} imports {name}")
+    assert not bad, "\n".join(bad)
+
+
+def test_the_check_sees_a_violation(tmp_path):
+    module = tmp_path / "bad.py"
+    module.write_text("def f():\n    from unisim.pipelines import convert\n    import apache_beam\n")
+    assert {"pipelines", "apache_beam"} <= _imports(str(module))
