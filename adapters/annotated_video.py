@@ -113,8 +113,9 @@ def action_episode(adapter: DatasetAdapter, *, key: str, frames: Sequence, fps: 
                    split=split, source_file=source_file, source_index=source_index, span=(start, max(stop, start + 1)))
 
 
-def video_action(adapter: DatasetAdapter, checks: VideoChecks, *, key: str, path: str, seconds: tuple[float, float] | None,
-                 text: str, split: str, source_index: int, annotation_file: str) -> Episode | Rejection:
+def video_action(adapter: DatasetAdapter, checks: VideoChecks, *, key: str, path: str,
+                 seconds: tuple[float, float] | None, text: str, split: str, source_index: int,
+                 annotation_file: str) -> Episode | Rejection:
     """`action_episode` on a video file: `seconds` is the annotated (start, stop), None for the whole video."""
     info = checks(path)
     if not isinstance(info, video.VideoInfo):

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import typing
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
+from unisim.schemas import options
 from unisim.schemas.dead_letter import Rejection
+from unisim.schemas.options import option  # noqa: F401  (adapters declare their Options with it)
 
 
 class FrameUnavailable(Exception):
@@ -61,39 +62,9 @@ class NoOptions:
     """The options of an adapter that has none."""
 
 
-def option(default: Any, help: str) -> Any:  # noqa: A002 - mirrors argparse
-    """A field of an adapter's `Options` dataclass, with the help text `unisim adapters` prints."""
-    return dataclasses.field(default=default, metadata={"help": help})
-
-
-def _coerce(value: Any, kind: Any, where: str) -> Any:
-    """A command-line string (or a JSON value) → the field's declared type: str, int, float, bool, tuple[str, ...]."""
-    if typing.get_origin(kind) is tuple:
-        items = value.split(",") if isinstance(value, str) else list(value)
-        return tuple(str(item).strip() for item in items if str(item).strip())
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        if str(value).lower() in ("1", "true", "yes", "on"):
-            return True
-        if str(value).lower() in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"{where}: expected true or false, got {value!r}")
-    try:
-        return kind(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{where}: expected {kind.__name__}, got {value!r}") from None
-
-
 def parse_options(options_type: type, values: Mapping[str, Any] | None, adapter: str) -> Any:
-    """`values` ({name: str or JSON value}) → an instance of `options_type`; unknown names are an error."""
-    fields = {f.name: f for f in dataclasses.fields(options_type)}
-    unknown = sorted(set(values or {}) - set(fields))
-    if unknown:
-        known = ", ".join(sorted(fields)) or "none"
-        raise ValueError(f"{adapter}: unknown adapter option(s) {', '.join(unknown)}; its options: {known}")
-    hints = typing.get_type_hints(options_type)
-    return options_type(**{k: _coerce(v, hints[k], f"{adapter} option {k}") for k, v in (values or {}).items()})
+    """`values` ({name: str or JSON value}) → an instance of the adapter's `Options`; unknown names are an error."""
+    return options.parse_options(options_type, values, adapter, "adapter option")
 
 
 class DatasetAdapter(abc.ABC):
@@ -106,6 +77,7 @@ class DatasetAdapter(abc.ABC):
     name: ClassVar[str]  # the `--dataset` name
     description: ClassVar[str]
     control_names: tuple[str, ...] = ()  # names of the control dimensions, in order
+    controls_from_options: ClassVar[bool] = False  # True: `control_names` is set per instance from the options
     requires_text: bool = True  # episodes with an empty text action are rejected ("empty_text")
     Options: ClassVar[type] = NoOptions
 

@@ -90,7 +90,7 @@ class EpicKitchens(DatasetAdapter):
     def _annotation_file(self, split: str) -> str:
         return f"{self.root}/{ANNOTATIONS.format(split=split)}"
 
-    @functools.cache  # noqa: B019 - one parse per split per adapter instance; the instance lives for the run
+    @functools.cache
     def segments(self, split: str) -> dict[str, list[tuple[int, list[str]]]]:
         """The split's rows grouped by video_id (rows whose video_id is unreadable under "")."""
         path = self._annotation_file(split)
@@ -134,7 +134,7 @@ class EpicKitchens(DatasetAdapter):
                 ratios.append(parsed[2] / (parsed[0] * fps))
         return statistics.median(ratios) if ratios else None
 
-    @functools.cache  # noqa: B019 - once per video per adapter instance
+    @functools.cache
     def frame_numbering(self, split: str, video_id: str, folder: str) -> FrameNumbering | None:
         """The rule of the module docstring for a video whose frames are in `folder`; None when they agree."""
         ratio = self.frame_ratio(split, video_id)

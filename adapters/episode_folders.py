@@ -49,6 +49,7 @@ _FRAME = re.compile(r"^frame_(\d+)\.(jpg|png)$")
 class EpisodeFolders(DatasetAdapter):
     # TEMPLATE: the `--dataset` name, a one-line description (`unisim adapters` prints it), the control names
     # (a class attribute when they are fixed, e.g. ("dx", "dy", "gripper"); set here from an option instead).
+    controls_from_options = True
     name = "episode_folders"
     description = "one folder per episode: frame_NNNNN.jpg/png + episode.json (instruction, fps, actions)"
 

@@ -86,7 +86,7 @@ def image_pixels(data: bytes) -> int | None:
             with factory(io.BytesIO(data)) as image:
                 width, height = image.size
             return width * height
-        except Exception:  # noqa: BLE001 - not this format (or a damaged header): try the next, else None
+        except Exception:
             continue
     return None
 

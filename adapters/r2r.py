@@ -143,7 +143,8 @@ class RoomToRoom(DatasetAdapter):
     def read(self, unit: str) -> Iterator[Episode | Rejection]:
         split, _, scan = unit.partition(":")
         task_file = self.tasks.path(split)
-        entries = [(i, e) for i, e in enumerate(self.tasks.entries(split)) if isinstance(e, dict) and e.get("scan") == scan]
+        entries = [(i, e) for i, e in enumerate(self.tasks.entries(split))
+                   if isinstance(e, dict) and e.get("scan") == scan]
         if not scan:
             for index, entry in enumerate(self.tasks.entries(split)):
                 if not _well_formed(entry):

@@ -23,10 +23,12 @@ def get(name: str) -> type[DatasetAdapter]:
     try:
         return _ADAPTERS[name]
     except KeyError:
-        raise KeyError(f"unknown dataset {name!r}; known: {', '.join(sorted(_ADAPTERS))} (see `unisim adapters`)") from None
+        raise KeyError(f"unknown dataset {name!r}; known: {', '.join(sorted(_ADAPTERS))} "
+                       "(see `unisim adapters`)") from None
 
 
-def create(name: str, source: str, split: str | None = None, options: Mapping[str, Any] | None = None) -> DatasetAdapter:
+def create(name: str, source: str, split: str | None = None,
+           options: Mapping[str, Any] | None = None) -> DatasetAdapter:
     """An adapter instance: the class registered as `name`, on `source`, with its options checked."""
     return get(name)(source, split, options)
 
@@ -39,4 +41,5 @@ def all_adapters() -> dict[str, type[DatasetAdapter]]:
 def _load_builtin_adapters() -> None:
     # Imported on first use so that `import unisim.adapters.registry` stays cheap; each module registers itself.
     from unisim.adapters import (  # noqa: F401
-        bridge, ego4d, episode_folders, epic_kitchens, habitat_objectnav, laion, language_table, r2r, rlds, rt1, ssv2, video_captions)
+        bridge, ego4d, episode_folders, epic_kitchens, habitat_objectnav, laion, language_table, r2r, rlds, rt1, ssv2,
+        video_captions)

@@ -7,7 +7,8 @@ builder directory with a mapping; the built-in robot adapters (language_table, r
 mapping, and `--dataset rlds` takes the mapping from `--adapter_option`s, guessing what it can (see `Rlds.Options`).
 
 `--source` is a builder directory (`…/<name>/<version>`, holding dataset_info.json) or its parent (the newest
-version inside is used), local or gs:// (found through `unisim.fileio`, read by TFDS through tf.io.gfile). Work units are the TFRecord files of each
+version inside is used), local or gs:// (found through `unisim.fileio`, read by TFDS through tf.io.gfile). Work
+units are the TFRecord files of each
 split (`train[3shard]`), so workers read files in parallel. Images stay encoded (TFDS's `SkipDecoding`, for every
 camera: unused ones cost nothing) and are decoded later only for the frames a clip keeps.
 """
@@ -80,7 +81,8 @@ def describe(features: dict[str, Any]) -> str:
     lines = []
     for path, f in features.items():
         dtype = getattr(f, "np_dtype", None)
-        lines.append(f"  {path}: {type(f).__name__}{list(getattr(f, 'shape', ()) or ())} {np.dtype(dtype).name if dtype is not None else ''}")
+        lines.append(f"  {path}: {type(f).__name__}{list(getattr(f, 'shape', ()) or ())} "
+                     f"{np.dtype(dtype).name if dtype is not None else ''}")
     return "\n".join(lines)
 
 
@@ -256,6 +258,7 @@ TEXT_GUESSES = ("language_instruction", "observation/natural_language_instructio
 
 @register
 class Rlds(RldsAdapter):
+    controls_from_options = True
     name = "rlds"
     description = "any RLDS / Open X-Embodiment TFDS directory; which fields to read is set by --adapter_option"
 
@@ -267,7 +270,8 @@ class Rlds(RldsAdapter):
         text: str = option("", "text feature: a step feature (the first step's value is used) or an episode "
                                "feature (default: the first of " + ", ".join(TEXT_GUESSES) + "; none if absent)")
         actions: tuple[str, ...] = option((), "action features, comma-separated, concatenated in this order "
-                                              "(default: 'action' if it is a tensor, else its numeric fields in name order)")
+                                              "(default: 'action' if it is a tensor, else its numeric fields in name "
+                                              "order)")
         episode_id: str = option("", "episode feature holding a stable id (default: the TFDS record id)")
         require_text: bool = option(True, "reject episodes whose text is empty (empty_text)")
 
@@ -289,14 +293,16 @@ class Rlds(RldsAdapter):
                                  "give --adapter_option image=PATH")
         text = o.text or next((p for p in TEXT_GUESSES if p in steps or p in self.episode_features), "")
         if o.require_text and not text:
-            raise ValueError(f"rlds: {self.builder_dir} has none of the usual text features ({', '.join(TEXT_GUESSES)}); "
+            raise ValueError(f"rlds: {self.builder_dir} has none of the usual text features "
+                             f"({', '.join(TEXT_GUESSES)}); "
                              "give --adapter_option text=PATH, or require_text=false to keep episodes without text")
         actions = o.actions
         if not actions:
             if isinstance(steps.get("action"), tfds.features.Tensor):
                 actions = ("action",)
             else:
-                actions = tuple(p for p, f in steps.items() if p.startswith("action/") and isinstance(f, tfds.features.Tensor)
+                actions = tuple(p for p, f in steps.items()
+                                if p.startswith("action/") and isinstance(f, tfds.features.Tensor)
                                 and not isinstance(f, tfds.features.Text) and np.issubdtype(f.np_dtype, np.number))
         return RldsMapping(image=image, actions=actions, fps=o.fps, text=text, episode_id=o.episode_id)
 

@@ -29,7 +29,8 @@ _BUILTINS = frozenset({"dict", "list", "tuple", "set", "frozenset", "bytes", "by
 _NUMPY = {
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
-    **{(module, "_reconstruct"): _multiarray._reconstruct for module in ("numpy.core.multiarray", "numpy._core.multiarray")},
+    **{(module, "_reconstruct"): _multiarray._reconstruct
+       for module in ("numpy.core.multiarray", "numpy._core.multiarray")},
     **{(module, "scalar"): _multiarray.scalar for module in ("numpy.core.multiarray", "numpy._core.multiarray")},
     # protocol 5 rebuilds arrays from a buffer
     **{(module, "_frombuffer"): _numeric._frombuffer for module in ("numpy.core.numeric", "numpy._core.numeric")},

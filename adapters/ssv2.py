@@ -60,7 +60,8 @@ class SomethingSomethingV2(DatasetAdapter):
         if not splits:
             raise FileNotFoundError(f"ssv2: no label files under {self.root!r} (expected "
                                     + " or ".join(p.format(split="train") for p in LABEL_FILES) + ")")
-        return [f"{split}:{start}" for split in splits for start in range(0, len(self.labels.entries(split)), UNIT_SIZE)]
+        return [f"{split}:{start}" for split in splits
+                for start in range(0, len(self.labels.entries(split)), UNIT_SIZE)]
 
     def read(self, unit: str) -> Iterator[Episode | Rejection]:
         split, start = unit.split(":")

@@ -184,7 +184,8 @@ def probe(path: str) -> VideoInfo | None:
         if capture is None:
             return None
         info = VideoInfo(fps=float(capture.get(cv2.CAP_PROP_FPS)), frames=int(capture.get(cv2.CAP_PROP_FRAME_COUNT)),
-                         height=int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)), width=int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)))
+                         height=int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+                         width=int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)))
         capture.release()
         return info if info.fps > 0 and info.width > 0 else None
     finally:

@@ -7,7 +7,8 @@ gs://. Columns are found by name (options override): the video by `video`, `vide
 `video_id`, `clip_id`) names the episode, else the row number does. An id is not assumed unique: tables keyed by
 video (MSR-VTT's `video_id`, ActivityNet Captions) give one video many captions, so a later row reusing an id
 with other content is kept as `<id>@<row>`. Relative video paths are resolved
-against `video_root` (default: the table's folder). A row without start and end (or with both empty) covers the whole video.
+against `video_root` (default: the table's folder). A row without start and end (or with both empty) covers the
+whole video.
 Records get the split given by `--split` (default "train").
 
 Work units are runs of rows (`0:16`, …; at most `UNIT_SIZE`, and small tables are cut into up to `MIN_UNITS`

@@ -245,7 +245,7 @@ def main() -> None:
     print(f"\nTable 5 priced (video: a + b·pixels per 30 fps second, {c360:.3f} CPU-s at 360p, {c1080:.3f} at 1080p; "
           f"embeddings {STORED_DTYPE} at d_model {D_MODEL}: {per_entry[CAPTION_TOKENS] / 1e3:.1f} kB for "
           f"{CAPTION_TOKENS} tokens, {per_entry[CONTROL_TEXT_TOKENS] / 1e3:.1f} kB for {CONTROL_TEXT_TOKENS})")
-    print(f"| dataset | examples | family | vCPU-hours | records | frame bytes | embedding bytes | shape (source) |")
+    print("| dataset | examples | family | vCPU-hours | records | frame bytes | embedding bytes | shape (source) |")
     print("| --- | ---: | --- | ---: | ---: | ---: | ---: | --- |")
     result = {"datasets": {}, "rates": rates}
     totals = dict(vcpu=0.0, frames=0.0, embeddings=0.0, tokens=0.0, records=0.0)

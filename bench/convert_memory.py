@@ -71,7 +71,8 @@ def write_source(root: str, rows: int, failed: float, seed: int = 0) -> str:
                 meta_rows.append(meta)
         image_text._parquet(os.path.join(root, f"{shard:05d}.parquet"), meta_rows)
         with open(os.path.join(root, f"{shard:05d}_stats.json"), "w") as f:
-            json.dump({"count": len(meta_rows), "successes": successes, "failed_to_download": len(meta_rows) - successes,
+            json.dump({"count": len(meta_rows), "successes": successes,
+                       "failed_to_download": len(meta_rows) - successes,
                        "failed_to_resize": 0, "status_dict": {}}, f)
     open(os.path.join(root, ".done"), "w").close()
     return root

@@ -4,7 +4,8 @@
     python bench/fidelity.py --workdir /tmp/fidelity --eval_only --heldout OTHER_CLIPS [--output f.json]
 
 1. sources: tabletop training episodes (seed 0) and held-out episodes from a seed neither training nor the choice of
-   the CPU config has seen (seed 2; seed 1 was the validation seed), in the Language Table RLDS format (`unisim sample tabletop`);
+   the CPU config has seen (seed 2; seed 1 was the validation seed), in the Language Table RLDS format
+   (`unisim sample tabletop`);
 2. the tiny random T5 stand-in at WORKDIR/text_encoder (`unisim sample tiny_t5`: no pretrained weights here);
 3. `unisim convert` of both, at the base size (24×40, PNG) and without controls as text (`--controls_as_text off`:
    with it the text would carry each clip's own controls, and the shuffled-controls row would read them there);

@@ -46,7 +46,8 @@ def prepare(workdir: str, episodes: int) -> str:
     run = lambda *a: subprocess.run([sys.executable, "-m", "unisim.cli", *a], check=True, capture_output=True)  # noqa: E731
     run("sample", "tiny_t5", "--output", t5)
     builder = subprocess.run([sys.executable, "-m", "unisim.cli", "sample", "tabletop", "--output", source,
-                              "--episodes", str(episodes)], check=True, capture_output=True, text=True).stdout.split()[-1]
+                              "--episodes", str(episodes)], check=True, capture_output=True, text=True)
+    builder = builder.stdout.split()[-1]
     run("convert", "--dataset", "language_table", "--source", builder, "--output", clips, "--text_encoder", t5)
     return clips
 

@@ -59,7 +59,8 @@ def main() -> None:
     start = time.perf_counter()
     for f in frames:
         cv2.imdecode(cv2.imencode(".jpg", f)[1], cv2.IMREAD_COLOR)
-    print(f"  (for scale: JPEG encode+decode at source size {len(frames) / (time.perf_counter() - start):.0f} frames/s)")
+    rate = len(frames) / (time.perf_counter() - start)
+    print(f"  (for scale: JPEG encode+decode at source size {rate:.0f} frames/s)")
 
 
 if __name__ == "__main__":

@@ -78,7 +78,8 @@ def beam_stage(path: str, texts: list[str], batch_size: int) -> tuple[float, int
         start = time.perf_counter()
         with beam.Pipeline(runner=runner, options=options) as p:
             summary, _ = (p | beam.Create([(text_key(t), t) for t in texts])
-                          | EmbedTexts(output, "bench", EncoderSettings(path, batch_size=batch_size), 1024, fingerprint))
+                          | EmbedTexts(output, "bench", EncoderSettings(path, batch_size=batch_size), 1024,
+                                       fingerprint))
         elapsed = time.perf_counter() - start
         size = sum(os.path.getsize(os.path.join(output, f)) for f in os.listdir(output))
     return elapsed, size
@@ -109,7 +110,8 @@ def main() -> None:
           f"{args.strings} strings per distribution, batch {args.batch_size}")
     for name, texts in distributions.items():
         print(f"  {name}: {len(set(texts))} unique of {len(texts)}")
-    print(f"{'encoder':16s} {'distribution':15s} {'no dedup':>14s} {'dedup':>14s} {'beam stage':>14s} {'store bytes/str':>16s}")
+    print(f"{'encoder':16s} {'distribution':15s} {'no dedup':>14s} {'dedup':>14s} {'beam stage':>14s} "
+          f"{'store bytes/str':>16s}")
     for encoder_name, path in encoders.items():
         encoder = T5TextEncoder(path)
         for name, texts in distributions.items():

@@ -65,8 +65,8 @@ def pyav_all(path: str, step: int, scaled: bool) -> int:
                 continue
             if scaled:  # swscale converts and shrinks in one pass, to the size the crop then needs
                 scale = max(SIZE[0] / frame.height, SIZE[1] / frame.width)
-                rgb = frame.to_ndarray(format="rgb24", width=round(frame.width * scale), height=round(frame.height * scale),
-                                       interpolation="AREA")
+                rgb = frame.to_ndarray(format="rgb24", width=round(frame.width * scale),
+                                       height=round(frame.height * scale), interpolation="AREA")
             else:
                 rgb = frame.to_ndarray(format="rgb24")
             finish(rgb)
@@ -129,7 +129,8 @@ def main() -> None:
         "h264 1920x1080 30fps": (write(f"{args.workdir}/1080p-{s // 2}s.mp4", "h264", 1080, 1920, 30, 15 * s), 3),
         "vp9 426x240 12fps": (write(f"{args.workdir}/240p-{s}s.webm", "vp9", 240, 426, 12, 12 * s), 1),
     }
-    print(f"machine: {os.cpu_count()} cores; one process, decoder and OpenCV threads = 1; kept frames per wall second and per CPU second")
+    print(f"machine: {os.cpu_count()} cores; one process, decoder and OpenCV threads = 1; kept frames per wall "
+          "second and per CPU second")
     for name, (path, step) in videos.items():
         row = [name]
         for label, fn, extra in (("opencv grab/retrieve", opencv_all, ()), ("pyav", pyav_all, (False,)),
@@ -142,7 +143,8 @@ def main() -> None:
     starts = [int(x) for x in np.linspace(0, frames - 61, 6)]
     for label, fn in (("opencv seek", opencv_seek), ("pyav seek", pyav_seek)):
         kept, seconds, cpu = timed(fn, path, starts, 60, 3)
-        print(f"1080p, 6 clips of 2 s, 30→10 fps: {label} {kept} frames, {kept / seconds:.1f}/s ({kept / cpu:.1f}/cpu-s)")
+        print(f"1080p, 6 clips of 2 s, 30→10 fps: {label} {kept} frames, {kept / seconds:.1f}/s "
+              f"({kept / cpu:.1f}/cpu-s)")
 
 
 if __name__ == "__main__":

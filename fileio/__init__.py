@@ -48,7 +48,7 @@ def basename(path: str) -> str:
     return path.rstrip("/").rsplit("/", 1)[-1]
 
 
-def open(path: str, mode: str = "rb") -> IO:  # noqa: A001  (the module's open, as in fsspec)
+def open(path: str, mode: str = "rb") -> IO:
     if not is_remote(path):
         return _builtin_open(_local(path), mode)
     fs, inner = _fs(path)

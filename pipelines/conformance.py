@@ -101,7 +101,8 @@ def check_adapter(expect: Expectation, scratch: str) -> Report:
     for item in items:
         _require(isinstance(item, (Episode, Rejection)), "items", f"yielded a {type(item).__name__}")
         if isinstance(item, Rejection):
-            _require(bool(item.reason) and bool(item.detail), "items", f"rejection {item.key!r} lacks a reason or detail")
+            _require(bool(item.reason) and bool(item.detail), "items",
+                     f"rejection {item.key!r} lacks a reason or detail")
     episodes = [i for i in items if isinstance(i, Episode)]
     rejections = [i for i in items if isinstance(i, Rejection)]
     ids = [e.episode_id for e in episodes]
@@ -111,7 +112,8 @@ def check_adapter(expect: Expectation, scratch: str) -> Report:
         _check_episode(episode, len(adapter.control_names))
     _require(len(episodes) == expect.episodes, "counts", f"{len(episodes)} episodes, expected {expect.episodes}")
     found = dict(collections.Counter(r.reason for r in rejections))
-    _require(found == expect.read_rejections, "counts", f"adapter rejections {found}, expected {expect.read_rejections}")
+    _require(found == expect.read_rejections, "counts",
+             f"adapter rejections {found}, expected {expect.read_rejections}")
 
     output = os.path.join(scratch, f"conformance-{expect.dataset}")
     manifest, counters = convert.run(convert.ConvertConfig(dataset=expect.dataset, source=expect.source,

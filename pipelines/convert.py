@@ -49,6 +49,7 @@ from unisim.schemas import text as text_rules
 from unisim.schemas.controls import DEFAULT_SAMPLE_ROWS, ControlSample, ControlStats, ControlTokenizer, row_hashes
 from unisim.schemas.dead_letter import Rejection
 from unisim.schemas.manifest import MANIFEST_NAME, RECORD_PREFIX, Manifest, merge_frame_rates
+from unisim.schemas.options import option
 
 REJECTED = shards.REJECTED
 CONTROL_ROWS = "control_rows"
@@ -61,12 +62,15 @@ LOCAL_RUNNERS = ("local", "DirectRunner", "FnApiRunner")
 class TextOptions:
     """How text actions become conditioning text (`schemas.text`) and embeddings. Per run, so per dataset."""
 
-    domain_prefix: str | None = None  # None: the dataset name; "": no prefix
-    controls_as_text: bool | None = None  # None: on when the dataset has controls
-    controls_text_steps: int = 4
-    controls_text_decimals: int = 2
-    max_text_chars: int = text_rules.MAX_TEXT_CHARS
-    encoder: EncoderSettings | None = None  # None: conditioning texts are written and counted, not embedded
+    domain_prefix: str | None = option(None, "identifier prepended to every action (none: the dataset name; '' for "
+                                             "no prefix)")
+    controls_as_text: bool | None = option(None, "append the clip's controls as text (auto: when the dataset has "
+                                                 "controls)", values={"auto": None, "on": True, "off": False})
+    controls_text_steps: int = option(4, "segments the controls text summarises")
+    controls_text_decimals: int = option(2, "decimals in the controls text")
+    max_text_chars: int = option(text_rules.MAX_TEXT_CHARS, "longer action texts are rejected as text_too_long")
+    # None: conditioning texts are written and counted, not embedded
+    encoder: EncoderSettings | None = option(None, "the text encoder", flatten=True, presence="path")
 
     def conditioning(self, dataset_name: str, has_controls: bool) -> text_rules.ConditioningSpec:
         return text_rules.ConditioningSpec(
@@ -78,26 +82,36 @@ class TextOptions:
 
 @dataclasses.dataclass(frozen=True)
 class ConvertConfig:
-    dataset: str
-    source: str
-    output: str
-    split: str | None = None
-    adapter_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # the adapter's `Options`, by name
-    fps: float | None = None  # None: keep the source rate
-    fit_spans: bool = False  # annotated actions: spread the clip over the span instead of centring it at `fps`
-    frames_per_clip: int = 20
-    context_frames: int = 4
-    frame: frame_ops.FrameSpec = frame_ops.FrameSpec()
-    records_per_shard: int = 256
-    low_percentile: float = 1.0
-    high_percentile: float = 99.0
-    stats_sample_rate: float = 1.0  # fraction of control rows the statistics see; sampled by key hash
-    stats_max_rows: int = DEFAULT_SAMPLE_ROWS  # rows the percentiles are exact up to (schemas.controls)
-    text: TextOptions = TextOptions()
+    """One conversion: every `unisim convert` option is a field here (the flags and the docs' table are generated
+    from these declarations, `schemas.options`)."""
+
+    dataset: str = option(help="adapter name (see `unisim adapters`)")
+    source: str = option(help="the release's directory (local or gs://)")
+    output: str = option(help="output directory (local or gs://); must be new, empty, or a previous output")
+    split: str | None = option(None, "one split only (none: all)")
+    # the adapter's `Options`, by name: from --adapter_option / --adapter_config (the CLI builds it)
+    adapter_options: dict[str, Any] = option(cli=False, default_factory=dict)
+    fps: float | None = option(None, "target frame rate: frames are skipped (or repeated) to the nearest earlier "
+                                     "source frame (none: keep the source rate)")
+    fit_spans: bool = option(False, "annotated actions (ssv2, ego4d, epic_kitchens, video_captions): spread each "
+                                    "clip's frames over the whole annotated span (the rate varies per record) "
+                                    "instead of centring it at --fps")
+    frames_per_clip: int = option(20, "frames per record, history included")
+    context_frames: int = option(4, "history frames overlapping the previous clip")
+    frame: frame_ops.FrameSpec = option(frame_ops.FrameSpec(), "stored frames", flatten=True)
+    records_per_shard: int = option(256, "records per ArrayRecord shard (the shard count follows from it)")
+    low_percentile: float = option(1.0, "control bound percentile: the bottom of bin 0")
+    high_percentile: float = option(99.0, "control bound percentile: the top of bin 4095")
+    stats_sample_rate: float = option(1.0, "fraction of control rows the statistics see (sampled by key hash)")
+    stats_max_rows: int = option(DEFAULT_SAMPLE_ROWS, "control rows the percentiles are exact up to; above, a "
+                                                      "deterministic hash-chosen sample of this many (bounded memory; "
+                                                      "rank error in schemas/controls.py)")
+    text: TextOptions = option(TextOptions(), "text actions", flatten=True)
 
     def __post_init__(self):
         if not 0 <= self.context_frames < self.frames_per_clip:
-            raise ValueError(f"need 0 <= context_frames ({self.context_frames}) < frames_per_clip ({self.frames_per_clip})")
+            raise ValueError(f"need 0 <= context_frames ({self.context_frames}) < frames_per_clip "
+                             f"({self.frames_per_clip})")
         if self.fps is not None and self.fps <= 0:
             raise ValueError(f"fps must be positive, got {self.fps}")
         if self.records_per_shard <= 0:
@@ -230,7 +244,8 @@ class _MakeClipsFn(beam.DoFn):
         controls = np.asarray(episode.controls, np.float32)
         if controls.shape != (len(episode.frames), self._control_dims):
             yield self._reject(episode, episode.episode_id, "malformed_controls",
-                               f"controls have shape {list(controls.shape)}, expected [{len(episode.frames)}, {self._control_dims}]")
+                               f"controls have shape {list(controls.shape)}, expected "
+                               f"[{len(episode.frames)}, {self._control_dims}]")
             return
         try:
             plans, fps = self._plan(episode)
@@ -251,7 +266,8 @@ class _MakeClipsFn(beam.DoFn):
             clip_controls = controls[indices]
             if not np.isfinite(clip_controls).all():
                 bad = sorted({indices[t] for t in np.nonzero(~np.isfinite(clip_controls).all(axis=1))[0]})
-                yield self._reject(episode, key, "non_finite_control", f"NaN or infinite control at source frames {bad}")
+                yield self._reject(episode, key, "non_finite_control",
+                                   f"NaN or infinite control at source frames {bad}")
                 continue
             for i in indices:
                 if i not in encoded:

@@ -14,7 +14,6 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from unisim import fileio
-from unisim.pipelines import output as out
 from unisim.pipelines import shards
 from unisim.schemas.dead_letter import REJECTIONS_PER_FILE, Rejection, dead_letter_name
 
@@ -52,7 +51,8 @@ class WriteDeadLetter(beam.PTransform):
         return summaries, num_files
 
 
-def finish(output: str, summaries: list[tuple[int, dict[str, int]]], num_files: int) -> tuple[list[str], dict[str, int]]:
+def finish(output: str, summaries: list[tuple[int, dict[str, int]]],
+           num_files: int) -> tuple[list[str], dict[str, int]]:
     """(every file name in order, rejections by reason): writes an empty file for each index that got none."""
     by_index = dict(summaries)
     reasons: collections.Counter = collections.Counter()

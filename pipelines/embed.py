@@ -26,16 +26,19 @@ from apache_beam.utils import shared
 
 from unisim.pipelines import shards
 from unisim.pipelines.spill import SpillWriter
+from unisim.schemas.options import option
 from unisim.schemas.text_embeddings import EMBEDDING_PREFIX, encode_entry
 
 
 @dataclasses.dataclass(frozen=True)
 class EncoderSettings:
-    path: str  # transformers checkpoint directory, local or gs://
-    max_tokens: int = 64
-    batch_size: int = 32
-    device: str = "cpu"
-    threads: int | None = None  # torch intra-op threads per worker process (None: torch's default)
+    path: str = option(help="T5 checkpoint directory in transformers format, local or gs:// (without it texts are "
+                            "written and counted but not embedded)", flag="text_encoder", metavar="PATH")
+    max_tokens: int = option(64, "encoder tokens per text, EOS included", flag="text_max_tokens")
+    batch_size: int = option(32, "texts per encoder forward pass", flag="text_batch_size")
+    device: str = option("cpu", "torch device for the encoder, e.g. cuda", flag="text_encoder_device")
+    threads: int | None = option(None, "torch intra-op threads per worker process (none: torch's default)",
+                                 flag="text_encoder_threads")
 
     def __post_init__(self):
         if self.max_tokens < 2:

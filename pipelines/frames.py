@@ -7,11 +7,14 @@ import dataclasses
 import cv2
 import numpy as np
 
+from unisim.schemas.options import option
+
 INTERPOLATIONS = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR}
 
 
 class FrameError(ValueError):
-    """A frame could not be used; `reason` is the dead-letter code: missing_image, truncated_image, undecodable_image."""
+    """A frame could not be used; `reason` is the dead-letter code: missing_image, truncated_image,
+    undecodable_image."""
 
     def __init__(self, message: str, reason: str = "undecodable_image"):
         super().__init__(message)
@@ -31,12 +34,15 @@ class FrameSpec:
     `fit="pad"` scales so it fits inside and pads with black (keeps everything, adds borders).
     """
 
-    height: int = 192
-    width: int = 320
-    fit: str = "crop"
-    interpolation: str = "area"
-    image_format: str = "jpeg"
-    jpeg_quality: int = 95
+    height: int = option(192, "stored frame height: 192×320 is the largest size the cascade needs (the paper's "
+                              "second super-resolution stage)")
+    width: int = option(320, "stored frame width")
+    fit: str = option("crop", "fit to the stored size by centre crop (loses edges) or by padding with black",
+                      choices=("crop", "pad"))
+    interpolation: str = option("area", "resize filter (docs/reliability.md, 'Resize filter')",
+                                choices=("area", "linear"))
+    image_format: str = option("jpeg", "how stored frames are encoded", choices=("jpeg", "png"))
+    jpeg_quality: int = option(95, "JPEG quality of stored frames, 1–100")
 
     def __post_init__(self):
         if self.height <= 0 or self.width <= 0:

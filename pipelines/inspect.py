@@ -12,7 +12,6 @@ import cv2
 import numpy as np
 
 from unisim import fileio
-from unisim.pipelines import output as out
 from unisim.schemas import record as rec
 from unisim.schemas.dead_letter import Rejection
 from unisim.schemas.manifest import MANIFEST_NAME, Manifest
@@ -24,7 +23,8 @@ MAX_TEXTS = 50
 def load_manifest(directory: str) -> Manifest:
     path = fileio.join(directory, MANIFEST_NAME)
     if not fileio.exists(path):
-        raise FileNotFoundError(f"{directory} has no {MANIFEST_NAME}: not a converted directory, or its run did not finish")
+        raise FileNotFoundError(f"{directory} has no {MANIFEST_NAME}: not a converted directory, or its run did "
+                                "not finish")
     return Manifest.loads(fileio.read_text(path))
 
 

@@ -48,7 +48,8 @@ class OrderedLanes:
         self._threads = threads
         self._ahead = ahead
         self._max_pending = threads * ahead
-        self._lanes = [ThreadPoolExecutor(1, thread_name_prefix=f"lane{i}") for i in range(threads)] if threads > 1 else []
+        self._lanes = ([ThreadPoolExecutor(1, thread_name_prefix=f"lane{i}") for i in range(threads)]
+                       if threads > 1 else [])
         self._busy = [0] * threads  # items submitted to each lane and not yet drained
         self._affinity: collections.OrderedDict[Hashable, int] = collections.OrderedDict()
         self._pending: collections.deque[tuple[int, queue.Queue]] = collections.deque()

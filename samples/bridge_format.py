@@ -40,7 +40,8 @@ def write_raw_trajectory(traj_dir: str, images: Sequence[np.ndarray | bytes | No
     for t, image in enumerate(images):
         if image is None:
             continue
-        data = image if isinstance(image, bytes) else cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))[1].tobytes()
+        data = (image if isinstance(image, bytes)
+                else cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))[1].tobytes())
         with open(os.path.join(traj_dir, "images0", f"im_{t}.jpg"), "wb") as f:
             f.write(data)
     steps = len(images)
@@ -93,7 +94,8 @@ def rlds_episode(images: Sequence, actions: np.ndarray, instruction: str, file_p
         "steps": [{
             "observation": {"image_0": images[t], "image_1": blank, "image_2": blank, "image_3": blank,
                             "state": np.zeros(7, np.float32)},
-            "action": np.asarray(actions[t], np.float32), "discount": np.float32(1), "reward": np.float32(t == steps - 1),
+            "action": np.asarray(actions[t], np.float32), "discount": np.float32(1),
+            "reward": np.float32(t == steps - 1),
             "is_first": t == 0, "is_last": t == steps - 1, "is_terminal": t == steps - 1,
             "language_instruction": instruction, "language_embedding": np.zeros(512, np.float32),
         } for t in range(steps)],

@@ -42,7 +42,16 @@ def write_tfds_dataset(
         def _generate_examples(self, make_examples):
             yield from make_examples()
 
+        # TFDS announces "Downloading and preparing dataset …": nothing is downloaded here, the samples are
+        # written offline, so say nothing (the caller prints the path).
+        def _log_download_bytes(self):
+            pass
+
+        def _log_download_done(self):
+            pass
+
     _Builder.name = name
+    tfds.disable_progress_bar()  # per-example progress bars for a few local files are noise
     with tempfile.TemporaryDirectory(prefix="unisim-tfds-dl-") as download_dir:
         config = tfds.download.DownloadConfig(
             compute_stats=tfds.download.ComputeStatsMode.SKIP,

@@ -294,6 +294,13 @@ def _episode_example(job: tuple[int, int, int]) -> tuple[str, dict]:
     return episode_id, {"episode_id": episode_id, "steps": episode["steps"]}
 
 
+def instruction_corpus() -> list[str]:
+    """Every instruction of the world, with its dataset name as domain prefix (as `unisim convert` writes them):
+    the vocabulary of the tiny stand-in text encoder (`samples.tiny_t5`)."""
+    return [f"{SAMPLE_NAME}: " + template.format(color) for template in INSTRUCTION_TEMPLATES.values()
+            for color in BLOCK_COLORS]
+
+
 def write_sample(data_dir: str, num_episodes: int = 8, seed: int = 0, max_steps: int = 30,
                  name: str = SAMPLE_NAME, num_shards: int | None = None, workers: int = 1) -> str:
     """Simulates `num_episodes` scripted episodes and writes them in the Language Table RLDS format.

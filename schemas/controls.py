@@ -177,7 +177,8 @@ class ControlTokenizer:
             raise ValueError(f"controls have {values.shape[-1:]} dims, statistics have {len(self.low)}")
         if not np.isfinite(values).all():
             raise ValueError("controls contain NaN or infinite values")
-        unit = (np.clip(values.astype(np.float64), self.low, self.high) - self.low) / np.where(self.width > 0, self.width, 1.0)
+        unit = ((np.clip(values.astype(np.float64), self.low, self.high) - self.low)
+                / np.where(self.width > 0, self.width, 1.0))
         tokens = np.floor(unit * self.num_bins)
         tokens = np.where(self.width > 0, tokens, 0)
         return np.clip(tokens, 0, self.num_bins - 1).astype(np.uint16)

@@ -106,7 +106,8 @@ class ClipRecord:
         return len(self.frames) - self.context_frames
 
 
-_SCALAR_FIELDS = tuple(f.name for f in dataclasses.fields(ClipRecord) if f.name not in _ARRAY_DTYPES and f.name != "frames")
+_SCALAR_FIELDS = tuple(f.name for f in dataclasses.fields(ClipRecord)
+                       if f.name not in _ARRAY_DTYPES and f.name != "frames")
 
 
 def encode(record: ClipRecord) -> bytes:
@@ -172,7 +173,8 @@ def decode(data: bytes, validate_record: bool = True) -> ClipRecord:
         try:
             values[name] = np.frombuffer(raw, dtype=np.dtype(spec["dtype"])).reshape(spec["shape"])
         except ValueError as e:
-            raise RecordError(name, f"bytes do not match dtype {spec['dtype']} and shape {spec['shape']}: {e}") from None
+            raise RecordError(name, f"bytes do not match dtype {spec['dtype']} and shape {spec['shape']}: "
+                                    f"{e}") from None
     values["frames"] = [bytes(take(off, size, "frames")) for off, size in header["frames"]]
     record = ClipRecord(**values)
     if validate_record:
@@ -180,7 +182,8 @@ def decode(data: bytes, validate_record: bool = True) -> ClipRecord:
         if header.get("key") != record.key:
             raise RecordError("key", f"stored key {header.get('key')!r} does not match {record.key!r}")
         if header.get("text_key") != record.text_key:
-            raise RecordError("text_key", f"stored text key {header.get('text_key')!r} does not match the conditioning text")
+            raise RecordError("text_key", f"stored text key {header.get('text_key')!r} does not match the "
+                                          "conditioning text")
     return record
 
 
@@ -233,13 +236,16 @@ def validate(record: ClipRecord) -> None:
     else:
         require(fps > 0, "fps", "video records need fps > 0")
     controls = np.asarray(record.controls)
-    require(controls.ndim == 2 and controls.shape[0] == n, "controls", f"must have shape [{n}, D], got {controls.shape}")
+    require(controls.ndim == 2 and controls.shape[0] == n, "controls",
+            f"must have shape [{n}, D], got {controls.shape}")
     require(controls.dtype == np.float32, "controls", f"must be float32, got {controls.dtype}")
     require(bool(np.isfinite(controls).all()), "controls", "contains NaN or infinite values")
     tokens = np.asarray(record.control_tokens)
-    require(tokens.shape == controls.shape, "control_tokens", f"shape {tokens.shape} differs from controls {controls.shape}")
+    require(tokens.shape == controls.shape, "control_tokens",
+            f"shape {tokens.shape} differs from controls {controls.shape}")
     require(tokens.dtype == np.uint16, "control_tokens", f"must be uint16, got {tokens.dtype}")
-    require(tokens.size == 0 or int(tokens.max()) < NUM_CONTROL_BINS, "control_tokens", f"tokens must be < {NUM_CONTROL_BINS}")
+    require(tokens.size == 0 or int(tokens.max()) < NUM_CONTROL_BINS, "control_tokens",
+            f"tokens must be < {NUM_CONTROL_BINS}")
     indices = np.asarray(record.frame_indices)
     require(indices.shape == (n,) and indices.dtype == np.int32, "frame_indices", f"must be int32 [{n}]")
     require(bool((np.diff(indices) >= 0).all()), "frame_indices", "must be non-decreasing")

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from unisim.schemas.controls import ControlTokenizer
+from unisim.schemas.options import option
 from unisim.schemas.text_embeddings import stored
 from unisim.simulator.checkpoint import Stage, load_stage
 from unisim.trainer import diffusion
@@ -53,32 +54,21 @@ class Action:
 
 @dataclasses.dataclass(frozen=True)
 class SamplerSettings:
-    sampler: str = "ddim"  # "ddim" (few deterministic steps) or "ancestral" (the paper's: 256 steps, γ = 0.1)
-    steps: int = 16
-    gamma: float = 0.1  # ancestral: log-variance interpolation between the posterior and the prior variance
-    guidance: float = 1.0  # η of Eq. 2; 0 samples the action-conditional model alone (one model call per step)
-    text_only_guidance: float = 4.0  # η for the first step from white placeholder frames
+    sampler: str = option("ddim", "ddim: few deterministic steps; ancestral: the paper's (256 steps, γ 0.1)",
+                          choices=("ddim", "ancestral"))
+    steps: int | None = option(None, "sampler steps (none: 16 for ddim, 256 for ancestral)")
+    gamma: float = option(0.1, "ancestral: log-variance interpolation between the posterior and the prior variance")
+    guidance: float = option(1.0, "classifier-free guidance η of Eq. 2; 0 samples the action-conditional model alone "
+                                  "(one model call per step)")
+    text_only_guidance: float = option(4.0, "η for the first step of a text-only start (white placeholder frames)")
 
     def __post_init__(self):
         if self.sampler not in ("ddim", "ancestral"):
             raise ValueError(f"sampler must be 'ddim' or 'ancestral', not {self.sampler!r}")
+        if self.steps is None:  # frozen: set through object.__setattr__, once, here
+            object.__setattr__(self, "steps", 256 if self.sampler == "ancestral" else 16)
         if self.steps < 1:
             raise ValueError(f"sampler steps must be at least 1, not {self.steps}")
-
-    @staticmethod
-    def add_flags(parser) -> None:
-        """The sampler's command-line flags (`unisim rollout`, `unisim serve`)."""
-        parser.add_argument("--sampler", choices=("ddim", "ancestral"), default="ddim",
-                            help="ddim: few deterministic steps (default); ancestral: the paper's")
-        parser.add_argument("--steps", type=int, help="sampler steps (default: 16 for ddim, 256 for ancestral)")
-        parser.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance η of Eq. 2")
-        parser.add_argument("--text_only_guidance", type=float, default=4.0,
-                            help="η for the first step of a text-only start (white placeholder frames)")
-
-    @classmethod
-    def from_flags(cls, args) -> "SamplerSettings":
-        return cls(sampler=args.sampler, steps=args.steps or (256 if args.sampler == "ancestral" else 16),
-                   guidance=args.guidance, text_only_guidance=args.text_only_guidance)
 
 
 @dataclasses.dataclass

@@ -1,4 +1,4 @@
-"""`unisim eval`: does the simulator follow actions? Measured on held-out tabletop clips (the sample world's
+"""Does the simulator follow actions? (`unisim eval`) Measured on held-out tabletop clips (the sample world's
 magenta end effector can be found by colour).
 
     unisim eval --checkpoint runs/base --data demo-output/clips/tabletop-heldout \
@@ -28,11 +28,8 @@ comparing rows of one run, never published FVD (plug in I3D with --fidelity_net 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import os
-import sys
 
 import numpy as np
 
@@ -83,8 +80,8 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
 def held_out_clips(directory: str, size: tuple[int, int], frames: int, count: int, min_targets: int = 4,
                    history: int = 4) -> list[dict]:
     """Up to `count` clips with at least `min_targets` target frames (at most `frames`): history (the context
-    frames, or the first `history` frames of a clip without), targets, text and the [frames, D] controls leading to each target (the last row repeated past
-    the clip's end, since the model always makes `frames`), at `size`."""
+    frames, or the first `history` frames of a clip without), targets, text and the [frames, D] controls leading to
+    each target (the last row repeated past the clip's end, since the model always makes `frames`), at `size`."""
     import grain
 
     from unisim.schemas import record as rec
@@ -194,7 +191,8 @@ def evaluate(checkpoint: str, data: str, *, history_ablation: str | None = None,
 def format_table(result: dict) -> str:
     fmt = lambda v, spec: "—" if v is None else format(v, spec)  # noqa: E731
     lines = [f"held-out clips: {result['clips']} from {result['data']}; checkpoint step {result['step']}; "
-             f"sampler {result['sampler']['sampler']} {result['sampler']['steps']} steps, η {result['sampler']['guidance']}",
+             f"sampler {result['sampler']['sampler']} {result['sampler']['steps']} steps, "
+             f"η {result['sampler']['guidance']}",
              "| condition | action error (px) | effector found | PSNR (dB) | SSIM | FVD* (random net) |",
              "| --- | --- | --- | --- | --- | --- |"]
     for r in result["rows"]:
@@ -204,32 +202,3 @@ def format_table(result: dict) -> str:
         lines.append(f"| {r['name']} | {error} | {found} | {r['psnr']:.2f} | {r['ssim']:.3f} | "
                      f"{fmt(r.get('fvd'), '.4f')} |")
     return "\n".join(lines)
-
-
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="unisim eval", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="the base model: a training workdir or checkpoints/STEP")
-    parser.add_argument("--data", required=True, help="converted held-out tabletop clips (a convert output folder)")
-    parser.add_argument("--history_ablation", help="the same training with --config.input.history_frames=1")
-    parser.add_argument("--clips", type=int, default=32, help="held-out clips to evaluate (default 32)")
-    parser.add_argument("--fidelity_net", default="random-video", help="random-video, i3d:PATH, … or '' for none")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output", help="write the result as JSON here")
-    SamplerSettings.add_flags(parser)
-    args = parser.parse_args(argv)
-    if args.steps is None and args.sampler == "ddim":
-        args.steps = 8  # CPU-sized default for evaluation
-    try:
-        result = evaluate(args.checkpoint, args.data, history_ablation=args.history_ablation, clips=args.clips,
-                          sampler=SamplerSettings.from_flags(args), seed=args.seed,
-                          fidelity_net=args.fidelity_net or None)
-    except (ValueError, OSError) as e:
-        print(f"unisim eval: error: {e}", file=sys.stderr)
-        return 2
-    print(format_table(result))
-    if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=1)
-        print(f"[eval] wrote {args.output}")
-    return 0

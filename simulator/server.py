@@ -38,7 +38,6 @@ session_timeout_s are dropped. No authentication: it binds 127.0.0.1 unless told
 
 from __future__ import annotations
 
-import argparse
 import base64
 import collections
 import dataclasses
@@ -48,17 +47,15 @@ import logging
 import re
 import secrets
 import signal
-import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 
 from unisim.simulator.client import ServerError, decode_array, encode_array
-from unisim.simulator.core import Action, ActionError, SamplerSettings, Session, Simulator
+from unisim.simulator.core import Action, ActionError, Session, Simulator
 
 logger = logging.getLogger(__name__)
 
@@ -461,37 +458,10 @@ def serve(simulator: Simulator, host: str = "127.0.0.1", port: int = 8470, **kwa
     return SimulatorServer(simulator, host, port, **kwargs).start()
 
 
-# -------------------------------------------------------------------------------------------------------- CLI
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`unisim serve`: serves trained checkpoints until interrupted."""
-    p = argparse.ArgumentParser(prog="unisim serve", description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", required=True, help="the base model's workdir (or a checkpoints/STEP in it)")
-    p.add_argument("--super_resolution", nargs="+", default=[], metavar="DIR", help="super-resolution stages, in order")
-    p.add_argument("--host", default="127.0.0.1", help="IPv4 bind address (default 127.0.0.1; no authentication)")
-    p.add_argument("--port", type=int, default=8470, help="port (default 8470; 0: any free port)")
-    SamplerSettings.add_flags(p)
-    p.add_argument("--text_encoder", default=None, help="T5 checkpoint (default: the one the run recorded)")
-    p.add_argument("--max_batch", type=int, default=32, help="sessions per sampler call (default 32)")
-    p.add_argument("--batch_window_s", type=float, default=0.005, help="wait after a step for others (default 0.005)")
-    p.add_argument("--session_timeout_s", type=float, default=600.0, help="idle sessions are dropped (default 600)")
-    p.add_argument("--max_sessions", type=int, default=1024, help="sessions held at once (default 1024)")
-    args = p.parse_args(argv)
-    try:  # a bad checkpoint, sampler setting or address is a one-line error, not a traceback
-        simulator = Simulator.from_checkpoints(args.checkpoint, args.super_resolution,
-                                               sampler=SamplerSettings.from_flags(args),
-                                               max_batch=args.max_batch, text_encoder=args.text_encoder)
-        server = serve(simulator, args.host, args.port, batch_window_s=args.batch_window_s,
-                       session_timeout_s=args.session_timeout_s, max_sessions=args.max_sessions)
-    except (OSError, ValueError) as e:  # CheckpointError is a ValueError; an address in use an OSError
-        print(f"unisim serve: error: {e}", file=sys.stderr)
-        return 2
-    if args.host not in ("127.0.0.1", "localhost"):
-        print(f"unisim serve: warning: listening on {args.host} without authentication", flush=True)
-    print(f"unisim serve: {server.url} (frames {simulator.frames} × {simulator.output_size}, max_batch "
-          f"{simulator.max_batch}); Ctrl-C stops", flush=True)
-    # Ctrl-C and SIGTERM (what process managers send) stop it cleanly. Installed explicitly: a process started in
-    # the background by a non-interactive shell inherits SIGINT ignored, and Python then raises no KeyboardInterrupt.
+def serve_forever(server: SimulatorServer) -> None:
+    """Blocks until Ctrl-C or SIGTERM, then stops `server`. The handlers are installed explicitly: a process
+    started in the background by a non-interactive shell inherits SIGINT ignored, and Python then raises no
+    KeyboardInterrupt."""
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.default_int_handler)
     try:
@@ -501,4 +471,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         pass
     finally:
         server.stop()
-    return 0

@@ -2,9 +2,9 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import pytest  # noqa: E402
+import pytest
 
-import fixtures  # noqa: E402
+import fixtures
 
 
 @pytest.fixture(scope="session")

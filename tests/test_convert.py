@@ -163,10 +163,12 @@ def test_cli_inspect_json_and_preview(converted, tmp_path):
     assert summary["schema_version"] == rec.SCHEMA_VERSION and summary["records"] == 5
     assert summary["datasets"] == {"language_table": 5}
     assert summary["rejected"] == 4 and summary["rejected_reasons"] == EXPECTED_REASONS
-    assert summary["dead_letter"] == {"files": 1, "rejections": 4, "reasons": EXPECTED_REASONS, "matches_manifest": True}
+    assert summary["dead_letter"] == {"files": 1, "rejections": 4, "reasons": EXPECTED_REASONS,
+                                      "matches_manifest": True}
     assert summary["frame_shape"] == [192, 320, 3] and summary["frames_per_record"] == [13, 16]
     assert sorted(summary["action_texts"]) == [f"push the block {e} to the left" for e in (0, 1, 4)]
-    assert summary["control_tokens"]["dims"] == 2 and 0 <= summary["control_tokens"]["min"] < summary["control_tokens"]["max"] <= 4095
+    tokens = summary["control_tokens"]
+    assert tokens["dims"] == 2 and 0 <= tokens["min"] < tokens["max"] <= 4095
     import cv2
 
     sheet = cv2.imread(preview)

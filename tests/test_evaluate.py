@@ -3,6 +3,7 @@ smoke-test size."""
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 
@@ -91,3 +92,20 @@ def test_the_demo_runs_end_to_end_at_smoke_size(tmp_path):
     assert "rollout-text.gif" in report and "copy last frame" in report and "shuffled controls" in report
     assert "4 minutes</b> of wall time" in report  # the budget is stated beside the table
     assert f"Open {os.path.join(workdir, 'report.html')}" in result.stdout
+    # The README's examples run as written on the demo's output tree (only its location differs here).
+    for command in readme_examples():
+        words = [w.replace("demo-output", workdir) for w in shlex.split(command)]
+        assert words[0] == ".venv/bin/unisim", command
+        run = subprocess.run([sys.executable, "-m", "unisim.cli", *words[1:]], capture_output=True, text=True,
+                             cwd=ROOT)
+        assert run.returncode == 0, (command, run.stderr[-3000:])
+    assert os.path.exists(os.path.join(workdir, "mine.gif")) and os.path.exists(os.path.join(workdir, "my-clips"))
+
+
+def readme_examples() -> list[str]:
+    """The commands between the README's `examples` markers."""
+    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    block = text.split("<!-- examples:start -->")[1].split("<!-- examples:end -->")[0]
+    commands = [line for line in block.splitlines() if line.startswith(".venv/bin/unisim")]
+    assert len(commands) == 5
+    return commands

@@ -63,7 +63,8 @@ def test_outputs_follow_the_condition_unless_it_is_dropped(model_and_params):
                                atol=1e-5)  # the null condition ignores text and controls
     other_history = conditioning(0, (True, True))
     other_history.history = -other_history.history
-    assert float(jnp.abs(apply(params, noisy, logsnr, other_history) - apply(params, noisy, logsnr, dropped)).max()) > 1e-4
+    difference = apply(params, noisy, logsnr, other_history) - apply(params, noisy, logsnr, dropped)
+    assert float(jnp.abs(difference).max()) > 1e-4
 
 
 def test_super_resolution_blocks_use_temporal_convolution_not_attention():

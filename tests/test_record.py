@@ -36,7 +36,8 @@ def test_round_trip_keeps_every_field_and_is_deterministic():
         else:
             assert a == b, field.name
     assert back.key == "ep/7/00003" and back.target_frames == 3
-    assert back.text_key == rec.text_key("toy: push the red block left controls: 0.10 0.20") and len(back.text_key) == 32
+    assert back.text_key == rec.text_key("toy: push the red block left controls: 0.10 0.20")
+    assert len(back.text_key) == 32
     assert make_record(conditioning_text="").text_key == ""  # no text: the unconditional embedding
     frames = rec.decode_frames(back)
     assert frames.shape == (5, 8, 12, 3) and frames.dtype == np.uint8

@@ -1,4 +1,5 @@
-"""RT-1, BridgeData V2 (raw and RLDS) and generic RLDS: fixtures in the official layouts, through the conformance kit."""
+"""RT-1, BridgeData V2 (raw and RLDS) and generic RLDS: fixtures in the official layouts, through the conformance
+kit."""
 
 import os
 
@@ -78,7 +79,8 @@ def test_generic_rlds_errors_name_what_the_dataset_has(rt1_dir):
         "base_displacement_vector", "base_displacement_vertical_rotation", "gripper_closedness_action",
         "rotation_delta", "terminate_episode", "world_vector"))
     with pytest.raises(ValueError, match="image 'observation/wrist' is not an image step feature"):
-        registry.create("rlds", rt1_dir, options={"fps": 3, "image": "observation/wrist", "actions": "action/world_vector"})
+        registry.create("rlds", rt1_dir,
+                        options={"fps": 3, "image": "observation/wrist", "actions": "action/world_vector"})
     with pytest.raises(ValueError, match="unknown adapter option.*camera; its options: actions, episode_id, fps"):
         registry.create("rlds", rt1_dir, options={"camera": 1})
     with pytest.raises(ValueError, match="rlds option fps: expected float, got 'fast'"):
@@ -171,7 +173,8 @@ def test_unisim_convert_converts_each_fixture(dataset, rt1_dir, bridge_raw, tmp_
     manifest = Manifest.loads(open(os.path.join(output, "manifest.json")).read())
     assert manifest.records == expect["records"] and manifest.rejected_reasons == expect["rejected_reasons"]
     out = capsys.readouterr().out
-    assert f"→ {expect['records']} records" in out
+    noun = "record" if expect["records"] == 1 else "records"  # "1 record", not "1 records"
+    assert f"→ {expect['records']} {noun} in" in out
     if dataset == "rlds":  # the command line overrides the file
         assert manifest.options["adapter_options"] == {"fps": "10", "episode_id": "episode_metadata/episode_id"}
         assert manifest.fps == 10.0

@@ -232,9 +232,9 @@ def test_limits_and_session_timeout(sim, server):
 
 def test_cli_serves_until_interrupted(tiny_workdirs):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    process = subprocess.Popen([sys.executable, "-c", "import sys; from unisim.simulator.server import main; "
-                                "sys.exit(main(sys.argv[1:]))", "--checkpoint", tiny_workdirs["base"], "--port", "0",
-                                "--steps", "2", "--max_batch", "4"], cwd=root, stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen([sys.executable, "-m", "unisim.cli", "serve", "--checkpoint", tiny_workdirs["base"],
+                                "--port", "0", "--steps", "2", "--max_batch", "4"], cwd=root, stdout=subprocess.PIPE,
+                               text=True)
     try:
         line = process.stdout.readline()
         assert line.startswith("unisim serve: http://127.0.0.1:"), line

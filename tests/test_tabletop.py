@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("pybullet")
 
-from unisim.samples import language_table_format, tabletop  # noqa: E402
+from unisim.samples import language_table_format, tabletop
 
 INSTRUCTION_PATTERN = re.compile(r"push the (red|blue|green|yellow) block (to the left|to the right|up|down)")
 

@@ -46,7 +46,8 @@ def test_conditioning_text_joins_prefix_text_and_controls():
     controls = np.array([[0.0, 0.0], [0.1, -0.2], [0.3, -0.4]], np.float32)
     spec = tx.ConditioningSpec(domain_prefix="language_table", controls_as_text=True, controls_text_steps=2)
     # context 1: rows 0..1 act on the targets (frames 1, 2)
-    assert tx.conditioning_text(spec, "push left", controls, 1) == "language_table: push left controls: 0.00 0.00, 0.10 -0.20"
+    expected = "language_table: push left controls: 0.00 0.00, 0.10 -0.20"
+    assert tx.conditioning_text(spec, "push left", controls, 1) == expected
     assert tx.conditioning_text(tx.ConditioningSpec(), "push left", controls, 1) == "push left"
     assert tx.conditioning_text(spec, "", controls, 1) == "language_table: controls: 0.00 0.00, 0.10 -0.20"
     assert tx.conditioning_text(tx.ConditioningSpec(domain_prefix="habitat"), "", None) == "habitat"

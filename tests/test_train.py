@@ -61,7 +61,8 @@ def test_the_tiny_config_learns_and_writes_checkpoints_logs_and_samples(referenc
     assert len(losses) == STEPS
     assert sum(losses[-4:]) / 4 < 0.9 * sum(losses[:4]) / 4, losses
     assert sorted(os.listdir(os.path.join(reference_run, "checkpoints"))) == ["16", "8"]
-    assert any(name.startswith("events.out.tfevents") for name in os.listdir(os.path.join(reference_run, "tensorboard")))
+    events = os.listdir(os.path.join(reference_run, "tensorboard"))
+    assert any(name.startswith("events.out.tfevents") for name in events)
     assert sorted(os.listdir(os.path.join(reference_run, "samples"))) == [
         "step00000008_0.gif", "step00000008_1.gif", "step00000016_0.gif", "step00000016_1.gif"]
     row = json.loads(open(os.path.join(reference_run, "metrics.jsonl")).readline())

@@ -82,7 +82,8 @@ def _narrations(uid, *items):
     """One annotator's pass as the release writes it: every narration and summary carries the pass's uid."""
     return {"narrations": [{"timestamp_sec": t, "timestamp_frame": round(t * 30) if isinstance(t, float) else t,
                             "narration_text": text, "annotation_uid": uid} for t, text in items],
-            "summaries": [{"start_sec": 0.0, "end_sec": 3.0, "summary_text": "#Summary C cooks", "annotation_uid": uid}]}
+            "summaries": [{"start_sec": 0.0, "end_sec": 3.0, "summary_text": "#Summary C cooks",
+                           "annotation_uid": uid}]}
 
 
 EGO4D_NARRATIONS = {

@@ -1,7 +1,8 @@
 """Training input: grain over the converted ArrayRecord shards, mixed by weight, at the base model's shape.
 
     mixture spec ─▶ sources (dir, weight) ─▶ per source: this process's shards (`Share`), fetched if remote
-                  ─▶ endless, per-epoch reshuffled index stream over them ─▶ grain mix by weight ─▶ batches of record bytes ─▶ decoded straight into batch arrays
+                  ─▶ endless, per-epoch reshuffled index stream over them ─▶ grain mix by weight
+                  ─▶ batches of record bytes ─▶ decoded straight into batch arrays
                      (JPEG decode at the target scale, text embedding, control tokens, condition drop)
 
 Decoding a whole batch into preallocated arrays, not example by example and then stacking, saves a copy of every
@@ -30,7 +31,7 @@ An example (numpy, batched along a leading axis):
 | `frames` | [T, h, w, 3] uint8 | the target frames, resized to (h, w) from the stored size; zeros after a short clip |
 | `frame_mask` | [T] bool | which target slots hold a frame |
 | `text`, `text_mask` | [L, d] float16, [L] bool | the conditioning text's T5 embedding, padded to L tokens |
-| `controls`, `control_mask` | [T, D] int32, [T, D] bool | for target t, the 4096-bin tokens of the action taken at the frame before it (the action that leads to t); D is the widest source's, padded |
+| `controls`, `control_mask` | [T, D] int32, [T, D] bool | target t's bins: the action leading to t (D: widest) |
 | `drop_condition` | [] bool | classifier-free guidance: this example trains the null condition |
 | `source` | [] int32 | index of the mixture component it came from |
 """
@@ -67,7 +68,9 @@ class Source:
 
 @dataclasses.dataclass(frozen=True)
 class InputConfig:
-    batch_size: int = 8
+    """The training input; defaults are the paper's base model (Table 6; `trainer/configs/base.py` takes them)."""
+
+    batch_size: int = 256  # the global batch; each of H processes loads batch_size / H
     frames: int = 16  # target frames per example
     history_frames: int = 4
     height: int = 24
@@ -75,8 +78,8 @@ class InputConfig:
     text_tokens: int = 64
     condition_drop: float = 0.1  # classifier-free guidance: probability of training the null condition
     seed: int = 0
-    threads: int = 4  # grain read threads
-    prefetch: int = 4  # batches prefetched; also the most batches grain decodes at once (keep >= threads)
+    threads: int = 16  # grain read threads
+    prefetch: int = 16  # batches prefetched; also the most batches grain decodes at once (keep >= threads)
     random_window: bool = False  # targets start at a random frame of the record, not after its context frames
     cache_dir: str = os.path.join(os.path.expanduser("~"), ".cache", "unisim", "shards")  # copies of remote sources
 

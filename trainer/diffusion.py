@@ -120,8 +120,9 @@ def _sample_loop(denoise, noise: jax.Array, steps: int, update, prediction: str,
 
 def ddim_sample(denoise, noise: jax.Array, steps: int, prediction: str = "eps", bound: float = 1.0) -> jax.Array:
     """Deterministic DDIM sampling (η_DDIM = 0) from pure noise in `steps` steps on the cosine schedule;
-    `denoise(z, logsnr[B])` → the network's output (ε, v or x: `prediction`). Returns x in [-1, 1]. Each step moves to the next noise level along the predicted
-    noise, so a few steps (8–32) give usable samples — the fast sampler."""
+    `denoise(z, logsnr[B])` → the network's output (ε, v or x: `prediction`). Returns x in [-1, 1]. Each step moves
+    to the next noise level along the predicted noise, so a few steps (8–32) give usable samples — the fast
+    sampler."""
 
     def update(i, z, eps, x, logsnr_t, logsnr_s):
         alpha_s, sigma_s = alpha_sigma(logsnr_s)

@@ -1,4 +1,4 @@
-"""`unisim train`: the base video model's training loop — one readable main in sections, big_vision style.
+"""The training loop of a model stage — one readable main in sections, big_vision style (`unisim train` calls it).
 
     unisim train --config trainer/configs/tiny.py --workdir /tmp/run [--mixture SPEC] [--steps N] [--config.k=v]
 
@@ -57,7 +57,8 @@ def fsdp_spec(shape: tuple[int, ...], fsdp: int):
 
 def make_optimizer(opt):
     schedule = optax.join_schedules(
-        [optax.linear_schedule(0.0, opt.learning_rate, max(1, opt.warmup_steps)), optax.constant_schedule(opt.learning_rate)],
+        [optax.linear_schedule(0.0, opt.learning_rate, max(1, opt.warmup_steps)),
+         optax.constant_schedule(opt.learning_rate)],
         [max(1, opt.warmup_steps)])
     return optax.chain(optax.clip_by_global_norm(opt.clip_norm), optax.scale_by_adam(b1=opt.b1, b2=opt.b2),
                        optax.scale_by_learning_rate(schedule)), schedule
@@ -319,40 +320,3 @@ class _Writer:
     def close(self) -> None:
         self._tb.close()
         self._jsonl.close()
-
-
-# -------------------------------------------------------------------------------------------------- CLI
-
-
-def main(argv: list[str]) -> int:
-    """absl-style flags (ml_collections `--config` with `--config.key=value` overrides); parsed before grain runs."""
-    from absl import flags
-    from ml_collections import config_flags
-
-    flag_values = flags.FlagValues()
-    # sys_argv: the `--config.key=value` overrides are found in this list, not in the process's sys.argv, so
-    # main() works when called in-process (unisim demo) as well as from the command line.
-    config_flags.DEFINE_config_file("config", None, "a trainer config .py file", flag_values=flag_values,
-                                    sys_argv=["unisim-train", *argv])
-    flags.DEFINE_string("workdir", None, "checkpoints, TensorBoard events and metrics go here", flag_values=flag_values)
-    flags.DEFINE_string("mixture", None, "mixture .py file or DIR:WEIGHT,… (default: the config's)",
-                        flag_values=flag_values)
-    flags.DEFINE_integer("steps", None, "train until this step (default: the config's)", flag_values=flag_values)
-    flags.DEFINE_string("coordinator_address", None, "multi-process: HOST:PORT of process 0", flag_values=flag_values)
-    flags.DEFINE_integer("num_processes", None, "multi-process: how many", flag_values=flag_values)
-    flags.DEFINE_integer("process_id", None, "multi-process: this one's index", flag_values=flag_values)
-    flag_values(["unisim-train", *argv])
-    if flag_values.config is None or flag_values.workdir is None:
-        raise SystemExit("unisim train: --config and --workdir are required")
-    if flag_values.num_processes:
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU hosts; ignored by accelerators
-        jax.distributed.initialize(flag_values.coordinator_address, flag_values.num_processes,
-                                   flag_values.process_id)
-    rows = train(flag_values.config, flag_values.workdir, flag_values.mixture, flag_values.steps)
-    if rows:
-        print(f"[train] done: step {rows[-1]['step']}, loss {rows[-1]['loss']:.4f}; see {flag_values.workdir}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

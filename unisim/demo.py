@@ -37,26 +37,29 @@ class _Clock:
         print(f"[demo] {stage}: {time.monotonic() - began:.1f} s", flush=True)
 
 
-def _convert(cli_main, dataset: str, source: str, output: str, encoder: str, extra: list[str] = ()) -> dict:
-    status = cli_main(["convert", "--dataset", dataset, "--source", source, "--output", output, "--text_encoder",
-                       encoder, "--records_per_shard", "32", *extra])
-    if status:
-        raise RuntimeError(f"converting {dataset} failed (exit {status})")
-    with open(os.path.join(output, "manifest.json"), encoding="utf-8") as f:
-        manifest = json.load(f)
-    return {"dataset": dataset, "records": manifest["records"], "rejected": manifest["rejected"],
-            "reasons": manifest["rejected_reasons"], "output": output}
+def _convert(dataset: str, source: str, output: str, encoder: str, clip_threads: int,
+             controls_as_text: bool | None = None) -> dict:
+    from unisim.pipelines import convert
+    from unisim.pipelines.embed import EncoderSettings
+
+    text = convert.TextOptions(controls_as_text=controls_as_text, encoder=EncoderSettings(encoder))
+    manifest, _ = convert.run(convert.ConvertConfig(dataset=dataset, source=source, output=output,
+                                                    records_per_shard=32, text=text),
+                              clip_threads=clip_threads, command=f"unisim demo: convert {dataset}")
+    return {"dataset": dataset, "records": manifest.records, "rejected": manifest.rejected,
+            "reasons": manifest.rejected_reasons, "output": output}
 
 
 def run(workdir: str, *, episodes: int = 200, held_out_episodes: int = 24, budget_minutes: float = 4.0,
         steps: int | None = None, clip_threads: int = 1, text_encoder: str | None = None, eval_clips: int = 32) -> int:
     """`steps` caps each model's training steps (smoke runs); `budget_minutes` is each model's wall-clock budget."""
-    from unisim.cli import _demo_corpus
-    from unisim.cli import main as cli_main
     from unisim.samples import activity_video, image_text, tabletop
 
     workdir = os.path.abspath(workdir)
     clock = _Clock()
+    print(f"[demo] expect about {10 if steps is None else 3} minutes on an idle 2-core machine, more on a busy one "
+          f"(measured: 8.6–10.3 min idle, 40 min beside other jobs); each model trains for {budget_minutes:g} "
+          f"minutes of wall time{f' or {steps} steps' if steps else ''}. Output: {workdir}", flush=True)
     sources, clips, runs = (os.path.join(workdir, name) for name in ("sources", "clips", "runs"))
 
     # ---- sample data in three official formats
@@ -74,15 +77,14 @@ def run(workdir: str, *, episodes: int = 200, held_out_episodes: int = 24, budge
     if text_encoder is None:
         from unisim.samples import tiny_t5
 
-        text_encoder = tiny_t5.write_tiny_t5(os.path.join(workdir, "tiny-t5"), corpus=_demo_corpus())
+        text_encoder = tiny_t5.write_tiny_t5(os.path.join(workdir, "tiny-t5"), corpus=tabletop.instruction_corpus())
         print(f"[demo] text encoder: a tiny RANDOMLY INITIALISED T5 stand-in at {text_encoder} (no pretrained "
               "weights can be downloaded here; pass --text_encoder PATH for a real checkpoint)")
 
     # ---- convert each
     began = time.monotonic()
-    converted = {name: _convert(cli_main, dataset, source, os.path.join(clips, name), text_encoder,
-                                ["--direct_num_workers", str(clip_threads),
-                                 *(["--controls_as_text", "off"] if name.startswith("tabletop") else [])])
+    converted = {name: _convert(dataset, source, os.path.join(clips, name), text_encoder, clip_threads,
+                                False if name.startswith("tabletop") else None)
                  for name, (dataset, source) in formats.items()}
     clock.done("convert (Beam, 4 datasets)", began)
 
@@ -92,14 +94,15 @@ def run(workdir: str, *, episodes: int = 200, held_out_episodes: int = 24, budge
         f.write("# The demo's training mixture: (converted directory, weight, name)\nMIXTURE = [\n" + "".join(
             f"    ({converted[name]['output']!r}, {weight}, {name!r}),\n" for name, weight in MIXTURE_WEIGHTS.items())
             + "]\n")
-    from unisim.trainer import train
+    from unisim.trainer import configs, train
 
     trained = {}
     for name, history in (("base", 4), ("base-1frame", 1)):
         began = time.monotonic()
-        train.main(["--config", train_config_path(), "--workdir", os.path.join(runs, name), "--mixture", mixture,
-                    *(["--steps", str(steps)] if steps else []), f"--config.max_train_seconds={budget_minutes * 60}",
-                    f"--config.input.history_frames={history}", "--config.sample_every=0", "--config.log_every=50"])
+        config = configs.load(train_config_path(), [f"config.max_train_seconds={budget_minutes * 60}",
+                                                    f"config.input.history_frames={history}",
+                                                    "config.sample_every=0", "config.log_every=50"])
+        train.train(config, os.path.join(runs, name), mixture, steps)
         trained[name] = os.path.join(runs, name)
         clock.done(f"train the base model, {history} history frame(s), {budget_minutes:g} min budget"
                    f"{f' or {steps} steps' if steps else ''}", began)
@@ -135,10 +138,24 @@ def train_config_path() -> str:
     return tabletop_cpu.__file__
 
 
+def _start_image(held_out: str, path: str) -> str:
+    """The last history frame of the first held-out record, at its stored size: the README's `--image` example."""
+    import cv2
+
+    from unisim.pipelines import inspect
+
+    record = next(inspect.iter_records(held_out))
+    frame = cv2.imdecode(np.frombuffer(record.frames[max(0, record.context_frames - 1)], np.uint8), cv2.IMREAD_COLOR)
+    cv2.imwrite(path, frame)
+    return path
+
+
 def _rollouts(base: str, held_out: str, workdir: str) -> list[dict]:
     from unisim.simulator.core import Action, SamplerSettings, Simulator
     from unisim.simulator.evaluate import held_out_clips
     from unisim.simulator.rollout import write_video
+
+    _start_image(held_out, os.path.join(workdir, "start.png"))
 
     simulator = Simulator.from_checkpoints(base, sampler=SamplerSettings(steps=8), max_batch=1)
     clip = held_out_clips(held_out, simulator.base_size, simulator.frames, 1)[0]
@@ -147,23 +164,52 @@ def _rollouts(base: str, held_out: str, workdir: str) -> list[dict]:
     for name, actions in (("text", [Action(text=clip["text"])] * segments),
                           ("controls", [Action(controls=[0.03, 0.0])] * segments)):  # the effector moves +x (down)
         video = simulator.rollout(actions, observation=clip["history"], seed=0)
-        path = write_video(os.path.join(workdir, f"rollout-{name}.gif"), video, fps=10)
+        path = write_video(os.path.join(workdir, f"rollout-{name}.gif"), video, fps=10, gif_scale=8)
         label = clip["text"] if name == "text" else "controls Δx = +0.03, Δy = 0 for every frame (image down)"
         out.append({"name": name, "path": path, "action": label, "frames": len(video), "segments": segments,
                     "segment_frames": simulator.frames})
     return out
 
 
-def _svg_curve(rows: list[dict], width: int = 480, height: int = 160) -> str:
+def _svg_curve(rows: list[dict], width: int = 520, height: int = 200) -> str:
+    """The loss curve as an SVG with labelled axes (step, loss)."""
     losses = np.array([r["loss"] for r in rows], np.float64)
+    steps = np.array([r["step"] for r in rows], np.float64)
     if len(losses) < 2:
         return ""
-    xs = np.linspace(10, width - 10, len(losses))
-    ys = height - 10 - (losses - losses.min()) / max(np.ptp(losses), 1e-9) * (height - 20)
+    left, right, top, bottom = 60, 10, 10, 30
+    low, high = float(losses.min()), float(losses.max())
+    xs = left + (steps - steps[0]) / max(steps[-1] - steps[0], 1) * (width - left - right)
+    ys = top + (high - losses) / max(high - low, 1e-12) * (height - top - bottom)
     points = " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(xs, ys))
-    return (f'<svg width="{width}" height="{height}" style="border:1px solid #ccc"><polyline fill="none" '
-            f'stroke="#c0c" stroke-width="2" points="{points}"/></svg><br><small>loss from {losses[0]:.3f} '
-            f'(step {rows[0]["step"]}) to {losses[-1]:.3f} (step {rows[-1]["step"]})</small>')
+    axis = 'stroke="#444" stroke-width="1"'
+    labels = [(left - 6, top + 4, "end", f"{high:.4f}"), (left - 6, height - bottom, "end", f"{low:.4f}"),
+              (left, height - 8, "start", f"step {int(steps[0])}"), (width - right, height - 8, "end",
+                                                                       f"step {int(steps[-1])}"),
+              (14, (height - bottom + top) / 2, "middle", "loss")]
+    text = "".join(f'<text x="{x}" y="{y}" text-anchor="{anchor}" font-size="11">{label}</text>'
+                   for x, y, anchor, label in labels)
+    return (f'<svg width="{width}" height="{height}"><line x1="{left}" y1="{top}" x2="{left}" '
+            f'y2="{height - bottom}" {axis}/><line x1="{left}" y1="{height - bottom}" x2="{width - right}" '
+            f'y2="{height - bottom}" {axis}/><polyline fill="none" stroke="#c0c" stroke-width="2" points="{points}"/>'
+            f'{text}</svg>')
+
+
+def _eval_table(result: dict) -> str:
+    """`unisim eval`'s rows as an HTML table."""
+    esc = html.escape
+    cells = []
+    for r in result["rows"]:
+        error = "—" if r["action_error_px"] is None else f"{r['action_error_px']:.2f}" + (
+            "" if r["action_error_sem"] is None else f" ± {r['action_error_sem']:.2f}")
+        found = "—" if r["effector_found"] is None else f"{100 * r['effector_found']:.0f} %"
+        fvd = "—" if r.get("fvd") is None else f"{r['fvd']:.4f}"
+        cells.append(f"<tr><td>{esc(r['name'])}</td><td>{error}</td><td>{found}</td><td>{r['psnr']:.2f}</td>"
+                     f"<td>{r['ssim']:.3f}</td><td>{fvd}</td></tr>")
+    return ("<table><tr><th>condition</th><th>action error (px)</th><th>effector found</th><th>PSNR (dB)</th>"
+            "<th>SSIM</th><th>FVD* (random net)</th></tr>" + "".join(cells) + "</table>"
+            f"<p><small>{result['clips']} held-out clips; sampler {esc(result['sampler']['sampler'])} "
+            f"{result['sampler']['steps']} steps, η {result['sampler']['guidance']}</small></p>")
 
 
 def _report(workdir: str, clock: _Clock, converted: dict, base: str, rollouts: list[dict], result: dict,
@@ -195,10 +241,8 @@ def _report(workdir: str, clock: _Clock, converted: dict, base: str, rollouts: l
         parts.append(f"<figure><img src='{esc(os.path.basename(r['path']))}'><figcaption>{esc(r['name'])} action: "
                      f"{esc(r['action'])} ({r['frames']} frames: the start frame, then {r['segments']} "
                      f"{r['segment_frames']}-frame steps)</figcaption></figure>")
-    from unisim.simulator.evaluate import format_table
-
-    parts.append(f"<h2>Evaluation (unisim eval, after {budget_minutes:g} minutes of training each)</h2><pre>"
-                 + esc(format_table(result)) + "</pre><p>Action error: distance between the generated and the true "
+    parts.append(f"<h2>Evaluation (unisim eval, after {budget_minutes:g} minutes of training each)</h2>"
+                 + _eval_table(result) + "<p>Action error: distance between the generated and the true "
                  "end-effector displacement (magenta, found by colour) over one step, in base-frame pixels; lower is "
                  "better. Shuffled controls: the same model, history and text with another held-out clip's controls "
                  "— a model that follows its controls gets worse there. FVD* uses a fixed random network: compare "

@@ -3,23 +3,21 @@
 Override any field on the command line: `unisim train --config trainer/configs/base.py --config.model.channels=256`.
 """
 
-import os
+import dataclasses
 
 import ml_collections
+
+from unisim.trainer.data import InputConfig
+from unisim.trainer.model import ModelConfig
 
 
 def get_config():
     config = ml_collections.ConfigDict()
-    config.model = ml_collections.ConfigDict(dict(
-        channels=1024, channel_mult=(1, 2, 4), blocks_per_resolution=3, attention_resolutions=(6, 12, 24),
-        attention_heads=(16, 16, 8), cond_dim=4096, cond_mlp_layers=4, dropout=0.1, temporal="attention", groups=32,
-        # Not in Table 6 (trainer/model.py says what each does): how control tokens are embedded and reach each frame,
-        # and the input's space-to-depth factor.
-        control_embedding="bins", frame_controls=True, patch_size=1))
-    config.input = ml_collections.ConfigDict(dict(
-        batch_size=256, frames=16, history_frames=4, height=24, width=40, text_tokens=64, condition_drop=0.1,
-        seed=0, threads=16, prefetch=16, random_window=False,  # grain runs at most `prefetch` batches at once
-        cache_dir=os.path.join(os.path.expanduser("~"), ".cache", "unisim", "shards")))  # copies of gs:// sources
+    # The model's and the input's fields are defined once, with their defaults (Table 6's), by the dataclasses the
+    # trainer builds from them: `trainer.model.ModelConfig` and `trainer.data.InputConfig`.
+    config.model = ml_collections.ConfigDict(
+        {k: v for k, v in dataclasses.asdict(ModelConfig()).items() if k != "dtype"})  # dtype: config.bf16
+    config.input = ml_collections.ConfigDict(dataclasses.asdict(InputConfig()))
     config.optimizer = ml_collections.ConfigDict(dict(
         learning_rate=1e-4, warmup_steps=10_000, b1=0.9, b2=0.99, clip_norm=1.0, ema_decay=0.9999))
     config.stage = "base"  # "base" (history-conditioned) or "super_resolution" (configs/sr1.py, sr2.py)

@@ -1,0 +1,45 @@
+"""Serve a trained model to many environments over HTTP/JSON (simulator/server.py; its client is
+simulator/client.py). Concurrent steps are batched into one sampler call. No authentication: it binds 127.0.0.1
+unless told otherwise.
+
+    unisim serve --checkpoint runs/base --super_resolution runs/sr1 runs/sr2 --port 8470"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from unisim.cli.rollout import StageOptions, simulator_of
+from unisim.schemas.options import add_flags, from_flags, option
+
+
+@dataclasses.dataclass(frozen=True)
+class ServeOptions:
+    host: str = option("127.0.0.1", "IPv4 bind address (no authentication: keep it local unless a proxy guards it)")
+    port: int = option(8470, "port; 0: any free port")
+    max_batch: int = option(32, "sessions per sampler call")
+    batch_window_s: float = option(0.005, "after a step arrives, wait this long for others to batch with it")
+    session_timeout_s: float = option(600.0, "idle sessions are dropped after this many seconds")
+    max_sessions: int = option(1024, "sessions held at once")
+
+
+def add_arguments(parser) -> None:
+    from unisim.simulator.core import SamplerSettings
+
+    add_flags(parser, StageOptions)
+    add_flags(parser, ServeOptions)
+    add_flags(parser.add_argument_group("sampler"), SamplerSettings)
+
+
+def run(args, _rest) -> int:
+    from unisim.simulator import server as http
+
+    stages, options = from_flags(StageOptions, args), from_flags(ServeOptions, args)
+    simulator = simulator_of(stages, args, max_batch=options.max_batch)
+    server = http.serve(simulator, options.host, options.port, batch_window_s=options.batch_window_s,
+                        session_timeout_s=options.session_timeout_s, max_sessions=options.max_sessions)
+    if options.host not in ("127.0.0.1", "localhost"):
+        print(f"unisim serve: warning: listening on {options.host} without authentication", flush=True)
+    print(f"unisim serve: {server.url} (frames {simulator.frames} × {simulator.output_size}, max_batch "
+          f"{simulator.max_batch}); Ctrl-C stops", flush=True)
+    http.serve_forever(server)
+    return 0
