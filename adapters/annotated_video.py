@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from unisim import fileio
+from unisim.fileio import images
 from unisim.adapters import video
 from unisim.adapters.base import DatasetAdapter, Episode
 from unisim.schemas.dead_letter import Rejection
@@ -57,6 +58,8 @@ class VideoChecks:
             return "undecodable_video", f"{path} does not open as a video"
         if info.frames <= 0:
             return "empty_video", f"{path} has no frames"
+        if info.width * info.height > images.MAX_PIXELS:  # every frame would be decoded at this size
+            return "image_too_large", f"{path} has {info.width}×{info.height} frames, over {images.MAX_PIXELS:,} pixels"
         return info
 
 

@@ -177,7 +177,10 @@ class Bridge(DatasetAdapter):
         except ValueError as e:
             return reject("malformed_actions", f"policy_out.pkl: {e}")
         camera = f"images{self.options.camera}"
-        paths = files.numbered_files(f"{traj}/{camera}/im_*.jpg", _IMAGE)
+        try:
+            paths = files.numbered_files(f"{traj}/{camera}/im_*.jpg", _IMAGE)
+        except files.FrameNumberingError as e:
+            return reject(e.reason, str(e))
         if not paths:
             return reject("missing_images", f"no {camera}/im_*.jpg")
         try:

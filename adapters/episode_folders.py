@@ -116,8 +116,8 @@ class EpisodeFolders(DatasetAdapter):
         # rejected as missing_image, the rest of the episode is kept.
         try:
             frame_paths = files.numbered_files(f"{folder}/frame_*", _FRAME)
-        except files.DuplicateFrame as e:
-            return reject("duplicate_frame", str(e))
+        except files.FrameNumberingError as e:
+            return reject(e.reason, str(e))
         if not frame_paths:
             return reject("missing_images", "no frame_NNNNN.jpg or .png files")
 

@@ -11,8 +11,21 @@ from collections.abc import Sequence
 from unisim import fileio
 
 
-class DuplicateFrame(ValueError):
+class FrameNumberingError(ValueError):
+    """Frame files whose numbers cannot be an episode's frames; `reason` is the dead-letter code."""
+
+    reason = "malformed_frame_numbers"
+
+
+class DuplicateFrame(FrameNumberingError):
     """Two files carry the same frame number."""
+
+    reason = "duplicate_frame"
+
+
+# Frame numbers may leave gaps (a frame lost, rejected with its clips), but not run far past the files there are:
+# the episode's length is the highest number + 1, and a stray `frame_10000000000.jpg` must not make it 10^10.
+MAX_NUMBER_GAP = 1024
 
 
 def numbered_files(pattern: str, name: re.Pattern) -> list[str | None]:
@@ -26,7 +39,13 @@ def numbered_files(pattern: str, name: re.Pattern) -> list[str | None]:
             if t in by_number:
                 raise DuplicateFrame(f"frame {t} is stored twice: {by_number[t]} and {path}")
             by_number[t] = path
-    return [by_number.get(t) for t in range(max(by_number) + 1)] if by_number else []
+    if not by_number:
+        return []
+    highest = max(by_number)
+    if highest >= 2 * len(by_number) + MAX_NUMBER_GAP:
+        raise FrameNumberingError(f"frame numbers run to {highest} for {len(by_number)} files (e.g. "
+                                  f"{by_number[highest]}): not one episode's frames")
+    return [by_number.get(t) for t in range(highest + 1)]
 
 
 class NumberedPaths(Sequence):

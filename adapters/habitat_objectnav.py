@@ -98,8 +98,8 @@ class HabitatObjectNav(DatasetAdapter):
         folder = f"{self.root}/{split}/{self.options.observations}/{scene}/{episode_id}"
         try:  # placed by number, not name order: 10000.jpg sorts before 1001.jpg; a gap is that frame's clips only
             frames = files.numbered_files(f"{folder}/*.jpg", _FRAME_NAME)
-        except files.DuplicateFrame as e:
-            return self.reject("duplicate_frame", str(e), key, content, index)
+        except files.FrameNumberingError as e:
+            return self.reject(e.reason, str(e), key, content, index)
         if not frames:
             return self.reject("missing_observations", f"no observations in {folder}", key, content, index)
         if len(frames) != len(replay):

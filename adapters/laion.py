@@ -48,6 +48,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from unisim import fileio
+from unisim.fileio import images
 from unisim.adapters.base import DatasetAdapter, Episode, option
 from unisim.adapters.registry import register
 from unisim.schemas.dead_letter import Rejection
@@ -61,43 +62,35 @@ URL_COLUMNS = ("url", "URL")
 PROBE_ROWS = 32  # rows of each table looked up at launch to tell a metadata-only release from one with images
 
 
+MAX_MEMBER_BYTES = 64 << 20  # a web image is well under this; a bomb member is refused before it is read
+
+
 @dataclasses.dataclass(frozen=True)
 class LaionOptions:
     caption: str = option("", "the caption column of a metadata parquet (default: guessed, see the module docs)")
     key: str = option("", "the key column (default: guessed, else the row number)")
     image: str = option("", "the image-path column (default: guessed, else KEY.jpg beside the parquet)")
-    max_pixels: int = option(89_478_485, "images with more pixels are rejected before decoding (Pillow's bomb limit)")
+    max_pixels: int = option(images.MAX_PIXELS, "images with more pixels are rejected before decoding (Pillow's "
+                                                "bomb limit)")
+    max_member_bytes: int = option(MAX_MEMBER_BYTES, "tar members larger than this are rejected unread")
 
 
 def image_pixels(data: bytes) -> int | None:
-    """Width × height from the image header alone (no pixel data decoded); None if no format recognises it.
-
-    Pillow's plugins parse just the header when constructed; `Image.open` is not used because it refuses (raises)
-    images over twice its own bomb limit before telling their size, and this adapter wants the size to report.
-    """
-    from PIL import Image
-
-    Image.init()
-    for format_id in Image.ID:
-        factory, accept = Image.OPEN[format_id]
-        if accept is not None and not accept(data[:16]):
-            continue
-        try:
-            with factory(io.BytesIO(data)) as image:
-                width, height = image.size
-            return width * height
-        except Exception:
-            continue
-    return None
+    """Width × height from the image header the decoder will read (`fileio.images`); None if not recognised."""
+    size = images.image_size(data)
+    return None if size is None else size[0] * size[1]
 
 
-def unsafe_member(member: tarfile.TarInfo) -> str | None:
-    """Why a tar member must not be used, or None."""
+def unsafe_member(member: tarfile.TarInfo, max_bytes: int = MAX_MEMBER_BYTES) -> str | None:
+    """Why a tar member must not be read, or None: checked on its header, before any of its bytes are read."""
     name = member.name
     if name.startswith("/") or posixpath.isabs(name) or ".." in name.replace("\\", "/").split("/"):
         return f"member path {name!r} is absolute or leaves the archive"
-    if not member.isfile():
-        return f"member {name!r} is not a regular file (type {member.type!r})"
+    if not member.isfile() or member.issparse():  # a sparse member expands to far more than it stores
+        kind = "a sparse file" if member.issparse() else f"not a regular file (type {member.type!r})"
+        return f"member {name!r} is {kind}"
+    if member.size > max_bytes:
+        return f"member {name!r} holds {member.size:,} bytes, over the limit of {max_bytes:,}"
     return None
 
 
@@ -122,8 +115,8 @@ class Laion(DatasetAdapter):
     def __init__(self, source: str, split: str | None = None, options=None):
         super().__init__(source, split, options)
         self.root = source.rstrip("/")
-        if self.options.max_pixels < 1:
-            raise ValueError("laion: max_pixels must be >= 1")
+        if self.options.max_pixels < 1 or self.options.max_member_bytes < 1:
+            raise ValueError("laion: max_pixels and max_member_bytes must be >= 1")
 
     def work_units(self) -> list[str]:
         if not fileio.isdir(self.root):
@@ -185,7 +178,7 @@ class Laion(DatasetAdapter):
         try:
             with fileio.open(path) as raw, tarfile.open(fileobj=raw, mode="r|") as archive:
                 for index, member in enumerate(archive):
-                    reason = unsafe_member(member)
+                    reason = unsafe_member(member, self.options.max_member_bytes)
                     if reason:  # never read, never written
                         yield self.reject("unsafe_archive_member", reason, f"{posixpath.basename(path)}/{member.name}",
                                           path, index)

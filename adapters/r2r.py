@@ -39,6 +39,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from unisim import fileio
+from unisim.fileio import images
 from unisim.adapters import files
 from unisim.adapters import panorama as pano
 from unisim.adapters.base import DatasetAdapter, Episode, FrameUnavailable, option
@@ -82,8 +83,12 @@ class PanoramaViews(Sequence):
             import cv2
 
             path = f"{self._dir}/{pano_id}_skybox{index}_sami.jpg"
-            bgr = cv2.imdecode(np.frombuffer(fileio.read_bytes(path), np.uint8), cv2.IMREAD_COLOR)
-            if bgr is None or bgr.shape[0] != bgr.shape[1]:
+            try:
+                bgr = images.decode(fileio.read_bytes(path), cv2.IMREAD_COLOR)
+            except images.ImageError as e:
+                reason = "image_too_large" if e.reason == "image_too_large" else "undecodable_skybox"
+                raise FrameUnavailable(f"{path}: {e}", reason) from None
+            if bgr.shape[0] != bgr.shape[1]:
                 raise FrameUnavailable(f"{path} does not decode as a square skybox face", "undecodable_skybox")
             self._faces[(pano_id, index)] = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         return self._faces[(pano_id, index)]

@@ -7,6 +7,7 @@ import dataclasses
 import cv2
 import numpy as np
 
+from unisim.fileio import images
 from unisim.schemas.options import option
 
 INTERPOLATIONS = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR}
@@ -71,10 +72,10 @@ def decode_rgb(frame: bytes | np.ndarray) -> np.ndarray:
     if frame[:2] == _JPEG_START and _JPEG_END not in frame[-_JPEG_END_SLACK:]:
         raise FrameError(f"JPEG of {len(frame)} bytes has no end-of-image marker: the file is cut short",
                          "truncated_image")
-    data = np.frombuffer(frame, np.uint8)
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise FrameError(f"{len(data)} bytes do not decode as an image (starts with {bytes(data[:8])!r})")
+    try:  # the gate: the header's size against the pixel limit before decoding; decoder errors become reasons
+        bgr = images.decode(frame, cv2.IMREAD_COLOR)
+    except images.ImageError as e:
+        raise FrameError(str(e), e.reason) from None
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 

@@ -7,6 +7,7 @@ import os
 import numpy as np
 
 from unisim import fileio
+from unisim.fileio import images
 from unisim.simulator.core import Action, Simulator
 
 
@@ -33,10 +34,10 @@ def read_image(path: str) -> np.ndarray:
     """An RGB uint8 image from a local or remote (gs://) file."""
     import cv2
 
-    image = cv2.imdecode(np.frombuffer(fileio.read_bytes(path), np.uint8), cv2.IMREAD_COLOR_RGB)
-    if image is None:
-        raise ValueError(f"{path} is not an image OpenCV can decode")
-    return image
+    try:
+        return images.decode(fileio.read_bytes(path), cv2.IMREAD_COLOR_RGB)
+    except images.ImageError as e:
+        raise ValueError(f"{path}: {e}") from None
 
 
 def parse_actions(texts: list[str] | None, controls: list[str] | None, source: str | None) -> list[Action]:

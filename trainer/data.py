@@ -48,6 +48,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from unisim import fileio
+from unisim.fileio import images
 from unisim.schemas import record as rec
 from unisim.schemas.manifest import MANIFEST_NAME, Manifest, ShardInfo
 from unisim.schemas.text_embeddings import TextEmbeddingStore, check_same_encoder
@@ -326,9 +327,10 @@ def decode_resized(frames: Sequence[bytes], stored: tuple[int, int], target: tup
             8: cv2.IMREAD_REDUCED_COLOR_8}[factor]
     out = np.empty((len(frames), *target, 3), np.uint8) if out is None else out
     for i, frame in enumerate(frames):
-        image = cv2.imdecode(np.frombuffer(frame, np.uint8), flag)
-        if image is None:
-            raise rec.RecordError("frames", f"frame {i} does not decode")
+        try:  # the gate every decode passes: a shard is data, and a corrupt one must not allocate without bound
+            image = images.decode(frame, flag)
+        except images.ImageError as e:
+            raise rec.RecordError("frames", f"frame {i}: {e}") from None
         if factor > 1:  # the reduced modes give BGR
             image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
         if image.shape[:2] != target:
