@@ -215,7 +215,7 @@ def embedding_bytes(tokens: int, workdir: str) -> float:
                               np.arange(tokens, dtype=np.int32))
     data = emb.encode_entry(entry)
     path = os.path.join(workdir, f"entries-{tokens}.array_record")
-    count, size = write_shard([data] * 64, path)
+    count, size, _ = write_shard([data] * 64, path)
     return size / count + 33
 
 

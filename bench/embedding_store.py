@@ -182,7 +182,7 @@ def array_record_overhead(entries, dtype: str, workdir: str) -> float:
     from unisim.schemas import text_embeddings as emb
 
     data = [emb.encode_entry(e, dtype) for e in entries]
-    count, size = write_shard(data, os.path.join(workdir, "store.array_record"))
+    count, size, _ = write_shard(data, os.path.join(workdir, "store.array_record"))
     return (size - sum(map(len, data))) / count
 
 

@@ -44,6 +44,38 @@ def _local_copy(path: str) -> Iterator[str]:
         yield _fetch(path, scratch)
 
 
+class ShardIntegrityError(ValueError):
+    """A directory whose shards are not what its manifest records (missing, resized, replaced, corrupt)."""
+
+
+def verify_shards(directory: str, manifest: Manifest, content: bool = False) -> list[str]:
+    """One line per shard (records and text embeddings) that is not what the manifest records: missing, another
+    size, another record count — and with `content`, other bytes than its recorded SHA-256. [] when all match.
+    Sizes are checked first, without reading a shard, so a truncated file never reaches the ArrayRecord reader."""
+    from array_record.python.array_record_module import ArrayRecordReader
+
+    from unisim.pipelines.output import file_sha256
+
+    problems = []
+    for shard in manifest.shards + manifest.text_embeddings:
+        path = fileio.join(directory, shard.path)
+        size = fileio.size(path) if fileio.exists(path) else None
+        problem = shard.problem(size)
+        if problem is None:
+            with _local_copy(path) as local:
+                try:
+                    reader = ArrayRecordReader(local, "readahead_buffer_size:0")
+                    records = reader.num_records()
+                    reader.close()
+                except RuntimeError as e:  # a corrupt footer or chunk
+                    problem = f"shard {shard.path} does not read as ArrayRecord: {str(e).strip().splitlines()[0]}"
+                else:
+                    problem = shard.problem(size, records, file_sha256(local) if content else None)
+        if problem:
+            problems.append(problem)
+    return problems
+
+
 def iter_records(directory: str, manifest: Manifest | None = None) -> Iterator[rec.ClipRecord]:
     """Every record of the directory's shards, in manifest order."""
     from array_record.python.array_record_module import ArrayRecordReader
@@ -51,12 +83,16 @@ def iter_records(directory: str, manifest: Manifest | None = None) -> Iterator[r
     manifest = manifest or load_manifest(directory)
     for shard in manifest.shards:
         with _local_copy(fileio.join(directory, shard.path)) as local:
-            reader = ArrayRecordReader(local, "readahead_buffer_size:0")
             try:
-                for data in reader.read_all():
-                    yield rec.decode(data)
-            finally:
-                reader.close()
+                reader = ArrayRecordReader(local, "readahead_buffer_size:0")
+                try:
+                    records = reader.read_all()
+                finally:
+                    reader.close()
+            except RuntimeError as e:  # riegeli checks every chunk's hash: altered bytes fail here
+                raise ShardIntegrityError(f"shard {shard.path} is corrupt: {str(e).strip().splitlines()[0]}") from None
+            for data in records:
+                yield rec.decode(data)
 
 
 def iter_dead_letter(directory: str, manifest: Manifest | None = None) -> Iterator[Rejection]:
@@ -74,9 +110,14 @@ def _dead_letter_summary(directory: str, manifest: Manifest) -> dict:
             "reasons": dict(sorted(reasons.items())), "matches_manifest": dict(reasons) == manifest.rejected_reasons}
 
 
-def summarize(directory: str) -> dict:
-    """The `inspect --json` object (keys documented in the README)."""
+def summarize(directory: str, verify: bool = False) -> dict:
+    """The `inspect --json` object (keys documented in docs/datasets.md). Raises `ShardIntegrityError` listing every
+    shard that is not what the manifest records (sizes and counts always; content hashes with `verify`)."""
     manifest = load_manifest(directory)
+    problems = verify_shards(directory, manifest, content=verify)
+    if problems:
+        raise ShardIntegrityError(f"{directory}: {len(problems)} shard(s) are not what the manifest records:\n  "
+                                  + "\n  ".join(problems))
     datasets: Counter = Counter()
     texts: list[str] = []
     seen_texts: set[str] = set()
@@ -117,6 +158,7 @@ def summarize(directory: str) -> dict:
         "control_stats": manifest.control_stats.to_json() if manifest.control_stats else None,
         "shards": len(manifest.shards),
         "bytes": sum(s.bytes for s in manifest.shards),
+        "verified": "sizes, record counts and content hashes" if verify else "sizes and record counts",
     }
 
 

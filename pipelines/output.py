@@ -44,8 +44,8 @@ def prepare_output_dir(output: str) -> None:
     fileio.makedirs(output)
 
 
-def write_shard(records: Iterable[bytes], destination: str) -> tuple[int, int]:
-    """Writes one ArrayRecord shard (`ARRAY_RECORD_OPTIONS`); returns (records, bytes)."""
+def write_shard(records: Iterable[bytes], destination: str) -> tuple[int, int, str]:
+    """Writes one ArrayRecord shard (`ARRAY_RECORD_OPTIONS`); returns (records, bytes, sha256 of the file)."""
     from array_record.python.array_record_module import ArrayRecordWriter
 
     remote = fileio.is_remote(destination)
@@ -59,10 +59,22 @@ def write_shard(records: Iterable[bytes], destination: str) -> tuple[int, int]:
             count += 1
         writer.close()
         size = os.path.getsize(local_path)
+        digest = file_sha256(local_path)  # of the bytes uploaded: `inspect --verify` recomputes it
         fileio.upload(local_path, destination)
     finally:
         if os.path.exists(local_path):
             os.remove(local_path)
         if remote:
             shutil.rmtree(local_dir, ignore_errors=True)
-    return count, size
+    return count, size, digest
+
+
+def file_sha256(path: str) -> str:
+    """The SHA-256 of a file's bytes (any filesystem), read in chunks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with fileio.open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(8 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -68,13 +68,14 @@ class _WriteShardFn(beam.DoFn):
                                                                            "another item has the same key"))
                 unique.append(group[0])
             name = shard_name(index, num_shards, self._prefix)
-            count, size = out.write_shard((spilled.read(data) for _, data, _ in unique),
+            count, size, digest = out.write_shard((spilled.read(data) for _, data, _ in unique),
                                           fileio.join(self._output, name))
         if self._write_keys:
             fileio.publish("".join(f"{key}\n" for key, _, _ in unique).encode(),
                               fileio.join(self._output, keys_path(name)))
         self.shards.inc()
-        yield index, ShardInfo(path=name, records=count, bytes=size), self._summarize([info for _, _, info in unique])
+        yield (index, ShardInfo(path=name, records=count, bytes=size, sha256=digest),
+               self._summarize([info for _, _, info in unique]))
 
 
 class WriteShards(beam.PTransform):
@@ -117,8 +118,8 @@ def fill_missing_shards(output: str, prefix: str, shards: list[tuple[int, ShardI
     for index in range(num_shards):
         if index not in by_index:
             name = shard_name(index, num_shards, prefix)
-            count, size = out.write_shard([], fileio.join(output, name))
+            count, size, digest = out.write_shard([], fileio.join(output, name))
             if write_keys:
                 fileio.publish(b"", fileio.join(output, keys_path(name)))
-            by_index[index] = (ShardInfo(name, count, size), None)
+            by_index[index] = (ShardInfo(name, count, size, digest), None)
     return by_index

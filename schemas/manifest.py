@@ -32,9 +32,31 @@ def shard_name(index: int, count: int, prefix: str = RECORD_PREFIX) -> str:
 
 @dataclasses.dataclass
 class ShardInfo:
-    path: str  # relative to the manifest's directory
+    path: str  # a plain file name in the manifest's directory
     records: int
     bytes: int
+    sha256: str = ""  # of the file's bytes, computed while writing ("" in outputs from before it was recorded)
+
+    def problem(self, size: int | None, records: int | None = None, sha256: str | None = None) -> str | None:
+        """What is wrong with the file found for this shard — its measured size, record count and content hash (None:
+        not measured) — in one line naming it; None when it is what the manifest recorded."""
+        if size is None:
+            return f"shard {self.path} is missing"
+        if size != self.bytes:
+            return f"shard {self.path} holds {size:,} bytes, the manifest recorded {self.bytes:,}"
+        if records is not None and records != self.records:
+            return f"shard {self.path} holds {records:,} records, the manifest recorded {self.records:,}"
+        if sha256 is not None and self.sha256 and sha256 != self.sha256:
+            return (f"shard {self.path} has other content than the manifest recorded (sha256 {sha256[:12]}…, "
+                    f"expected {self.sha256[:12]}…)")
+        return None
+
+
+def check_plain_name(name: str, what: str) -> str:
+    """`name` if it is a plain file name (no folder, no `..`): a manifest must not point outside its directory."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or ":" in name:
+        raise ValueError(f"manifest {what} {name!r} is not a plain file name in the manifest's directory")
+    return name
 
 
 @dataclasses.dataclass
@@ -96,9 +118,13 @@ class Manifest:
         data["frames_per_record"] = tuple(data["frames_per_record"])
         data["shards"] = [ShardInfo(**s) for s in data["shards"]]
         data["text_embeddings"] = [ShardInfo(**s) for s in data.get("text_embeddings", [])]
+        for shard in data["shards"] + data["text_embeddings"]:
+            check_plain_name(shard.path, "shard")
         data["control_stats"] = ControlStats.from_json(data["control_stats"]) if data["control_stats"] else None
         if isinstance(data.get("dead_letter"), str):  # written before the dead letter was sharded: one file
             data["dead_letter"] = [data["dead_letter"]]
+        for name in data.get("dead_letter", []):
+            check_plain_name(name, "dead-letter file")
         return cls(**data)
 
 

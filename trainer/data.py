@@ -382,6 +382,8 @@ def build_input(sources: Sequence[Source], config: InputConfig, process_index: i
             log(f"[input] {source.name or manifest.dataset}: process {process_index} reads {len(share.shards)} of "
                 f"{len(manifest.shards)} shards ({records:,} of {manifest.records:,} records, {size:,} bytes with "
                 f"embeddings{'' if share.readers == 1 else f'; shared by {share.readers} processes'}); {where}")
+    for source, manifest, share in zip(local_sources, manifests, shares):
+        check_share(source.path, manifest, share)
     components = []
     for i, (source, manifest, share) in enumerate(zip(local_sources, manifests, shares)):
         records = grain.sources.ArrayRecordDataSource([os.path.join(source.path, manifest.shards[s].path)
@@ -398,6 +400,29 @@ def build_input(sources: Sequence[Source], config: InputConfig, process_index: i
                .to_iter_dataset(grain.ReadOptions(num_threads=config.threads, prefetch_buffer_size=config.prefetch)))
     return TrainInput(dataset, local_sources, manifests, weights / weights.sum(), maker.control_dims, maker.text_dim,
                       shares)
+
+
+def check_share(directory: str, manifest: Manifest, share: Share) -> None:
+    """Refuses (MixtureError, one line per shard) a share whose record or embedding shards are missing or are not the
+    size and record count the manifest recorded: a replaced, truncated or deleted shard, before training reads it."""
+    from array_record.python.array_record_module import ArrayRecordReader
+
+    problems = []
+    for shard in [manifest.shards[i] for i in share.shards] + share_embeddings(manifest, share):
+        path = os.path.join(directory, shard.path)
+        size = os.path.getsize(path) if os.path.exists(path) else None
+        problem = shard.problem(size)
+        if problem is None:
+            try:
+                reader = ArrayRecordReader(path, "readahead_buffer_size:0")
+                problem = shard.problem(size, reader.num_records())
+                reader.close()
+            except RuntimeError as e:
+                problem = f"shard {shard.path} does not read as ArrayRecord: {str(e).strip().splitlines()[0]}"
+        if problem:
+            problems.append(problem)
+    if problems:
+        raise MixtureError(f"{directory}: " + "; ".join(problems) + " (re-convert it, or restore the shards)")
 
 
 def _read(records, source: int, index: int) -> tuple[int, bytes]:

@@ -13,6 +13,8 @@ from unisim.schemas.options import add_flags, from_flags, option
 @dataclasses.dataclass(frozen=True)
 class InspectOptions:
     json: bool = option(False, "print one JSON object instead of the summary")
+    verify: bool = option(False, "also recompute every shard's SHA-256 against the manifest (sizes and record "
+                                 "counts are always checked)")
     preview: str | None = option(None, "write a contact sheet of sample clips here", metavar="FILE.png")
 
 
@@ -25,7 +27,7 @@ def run(args, _rest) -> int:
     from unisim.pipelines import inspect as insp
 
     options = from_flags(InspectOptions, args)
-    summary = insp.summarize(args.directory)
+    summary = insp.summarize(args.directory, verify=options.verify)
     if options.preview:
         summary["preview"] = insp.contact_sheet(args.directory, options.preview)
     if options.json:
