@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import math
 import shlex
 import shutil
 import sys
@@ -112,8 +113,8 @@ class ConvertConfig:
         if not 0 <= self.context_frames < self.frames_per_clip:
             raise ValueError(f"need 0 <= context_frames ({self.context_frames}) < frames_per_clip "
                              f"({self.frames_per_clip})")
-        if self.fps is not None and self.fps <= 0:
-            raise ValueError(f"fps must be positive, got {self.fps}")
+        if self.fps is not None and not (math.isfinite(self.fps) and self.fps > 0):
+            raise ValueError(f"fps must be a positive number, got {self.fps}")
         if self.records_per_shard <= 0:
             raise ValueError("records_per_shard must be positive")
         if not 0 <= self.low_percentile < self.high_percentile <= 100:
@@ -572,6 +573,12 @@ def run(config: ConvertConfig, beam_args: list[str] | None = None, runner: str =
         build(pipeline, config, adapter, units, command, identity, clip_threads, spill_dir)
         result = pipeline.run()
         result.wait_until_finish()
+    except RuntimeError as e:
+        output_error = _output_error(e)
+        if output_error is None or config.output.rstrip("/") not in output_error:  # not the output's: as it was
+            raise
+        raise OSError(f"writing {config.output} failed, nothing was published as complete (no manifest): "
+                      f"{output_error}") from None
     finally:
         if spill_dir:
             shutil.rmtree(spill_dir, ignore_errors=True)
@@ -580,6 +587,21 @@ def run(config: ConvertConfig, beam_args: list[str] | None = None, runner: str =
     manifest = Manifest.loads(fileio.read_text(fileio.join(config.output, MANIFEST_NAME)))
     check_nothing_lost(config.output, manifest, counters)
     return manifest, counters
+
+
+def _output_error(error: BaseException) -> str | None:
+    """The OSError a worker hit (full disk, read-only output, lost permissions) behind the runner's RuntimeError —
+    found in the exception chain, or in the message, which is all a remote worker's error leaves — else None."""
+    seen = error
+    while seen is not None:
+        if isinstance(seen, OSError):
+            return str(seen)
+        seen = seen.__cause__ or seen.__context__
+    message = str(error)
+    for kind in ("OSError", "PermissionError", "FileNotFoundError", "IsADirectoryError"):
+        if message.startswith(f"{kind}: "):
+            return message[len(kind) + 2:].split(" [while running")[0]
+    return None
 
 
 def _dry_run(runner: str, result, units: int) -> DryRun:

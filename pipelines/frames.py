@@ -11,6 +11,7 @@ from unisim.fileio import images
 from unisim.schemas.options import option
 
 INTERPOLATIONS = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR}
+MAX_FRAME_SIDE = 4096  # stored frames: the paper's cascade ends at 192×320; 4096 leaves room for 4K, not for bombs
 
 
 class FrameError(ValueError):
@@ -46,8 +47,9 @@ class FrameSpec:
     jpeg_quality: int = option(95, "JPEG quality of stored frames, 1–100")
 
     def __post_init__(self):
-        if self.height <= 0 or self.width <= 0:
-            raise ValueError(f"stored frame size must be positive, got {self.height}x{self.width}")
+        if not (0 < self.height <= MAX_FRAME_SIDE and 0 < self.width <= MAX_FRAME_SIDE):
+            raise ValueError(f"stored frame size must be 1 to {MAX_FRAME_SIDE} pixels a side, got "
+                             f"{self.height}x{self.width}")
         if self.fit not in ("crop", "pad"):
             raise ValueError(f"fit must be 'crop' or 'pad', got {self.fit!r}")
         if self.interpolation not in INTERPOLATIONS:

@@ -7,7 +7,9 @@ re-run write replaces a file with the same bytes, and a file only ever appears u
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable
@@ -20,10 +22,25 @@ from unisim.schemas.text_embeddings import EMBEDDING_PREFIX, KEYS_SUFFIX
 TMP_PREFIX = fileio.TMP_PREFIX  # files (and folders) a run is still writing
 
 
+# What this tool names its temporaries: `fileio.temporary_name` (".tmp-" + 12 hex digits + "-" + the final name) and
+# the local spill folder (".tmp-spill-…"). Another ".tmp-…" (a user's ".tmp-notes/") is not ours.
+_OUR_TEMPORARY = re.compile(re.escape(TMP_PREFIX) + r"([0-9a-f]{12}-.+|spill-.+)")
+
+
 def _ours(name: str) -> bool:
-    return (name == MANIFEST_NAME or is_dead_letter_name(name) or name.startswith(TMP_PREFIX)
+    return (name == MANIFEST_NAME or is_dead_letter_name(name) or bool(_OUR_TEMPORARY.fullmatch(name))
             or (name.startswith(f"{RECORD_PREFIX}-") and name.endswith(SHARD_SUFFIX))
             or (name.startswith(f"{EMBEDDING_PREFIX}-") and name.endswith((SHARD_SUFFIX, KEYS_SUFFIX))))
+
+
+def _our_manifest(path: str) -> bool:
+    """Whether a manifest.json was written by this tool, of any schema version (a user's own file of that name is
+    not deleted)."""
+    try:
+        data = json.loads(fileio.read_text(path))
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(data, dict) and {"schema_version", "dataset", "shards"} <= set(data)
 
 
 def prepare_output_dir(output: str) -> None:
@@ -33,7 +50,8 @@ def prepare_output_dir(output: str) -> None:
     Refuses a directory holding files this tool did not write, rather than deleting or mixing with them.
     """
     names = [fileio.join(output, name) for name in fileio.listdir(output)]  # hidden `.tmp-` names included
-    foreign = [p for p in names if not _ours(fileio.basename(p))]
+    foreign = [p for p in names if not _ours(fileio.basename(p))
+               or (fileio.basename(p) == MANIFEST_NAME and not _our_manifest(p))]
     if foreign:
         raise FileExistsError(
             f"output directory {output} holds files that are not UniSim shards (e.g. {foreign[0]}); "

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -55,8 +56,12 @@ def coerce(value: Any, kind: Any, where: str) -> Any:
         if value is None or (isinstance(value, str) and value.lower() in ("", "none") and kind is not str):
             return None
     if typing.get_origin(kind) is tuple:
+        if not isinstance(value, (str, list, tuple)):
+            raise ValueError(f"{where}: expected a list or comma-separated text, got {value!r}")
         items = value.split(",") if isinstance(value, str) else list(value)
         return tuple(str(item).strip() for item in items if str(item).strip())
+    if isinstance(value, (list, tuple, dict)) and kind in (str, int, float, bool):
+        raise ValueError(f"{where}: expected {kind.__name__}, got {type(value).__name__} {value!r}")
     if kind is bool:
         if isinstance(value, bool):
             return value
@@ -66,9 +71,12 @@ def coerce(value: Any, kind: Any, where: str) -> Any:
             return False
         raise ValueError(f"{where}: expected true or false, got {value!r}")
     try:
-        return kind(value)
-    except (TypeError, ValueError):
+        result = kind(value)
+    except (TypeError, ValueError, OverflowError):
         raise ValueError(f"{where}: expected {getattr(kind, '__name__', kind)}, got {value!r}") from None
+    if isinstance(result, float) and not math.isfinite(result):
+        raise ValueError(f"{where}: expected a finite number, got {value!r}")
+    return result
 
 
 def _optional(kind: Any) -> Any | None:

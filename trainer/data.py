@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 import runpy
 import threading
@@ -93,7 +94,13 @@ def parse_mixture(spec: str) -> list[Source]:
         entries = runpy.run_path(spec).get("MIXTURE")
         if not isinstance(entries, (list, tuple)) or not entries:
             raise MixtureError(f"{spec} must define MIXTURE = [(directory, weight[, name]), …]")
-        sources = [Source(str(e[0]), float(e[1]), str(e[2]) if len(e) > 2 else "") for e in entries]
+        sources = []
+        for entry in entries:
+            if (not isinstance(entry, (list, tuple)) or len(entry) not in (2, 3) or not isinstance(entry[0], str)
+                    or isinstance(entry[1], bool) or not isinstance(entry[1], (int, float))
+                    or (len(entry) == 3 and not isinstance(entry[2], str))):
+                raise MixtureError(f"{spec}: MIXTURE entry {entry!r} is not (directory, weight[, name])")
+            sources.append(Source(entry[0], float(entry[1]), entry[2] if len(entry) == 3 else ""))
     else:
         sources = []
         for part in filter(None, (p.strip() for p in spec.split(","))):
@@ -106,9 +113,10 @@ def parse_mixture(spec: str) -> list[Source]:
                 raise MixtureError(f"mixture entry {part!r}: expected DIR:WEIGHT")
     if not sources:
         raise MixtureError(f"mixture {spec!r} lists no directories")
-    bad = [s for s in sources if not s.weight > 0]
+    bad = [s for s in sources if not (math.isfinite(s.weight) and s.weight > 0)]
     if bad:
-        raise MixtureError(f"mixture weights must be positive: {', '.join(f'{s.path}:{s.weight}' for s in bad)}")
+        raise MixtureError(f"mixture weights must be positive numbers: "
+                           f"{', '.join(f'{s.path}:{s.weight}' for s in bad)}")
     return sources
 
 

@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognised arguments: {' '.join(rest)}")
     try:
         return module.run(args, rest)
-    except (CommandError, OSError, KeyError, ValueError, FloatingPointError) as e:  # one line, not a traceback
+    except (CommandError, OSError, KeyError, ValueError, ArithmeticError) as e:  # one line, not a traceback
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"unisim {name}: error: {message}", file=sys.stderr)
         return 2
