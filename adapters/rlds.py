@@ -207,18 +207,29 @@ class RldsAdapter(DatasetAdapter):
                                         num_parallel_calls_for_interleave_files=1))
         iterator = iter(tfds.as_numpy(dataset))
         split = unit.split("[", 1)[0]
+        # How many episodes the file holds, as dataset_info.json records them (`shardLengths`): the episodes a
+        # corrupt or short file does not give are each counted as rejected, so input = written + rejected holds.
+        shard = int(unit[len(split) + 1:-len("shard]")])
+        expected = self._builder.info.splits[split].shard_lengths[shard]
         position = 0
         while True:
             try:
                 example = next(iterator)
             except StopIteration:
+                yield from self._unread(unit, position, expected, "the file ends there")
                 return
             except Exception as e:  # a corrupt TFRecord ends this file: say so instead of losing it silently
-                yield self.reject("unreadable_source", f"{type(e).__name__}: {e}", key=f"{unit}@{position}",
-                                  source_file=unit, source_index=position)
+                yield from self._unread(unit, position, max(expected, position + 1),
+                                        f"the file is unreadable from there ({type(e).__name__}: {e})")
                 return
             position += 1
             yield self._episode(example, split)
+
+    def _unread(self, unit: str, first: int, expected: int, why: str) -> Iterator[Rejection]:
+        """One `unreadable_source` rejection for each episode `first`..`expected - 1` of the file that was not read."""
+        for position in range(first, expected):
+            yield self.reject("unreadable_source", f"episode {position} of {expected} in {unit} was not read: {why}",
+                              key=f"{unit}@{position}", source_file=unit, source_index=position)
 
     def _episode(self, example: dict, split: str) -> Episode | Rejection:
         m = self.mapping

@@ -89,3 +89,34 @@ def test_frame_numbers_far_past_the_files_are_refused_not_allocated(tmp_path):
     (tmp_path / "frame_00005.jpg").write_bytes(b"x")  # an ordinary gap is kept
     paths = files.numbered_files(str(tmp_path / "frame_*"), re.compile(r"frame_(\d+)\.jpg$"))
     assert len(paths) == 6 and paths[2] is None
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_a_damaged_tfrecord_counts_every_episode_it_no_longer_gives(tmp_path, damage):
+    """Issue 21, item 3: a TFRecord cut short or corrupted half-way — the episodes after the damage are each a
+    rejection (dataset_info.json's shardLengths say how many the file held), so input = written + rejected."""
+    import fixtures
+
+    source = fixtures.write_language_table(str(tmp_path / "release"), num_episodes=12, steps=6, plant_defects=False,
+                                           num_shards=1)
+    (record_file,) = [os.path.join(source, n) for n in os.listdir(source) if ".tfrecord" in n]
+    size = os.path.getsize(record_file)
+    with open(record_file, "r+b") as f:
+        if damage == "truncate":
+            f.truncate(size // 2)
+        else:  # flip a byte of the 7th record's length header: its checksum no longer matches
+            offset = 0
+            for _ in range(6):
+                f.seek(offset)
+                length = int.from_bytes(f.read(8), "little")
+                offset += 8 + 4 + length + 4
+            f.seek(offset + 1)
+            byte = f.read(1)
+            f.seek(offset + 1)
+            f.write(bytes([byte[0] ^ 0xFF]))
+    adapter = registry.create("language_table", source)
+    items = [item for unit in adapter.work_units() for item in adapter.read(unit)]
+    episodes = [i for i in items if isinstance(i, Episode)]
+    unread = [i for i in items if isinstance(i, Rejection) and i.reason == "unreadable_source"]
+    assert 0 < len(episodes) < 12 and len(episodes) + len(unread) == 12
+    assert [r.source_index for r in unread] == list(range(len(episodes), 12))
