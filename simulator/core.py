@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import itertools
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -124,7 +126,10 @@ class Simulator:
         self._encoder_path = text_encoder or (base.description.text_encoder or {}).get("path")
         self._check_text_encoder = check_text_encoder
         self._encoder = None
-        self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        # Text embeddings by the SHA-256 of the text (a long text is not kept as a key), the last 1024; the lock lets
+        # request threads embed while the simulator samples (the server encodes actions before it queues them).
+        self._text_cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self._text_lock = threading.Lock()
         self._seeds = itertools.count(seed)
         self._samplers = [_StageSampler.of(stage, sampler, self.frames) for stage in [base, *self.super_resolution]]
         self.sampler_calls = 0  # batched sampling calls so far (the server's batching is measured by it)
@@ -261,20 +266,23 @@ class Simulator:
         return next(iter(self.controls))
 
     def _embed(self, text: str) -> np.ndarray:
-        """The T5 embedding of `text` (float16 [tokens, d]); the last 1024 texts are cached."""
-        if text in self._text_cache:
-            self._text_cache.move_to_end(text)
-            return self._text_cache[text]
-        if self._encoder is None:
-            self._encoder = self._load_encoder()
-        # As the store gives it back (quantized the way the training data's store was), not the encoder's float32:
-        # the model was trained on the stored embeddings. Runs from before the int8 store recorded no stored_dtype.
-        stored_dtype = (self.base.description.text_encoder or {}).get("stored_dtype", "float16")
-        embedding = stored(self._encoder.encode([""], [text])[0], stored_dtype).embedding
-        self._text_cache[text] = embedding
-        if len(self._text_cache) > 1024:
-            self._text_cache.popitem(last=False)
-        return embedding
+        """The T5 embedding of `text` (float16 [tokens, d]); the last 1024 texts are cached. Thread-safe."""
+        key = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+        with self._text_lock:
+            if key in self._text_cache:
+                self._text_cache.move_to_end(key)
+                return self._text_cache[key]
+            if self._encoder is None:
+                self._encoder = self._load_encoder()
+            # As the store gives it back (quantized the way the training data's store was), not the encoder's float32:
+            # the model was trained on the stored embeddings. Runs from before the int8 store recorded no
+            # stored_dtype.
+            stored_dtype = (self.base.description.text_encoder or {}).get("stored_dtype", "float16")
+            embedding = stored(self._encoder.encode([""], [text])[0], stored_dtype).embedding
+            self._text_cache[key] = embedding
+            if len(self._text_cache) > 1024:
+                self._text_cache.popitem(last=False)
+            return embedding
 
     def _load_encoder(self):
         from unisim.encoders.t5 import T5TextEncoder, encoder_identity

@@ -203,9 +203,10 @@ def test_sampler_failure_is_500_and_the_server_recovers(client, sim, monkeypatch
         raise RuntimeError("simulated device failure")
 
     monkeypatch.setattr(sim, "step_sessions", broken)
-    with pytest.raises(ServerError, match="sampling failed: RuntimeError: simulated device failure") as error:
+    with pytest.raises(ServerError, match="sampling failed") as error:
         client.step_sessions([session], [PUSH])
-    assert error.value.status == 500
+    # Issue 21: a 500 says what failed, never the internals (the exception's text goes to the server's log).
+    assert error.value.status == 500 and "simulated device failure" not in str(error.value)
     monkeypatch.undo()
     assert client.step_sessions([session], [PUSH])[0].shape == (16, 24, 40, 3)
 
@@ -244,3 +245,121 @@ def test_cli_serves_until_interrupted(tiny_workdirs):
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) == 0
+
+
+# ---------------------------------------------------------------------------------------------- under abuse
+
+
+def test_oversized_texts_and_image_bombs_are_refused_before_any_work(server):
+    import base64
+
+    import image_fixtures as imf
+    from unisim.simulator.server import MAX_TEXT_CHARS
+
+    status, session = _http(server, "POST", "/v1/sessions", {"observation": None, "seed": 1})
+    step = f"/v1/sessions/{session['session']}/step"
+    began = time.monotonic()
+    status, answer = _http(server, "POST", step, {"text": "x" * (MAX_TEXT_CHARS + 1)})
+    assert status == 400 and "characters is over" in answer["error"]
+    for width in (30_000, 100_000):
+        bomb = base64.b64encode(imf.png_bomb(width, width)).decode()
+        status, answer = _http(server, "POST", "/v1/sessions", {"observation": {"image": bomb}})
+        assert status == 400 and "over the limit" in answer["error"], answer
+    assert time.monotonic() - began < 5  # refused on their headers: nothing embedded, nothing decoded
+    status, answer = _http(server, "GET", "/" + "a" * 70_000)  # http.server's own 414, as JSON
+    assert status == 414 and "error" in answer
+    for length in ("²", "-5", "1e3"):  # Content-Length values that are not a plain number: 400, no internals
+        status, answer = _http(server, "POST", "/v1/sessions", "{}", {"Content-Length": length})
+        assert status == 400 and answer["error"].startswith("bad Content-Length")
+    zero = {"observation": {"shape": [0, 40, 3], "dtype": "uint8", "data": ""}}
+    assert _http(server, "POST", "/v1/sessions", zero)[0] == 400
+    _http(server, "DELETE", f"/v1/sessions/{session['session']}")
+
+
+def test_a_body_cut_short_is_refused_not_executed(server):
+    import socket
+
+    sessions = server.stats()["sessions"]
+    with socket.create_connection(server.address, timeout=30) as raw:
+        body = b'{"observation": null, "seed": 3}'
+        raw.sendall(b"POST /v1/sessions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: " + str(len(body) + 50).encode() + b"\r\n\r\n" + body)
+        raw.shutdown(socket.SHUT_WR)  # the client stops before its declared body ends
+        answer = raw.makefile("rb").read().decode()
+    assert " 400 " in answer.split("\r\n")[0] and "the body ended after" in answer
+    assert server.stats()["sessions"] == sessions
+
+
+def test_one_client_cannot_take_every_session_or_connection(sim):
+    import socket
+
+    with SimulatorServer(sim, port=0, max_sessions=8, max_sessions_per_client=2, max_connections=4,
+                         read_timeout_s=0.5) as limited:
+        def create(token):
+            return _http(limited, "POST", "/v1/sessions", {"observation": None}, {"X-Unisim-Client": token})[0]
+
+        assert [create("greedy") for _ in range(3)] == [201, 201, 429]
+        assert create("polite") == 201  # another client still gets one
+        idle = [socket.create_connection(limited.address, timeout=5) for _ in range(4)]  # half-open: send nothing
+        time.sleep(0.1)
+        with socket.create_connection(limited.address, timeout=5) as extra:
+            assert b" 503 " in extra.recv(1024).split(b"\r\n")[0]  # over max_connections: answered and closed
+        time.sleep(1.0)  # past read_timeout_s the idle ones are closed, and their threads free
+        for connection in idle:
+            assert connection.recv(1024) == b""
+            connection.close()
+        assert _http(limited, "GET", "/healthz") == (200, {"ok": True})
+
+
+def test_another_clients_steps_stay_fast_while_one_client_floods(sim, tmp_path):
+    """The load test: a victim steps its session, idle and then while one client floods the server with
+    over-quota sessions, oversized texts, image bombs and half-open connections. Bounded: 6 steps each phase."""
+    import base64
+    import socket
+
+    import image_fixtures as imf
+
+    with SimulatorServer(sim, port=0, max_sessions_per_client=4, read_timeout_s=2.0) as target:
+        victim = RemoteSimulator(target.url, timeout=300)
+        session = victim.new_session(_image(7, (24, 40, 3)), seed=0)
+        victim.step_sessions([session], [PUSH])  # compiled and warm
+
+        def latencies(n):
+            out = []
+            for _ in range(n):
+                began = time.monotonic()
+                victim.step_sessions([session], [PUSH])
+                out.append(time.monotonic() - began)
+            return out
+
+        idle = latencies(6)
+        stop, sent = threading.Event(), []
+        bomb = {"observation": {"image": base64.b64encode(imf.png_bomb(30_000, 30_000)).decode()}}
+        flood_bodies = [{"observation": None}, {"text": "y" * 100_000}, bomb]
+
+        def flood():
+            held = []
+            while not stop.is_set():
+                for body in flood_bodies:
+                    sent.append(_http(target, "POST", "/v1/sessions", body, {"X-Unisim-Client": "flood"})[0])
+                if len(held) < 40:
+                    held.append(socket.create_connection(target.address, timeout=5))
+                time.sleep(0.01)
+            for connection in held:
+                connection.close()
+
+        flooders = [threading.Thread(target=flood) for _ in range(2)]
+        for thread in flooders:
+            thread.start()
+        try:
+            busy = latencies(6)
+        finally:
+            stop.set()
+            for thread in flooders:
+                thread.join()
+        victim.close()
+    idle_median, busy_median = float(np.median(idle)), float(np.median(busy))
+    print(f"\nvictim step latency: idle median {idle_median * 1e3:.0f} ms, during the flood {busy_median * 1e3:.0f} ms "
+          f"({busy_median / idle_median:.2f}×); flood requests {len(sent)}: {sorted(set(sent))}")
+    assert set(sent) <= {201, 400, 429} and 429 in sent and len(sent) > 20
+    assert busy_median <= 2 * idle_median

@@ -20,6 +20,10 @@ class ServeOptions:
     batch_window_s: float = option(0.005, "after a step arrives, wait this long for others to batch with it")
     session_timeout_s: float = option(600.0, "idle sessions are dropped after this many seconds")
     max_sessions: int = option(1024, "sessions held at once")
+    max_sessions_per_client: int = option(64, "sessions one client (its address, or its X-Unisim-Client token) may "
+                                              "hold, so that one client cannot lock the others out")
+    max_connections: int = option(256, "connections served at once; more are answered 503 and closed")
+    read_timeout_s: float = option(30.0, "a connection that sends nothing for this long is closed")
 
 
 def add_arguments(parser) -> None:
@@ -36,7 +40,9 @@ def run(args, _rest) -> int:
     stages, options = from_flags(StageOptions, args), from_flags(ServeOptions, args)
     simulator = simulator_of(stages, args, max_batch=options.max_batch)
     server = http.serve(simulator, options.host, options.port, batch_window_s=options.batch_window_s,
-                        session_timeout_s=options.session_timeout_s, max_sessions=options.max_sessions)
+                        session_timeout_s=options.session_timeout_s, max_sessions=options.max_sessions,
+                        max_sessions_per_client=options.max_sessions_per_client,
+                        max_connections=options.max_connections, read_timeout_s=options.read_timeout_s)
     if options.host not in ("127.0.0.1", "localhost"):
         print(f"unisim serve: warning: listening on {options.host} without authentication", flush=True)
     print(f"unisim serve: {server.url} (frames {simulator.frames} × {simulator.output_size}, max_batch "
