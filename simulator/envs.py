@@ -126,7 +126,13 @@ class _Episode:
         if self.session is None:
             raise RuntimeError("the environment is closed or was never reset")
         action = self.to_action(action)
-        frames = np.array(self.backend.step_sessions([self.session], [action])[0], np.uint8)
+        return self.advance(action, self.backend.step_sessions([self.session], [action])[0])
+
+    def advance(self, action: Action, frames: np.ndarray) -> tuple[np.ndarray, float, bool, bool, np.ndarray]:
+        """The episode moved on by `action`, which generated `frames` (one session's share of a batched step:
+        `simulator/vector.py` steps many episodes in one call): (observation, reward, terminated, truncated,
+        the new segment)."""
+        frames = np.array(frames, np.uint8)
         previous, self.segment = self.segment, frames
         self.stack = np.concatenate([self.stack, frames])[-self.k:]
         self.steps += 1

@@ -74,6 +74,8 @@ class _FullFileSystem(MemoryFileSystem):
     """An object store whose disk is full: every write fails as a full disk does."""
 
     protocol = "fullfs"
+    store: dict = {}  # its own objects: MemoryFileSystem's class-level store is shared with memory:// tests
+    pseudo_dirs = [""]
 
     def _open(self, path, mode="rb", **kwargs):
         if "w" in mode or "a" in mode:
@@ -83,7 +85,8 @@ class _FullFileSystem(MemoryFileSystem):
 
 def test_a_full_output_ends_with_one_line_and_no_manifest(language_table_dir, capsys):
     fsspec.register_implementation("fullfs", _FullFileSystem, clobber=True)
-    status = _convert(language_table_dir, "fullfs://bucket/out")
+    assert not fsspec.filesystem("fullfs").exists("/full-bucket/out")
+    status = _convert(language_table_dir, "fullfs://full-bucket/out")
     err = capsys.readouterr().err
     assert status == 2 and "No space left on device" in err and "Traceback" not in err
-    assert not fsspec.filesystem("fullfs").exists("/bucket/out/manifest.json")
+    assert not fsspec.filesystem("fullfs").exists("/full-bucket/out/manifest.json")
