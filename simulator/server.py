@@ -4,9 +4,10 @@
     sim = client.RemoteSimulator("http://127.0.0.1:8470")                # new_session / step_sessions / describe
     unisim serve --checkpoint runs/base --super_resolution runs/sr1 runs/sr2 --port 8470
 
-Many clients step their sessions concurrently; one batcher thread takes every step waiting (up to `max_batch`,
-after waiting `batch_window_s` past the first for more to arrive) and samples them in ONE `step_sessions` call, so N
-environments cost about one sampler call per round instead of N. Stdlib only (`http.server`, `http.client`, JSON).
+Many clients step their sessions concurrently; the sessions, quotas and the batcher that samples every waiting step
+in ONE `step_sessions` call are simulator/batching.py's `SessionPool`, which this HTTP front end shares with the
+dm_env_rpc one (simulator/rpc.py) when both serve: one server, two protocols, the same limits. Stdlib only
+(`http.server`, `http.client`, JSON).
 
   method  path                     body → answer (JSON)
   GET     /healthz                 → {"ok": true}
@@ -43,13 +44,9 @@ lock is held only to sample. No authentication: it binds 127.0.0.1 unless told o
 
 from __future__ import annotations
 
-import base64
-import collections
-import dataclasses
 import json
 import logging
 import re
-import secrets
 import signal
 import threading
 import time
@@ -57,45 +54,26 @@ import urllib.parse
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import numpy as np
-
-from unisim.fileio import images
+from unisim.simulator.batching import MAX_IMAGE_PIXELS, MAX_TEXT_CHARS, SessionPool, check_observation, \
+    decode_image, make_action
 from unisim.simulator.client import ServerError, decode_array, encode_array
-from unisim.simulator.core import Action, ActionError, Session, Simulator
+from unisim.simulator.core import Action, ActionError, Simulator
 
 logger = logging.getLogger(__name__)
 
-SEED_LIMIT = 2 ** 32  # JAX keys (without x64) keep 32 bits of a seed: larger ones would silently collide
-MAX_IMAGE_PIXELS = 4096 * 4096  # checked in the header before decoding; frames are resized to the model's size anyway
-MAX_TEXT_CHARS = 2048  # a text action's length (what `unisim convert` accepts): longer ones are refused unread
 ACTION_FIELDS = frozenset({"text", "controls", "source"})
-_DECODING = threading.BoundedSemaphore(2)  # image observations decoded at once: memory is bounded by 2 × the limit
+__all__ = ["MAX_IMAGE_PIXELS", "MAX_TEXT_CHARS", "SimulatorServer", "serve", "serve_forever"]
 
 
-def _decode_observation(obj) -> np.ndarray | None:
+def _decode_observation(obj):
     if obj is None:
         return None
     if isinstance(obj, dict) and set(obj) == {"image"}:
-        import cv2
-
-        try:
-            data = base64.b64decode(obj["image"] if isinstance(obj["image"], str) else b"", validate=True)
-            images.check(data, MAX_IMAGE_PIXELS)  # the header's size, before anything is decoded
-            with _DECODING:
-                return images.decode(data, cv2.IMREAD_COLOR_RGB, MAX_IMAGE_PIXELS)
-        except (ValueError, TypeError) as e:  # binascii.Error and ImageError are ValueErrors
-            raise ServerError(400, f"observation image: {e}") from None
+        return decode_image(obj["image"] if isinstance(obj["image"], str) else b"")
     try:
-        frames = decode_array(obj)
+        return check_observation(decode_array(obj))
     except ValueError as e:
         raise ServerError(400, f"observation: {e}") from None
-    if frames.ndim not in (3, 4) or frames.shape[-1] != 3 or 0 in frames.shape:
-        raise ServerError(400, "an initial observation is a uint8 image [H, W, 3] or frames [n, H, W, 3] with pixels; "
-                               f"got {list(frames.shape)}")
-    if frames.shape[-3] * frames.shape[-2] > MAX_IMAGE_PIXELS:
-        raise ServerError(400, f"observation frames of {frames.shape[-2]}×{frames.shape[-3]} are over "
-                               f"{MAX_IMAGE_PIXELS:,} pixels")
-    return frames
 
 
 def _fields(body, allowed: frozenset, what: str = "the body") -> dict:
@@ -110,72 +88,30 @@ def _fields(body, allowed: frozenset, what: str = "the body") -> dict:
 
 
 def _parse_action(body: dict) -> Action:
-    text, controls, source = body.get("text"), body.get("controls"), body.get("source")
-    if text is not None and not isinstance(text, str):
-        raise ServerError(400, f"text must be a string, not {type(text).__name__}")
-    if text is not None and len(text) > MAX_TEXT_CHARS:
-        raise ServerError(400, f"text of {len(text):,} characters is over {MAX_TEXT_CHARS:,}")
-    if source is not None and not isinstance(source, str):
-        raise ServerError(400, f"source must be a string, not {type(source).__name__}")
-    if controls is not None:  # shape and range are the simulator's to check (ActionError, on the batcher thread)
-        try:
-            controls = np.asarray(controls)
-        except ValueError:  # ragged
-            controls = None
-        if controls is None or controls.dtype.kind not in "iuf":  # not strings, booleans or nested objects
-            raise ServerError(400, "controls must be a [D] or [frames, D] list of numbers")
-        controls = controls.astype(np.float64)
-    return Action(text=text, controls=controls, source=source)
+    return make_action(body.get("text"), body.get("controls"), body.get("source"))
 
 
 # ----------------------------------------------------------------------------------------------------- server
 
-@dataclasses.dataclass(eq=False)
-class _Entry:
-    session: Session
-    last_used: float  # time.monotonic()
-    client: str = ""  # who made it: its address, or the X-Unisim-Client token it sent (`max_sessions_per_client`)
-    busy: bool = False  # a step is queued or sampling: a second one now is a 409, and the reaper leaves it
-
-
-class _Request:
-    """One step request (one session, or a vectorised list): stepped in one batch, answered together."""
-
-    def __init__(self, entries: list[_Entry], actions: list[Action]):
-        self.entries, self.actions = entries, actions
-        self.frames: list[np.ndarray] | None = None
-        self.error: tuple[int, str] | None = None
-        self.done = threading.Event()
-
-
 class SimulatorServer:
-    """Serves one `Simulator` (which it alone may call while it runs) to many HTTP clients. Binds on construction,
-    so `address` and `url` are known before `start()`."""
+    """Serves one `Simulator` to many HTTP clients through a `SessionPool` (its own, or `pool`, shared with other
+    transports so that their steps batch together). Binds on construction, so `address` and `url` are known before
+    `start()`. `routes`: extra (method, path regex, handler(body, *groups) → (status, payload)) endpoints, where a
+    payload that is bytes is sent as it is with the content type `(bytes, content_type)` gives (the playground)."""
 
-    def __init__(self, simulator: Simulator, host: str = "127.0.0.1", port: int = 8470, *,
-                 batch_window_s: float = 0.005, session_timeout_s: float = 600.0, max_sessions: int = 1024,
-                 max_request_bytes: int = 32 << 20, reaper_interval_s: float | None = None,
-                 max_sessions_per_client: int = 64, max_connections: int = 256, read_timeout_s: float = 30.0):
-        self.sim, self.max_batch = simulator, simulator.max_batch
-        self.batch_window_s, self.session_timeout_s = batch_window_s, session_timeout_s
-        self.max_sessions, self.max_request_bytes = max_sessions, max_request_bytes
-        self.max_sessions_per_client, self.read_timeout_s = max_sessions_per_client, read_timeout_s
-        self.reaper_interval_s = reaper_interval_s or min(max(session_timeout_s / 4, 0.05), 30.0)
-        self._info = {**simulator.describe(),
-                      "control_stats": {name: stats.to_json() for name, stats in simulator.controls.items()},
-                      "server": {"max_batch": self.max_batch, "batch_window_s": batch_window_s,
-                                 "session_timeout_s": session_timeout_s, "max_sessions": max_sessions,
-                                 "max_sessions_per_client": max_sessions_per_client,
-                                 "max_request_bytes": max_request_bytes, "max_text_chars": MAX_TEXT_CHARS,
-                                 "max_image_pixels": MAX_IMAGE_PIXELS, "max_connections": max_connections}}
-        self._sim_lock = threading.Lock()  # the Simulator is not thread-safe: batcher, session creation, closing
-        self._lock = threading.Lock()  # sessions and counters
-        self._sessions: dict[str, _Entry] = {}
-        self._counts: collections.Counter = collections.Counter()
-        self._wake = threading.Condition()  # guards the queue and `_stopping`
-        self._queue: collections.deque[_Request] = collections.deque()
-        self._queued = 0  # session steps in the queue
-        self._stopping = threading.Event()
+    def __init__(self, simulator: Simulator | None, host: str = "127.0.0.1", port: int = 8470, *,
+                 pool: SessionPool | None = None, max_request_bytes: int = 32 << 20, max_connections: int = 256,
+                 read_timeout_s: float = 30.0, routes=(), **pool_limits):
+        if (pool is None) == (simulator is None):
+            raise ValueError("give a simulator (and its pool's limits) or a pool")
+        self.pool = pool or SessionPool(simulator, **pool_limits)
+        self.sim, self.max_batch = self.pool.sim, self.pool.max_batch
+        self.max_request_bytes, self.read_timeout_s = max_request_bytes, read_timeout_s
+        self._info = {**self.sim.describe(),
+                      "control_stats": {name: stats.to_json() for name, stats in self.sim.controls.items()},
+                      "server": {**self.pool.limits(), "max_request_bytes": max_request_bytes,
+                                 "max_connections": max_connections}}
+        self._routes = [*routes, *self._ROUTES]
         self._threads: list[threading.Thread] = []
         self._httpd = _HTTPServer((host, port), _Handler, max_connections)
         self._httpd.app = self
@@ -190,26 +126,19 @@ class SimulatorServer:
         return f"http://{host}:{port}"
 
     def start(self) -> "SimulatorServer":
-        for target in (self._httpd.serve_forever, self._batch_loop, self._reap_loop):
-            thread = threading.Thread(target=target, name=f"unisim-server-{target.__name__}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        self.pool.start()
+        thread = threading.Thread(target=self._httpd.serve_forever, name="unisim-http", daemon=True)
+        thread.start()
+        self._threads.append(thread)
         return self
 
     def stop(self) -> None:
-        with self._wake:
-            self._stopping.set()
-            self._wake.notify_all()
         if self._threads:
             self._httpd.shutdown()  # blocks until serve_forever returns: only valid once started
+            self.pool.stop()
         self._httpd.server_close()
         for thread in self._threads:
             thread.join()
-        with self._wake:  # requests the batcher never took
-            for request in self._queue:
-                request.error = (503, "the server is shutting down")
-                request.done.set()
-            self._queue.clear()
 
     def __enter__(self):
         return self.start()
@@ -218,11 +147,7 @@ class SimulatorServer:
         self.stop()
 
     def stats(self) -> dict:
-        with self._lock:
-            c = self._counts
-            return {"requests": c["requests"], "step_requests": c["step_requests"], "steps": c["steps"],
-                    "batches": c["batches"], "mean_batch_size": c["steps"] / c["batches"] if c["batches"] else 0.0,
-                    "sessions": len(self._sessions), "expired": c["expired"], "errors": c["errors"]}
+        return self.pool.stats()
 
     # ---------------------------------------------------------------------------------------------- endpoints
 
@@ -233,8 +158,8 @@ class SimulatorServer:
                ("POST", re.compile(r"/v1/step"), "_step_many")]
 
     def handle(self, method: str, path: str, body, client: str = "") -> tuple[int, dict]:
-        matched = [(m, getattr(self, name), match.groups()) for m, pattern, name in self._ROUTES
-                   if (match := pattern.fullmatch(path))]
+        matched = [(m, handler if callable(handler) else getattr(self, handler), match.groups())
+                   for m, pattern, handler in self._routes if (match := pattern.fullmatch(path))]
         if not matched:
             raise ServerError(404, f"no endpoint {path[:200]}")
         for m, endpoint, args in matched:
@@ -256,45 +181,15 @@ class SimulatorServer:
 
     def _create(self, body, client: str = ""):
         body = _fields(body, frozenset({"observation", "seed"}))
-        seed = body.get("seed")
-        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < SEED_LIMIT):
-            raise ServerError(400, f"seed must be an integer in [0, 2**32), not {seed!r}")
-        self._check_capacity(client)  # before any decoding or waiting; again when adding
-        observation = _decode_observation(body.get("observation"))
-        with self._sim_lock:
-            session = self.sim.new_session(observation, seed)
-        session_id = secrets.token_urlsafe(12)  # unguessable: clients cannot step each other's sessions
-        with self._lock:
-            self._check_capacity(client)
-            self._sessions[session_id] = _Entry(session, time.monotonic(), client)
+        session_id, session = self.pool.create(_decode_observation(body.get("observation")), body.get("seed"),
+                                               client)
         return 201, {"session": session_id, "seed": session.seed, "frames": encode_array(session.last_frames)}
 
-    def _check_capacity(self, client: str) -> None:
-        if sum(entry.client == client for entry in list(self._sessions.values())) >= self.max_sessions_per_client:
-            # 429, not 503: this client's quota is spent, the server is not full — other clients still get sessions
-            raise ServerError(429, f"this client holds max_sessions_per_client={self.max_sessions_per_client} "
-                                   "sessions; close some, or wait for idle ones to expire")
-        if len(self._sessions) >= self.max_sessions:
-            raise ServerError(503, f"the server holds max_sessions={self.max_sessions} sessions; close some, or wait "
-                               f"for idle ones to expire ({self.session_timeout_s:g} s)")
-
-    def _checked(self, action: Action) -> Action:
-        """`action` once the simulator accepts it, encoded on this request's thread — its text embedded, cached —
-        so that the batcher, which holds the simulator, never waits for a tokenizer or an encoder."""
-        self.sim.check_action(action)
-        return action
-
-    def _count_step_request(self) -> None:
-        with self._lock:
-            self._counts["step_requests"] += 1
-
     def _step_one(self, body, session_id):
-        self._count_step_request()
-        request = self._submit([session_id], [self._checked(_parse_action(_fields(body, ACTION_FIELDS)))])
-        return 200, {"frames": encode_array(request.frames[0])}
+        frames = self.pool.step([session_id], [_parse_action(_fields(body, ACTION_FIELDS))])
+        return 200, {"frames": encode_array(frames[0])}
 
     def _step_many(self, body):
-        self._count_step_request()
         steps = _fields(body, frozenset({"steps"})).get("steps")
         if not isinstance(steps, list) or not steps:
             raise ServerError(400, 'the body is {"steps": [{"session": ID, "text": …, "controls": …}, …]}, '
@@ -304,128 +199,12 @@ class SimulatorServer:
         items = [_fields(item, ACTION_FIELDS | {"session"}, f"steps[{i}]") for i, item in enumerate(steps)]
         if not all(isinstance(item.get("session"), str) for item in items):
             raise ServerError(400, "every step names its session (a string)")
-        request = self._submit([item["session"] for item in items],
-                               [self._checked(_parse_action(item)) for item in items])
-        return 200, {"frames": [encode_array(f) for f in request.frames]}
+        frames = self.pool.step([item["session"] for item in items], [_parse_action(item) for item in items])
+        return 200, {"frames": [encode_array(f) for f in frames]}
 
     def _close(self, body, session_id):
-        with self._lock:
-            entry = self._sessions.pop(session_id, None)
-        if entry is None:
-            raise ServerError(404, f"unknown or expired session {session_id!r}")
-        with self._sim_lock:  # a step already in flight still finishes and is answered
-            self.sim.close_session(entry.session)
+        self.pool.close(session_id)
         return 200, {"closed": session_id}
-
-    # ------------------------------------------------------------------------------------------------ batching
-
-    def _submit(self, session_ids: list[str], actions: list[Action]) -> _Request:
-        """Queues the steps and waits until the batcher has answered them; raises ServerError on failure."""
-        if len(set(session_ids)) != len(session_ids):
-            raise ServerError(400, "a session appears more than once in one step request")
-        now = time.monotonic()
-        with self._lock:
-            entries = [self._sessions.get(s) for s in session_ids]
-            for session_id, entry in zip(session_ids, entries):
-                if entry is None:
-                    raise ServerError(404, f"unknown or expired session {session_id!r}")
-                if entry.busy:
-                    raise ServerError(409, f"session {session_id!r} is already stepping; wait for that step's answer")
-            for entry in entries:
-                entry.busy, entry.last_used = True, now
-        request = _Request(entries, actions)
-        with self._wake:
-            if self._stopping.is_set():
-                self._release([request])
-                raise ServerError(503, "the server is shutting down")
-            self._queue.append(request)
-            self._queued += len(entries)
-            self._wake.notify_all()
-        request.done.wait()  # stop() answers whatever the batcher did not take, so this always returns
-        if request.error:
-            raise ServerError(*request.error)
-        return request
-
-    def _batch_loop(self) -> None:
-        while True:
-            with self._wake:
-                while not self._queue and not self._stopping.is_set():
-                    self._wake.wait()
-                if self._stopping.is_set():
-                    return
-                # Clients that step in lockstep arrive a few ms apart: waiting a moment after the first lets one
-                # sampler call serve all of them (stops early once a full batch is waiting).
-                deadline = time.monotonic() + self.batch_window_s
-                while self._queued < self.max_batch and (left := deadline - time.monotonic()) > 0:
-                    self._wake.wait(left)
-                batch, n = [], 0
-                while self._queue and n + len(self._queue[0].entries) <= self.max_batch:
-                    request = self._queue.popleft()
-                    n += len(request.entries)
-                    batch.append(request)
-                self._queued -= n
-            try:
-                self._run(batch)
-            except Exception:  # a bug here must not kill the batcher and leave every client waiting
-                logger.exception("the batcher failed")
-                for request in batch:
-                    request.error = request.error or (500, "internal error (see the server's log)")
-            finally:
-                self._release(batch)
-
-    def _run(self, batch: list[_Request]) -> None:
-        with self._sim_lock:
-            valid = []
-            for request in batch:  # each request's actions checked alone: a bad one fails only its own request
-                try:
-                    for action in request.actions:
-                        self.sim.check_action(action)  # caches text embeddings, so step_sessions reuses them
-                    valid.append(request)
-                except ActionError as e:
-                    request.error = (400, str(e))
-                except Exception:
-                    logger.exception("encoding an action failed")
-                    request.error = (500, "encoding the action failed (see the server's log)")
-            sessions = [entry.session for request in valid for entry in request.entries]
-            if sessions:
-                try:
-                    frames = self.sim.step_sessions(sessions, [a for request in valid for a in request.actions])
-                except Exception:
-                    logger.exception("sampling a batch of %d sessions failed", len(sessions))
-                    for request in valid:
-                        request.error = (500, "sampling failed (see the server's log)")
-                else:
-                    for request in valid:
-                        request.frames, frames = frames[:len(request.entries)], frames[len(request.entries):]
-                    with self._lock:
-                        self._counts["batches"] += 1
-                        self._counts["steps"] += len(sessions)
-
-    def _release(self, batch: list[_Request]) -> None:
-        now = time.monotonic()
-        with self._lock:
-            for request in batch:
-                for entry in request.entries:
-                    entry.busy, entry.last_used = False, now
-        for request in batch:
-            request.done.set()
-
-    def _reap_loop(self) -> None:
-        while not self._stopping.wait(self.reaper_interval_s):
-            self.reap()
-
-    def reap(self) -> int:
-        """Drops sessions idle for session_timeout_s; returns how many."""
-        cutoff = time.monotonic() - self.session_timeout_s
-        with self._lock:
-            expired = [s for s, entry in self._sessions.items() if not entry.busy and entry.last_used < cutoff]
-            entries = [self._sessions.pop(s) for s in expired]
-            self._counts["expired"] += len(expired)
-        if entries:
-            with self._sim_lock:
-                for entry in entries:
-                    self.sim.close_session(entry.session)
-        return len(entries)
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -481,12 +260,14 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception:  # a bug must cost one request, not the server; its details go to the log, not the client
             logger.exception("%s %s failed", method, self.path[:200])
             status, payload = 500, {"error": "internal error (see the server's log)"}
-        with app._lock:
-            app._counts["requests"] += 1
-            app._counts["errors"] += status >= 400
-        data = json.dumps(payload).encode()
+        app.pool.count(requests=1, errors=int(status >= 400))
+        content_type = "application/json"
+        if isinstance(payload, tuple):  # (bytes, content type): a page or an image
+            data, content_type = payload
+        else:
+            data = json.dumps(payload).encode()
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         if self.close_connection:
             self.send_header("Connection", "close")

@@ -1,0 +1,348 @@
+"""`SessionPool`: the one server core — sessions, per-client quotas, the batcher and the reaper — behind every
+transport (HTTP/JSON in simulator/server.py, dm_env_rpc over gRPC in simulator/rpc.py, the playground page).
+
+Many clients step their sessions concurrently; one batcher thread takes every step waiting (up to `max_batch`,
+after waiting `batch_window_s` past the first for more to arrive) and samples them in ONE `step_sessions` call, so
+N environments cost about one sampler call per round instead of N, whichever protocol each arrived by. Actions are
+checked and encoded (text tokenised and embedded) on the caller's thread, so the simulator's lock is held only to
+sample. The limits a hostile client meets are here too, so that every transport enforces the same ones: texts over
+MAX_TEXT_CHARS, observations over MAX_IMAGE_PIXELS (an encoded image is measured from its header, before decoding),
+seeds outside [0, 2**32), max_sessions in all and max_sessions_per_client for one client.
+
+Errors are `ServerError(status, message)` with an HTTP status as the kind (400 bad input, 404 unknown session, 409
+already stepping, 429 this client's quota, 503 full or shutting down, 500 sampling failed); the gRPC front end maps
+them onto gRPC codes.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import dataclasses
+import logging
+import secrets
+import threading
+import time
+
+import numpy as np
+
+from unisim.fileio import images
+from unisim.simulator.client import ServerError
+from unisim.simulator.core import Action, ActionError, Session, Simulator
+
+logger = logging.getLogger(__name__)
+
+SEED_LIMIT = 2 ** 32  # JAX keys (without x64) keep 32 bits of a seed: larger ones would silently collide
+MAX_IMAGE_PIXELS = 4096 * 4096  # checked in the header before decoding; frames are resized to the model's size anyway
+MAX_TEXT_CHARS = 2048  # a text action's length (what `unisim convert` accepts): longer ones are refused unread
+_DECODING = threading.BoundedSemaphore(2)  # image observations decoded at once: memory is bounded by 2 × the limit
+
+
+# ------------------------------------------------------------------------------------------- checked inputs
+
+def decode_image(data: bytes | str) -> np.ndarray:
+    """A PNG/JPEG file's bytes (or their base64) → uint8 RGB [H, W, 3], its size checked in the header first."""
+    import cv2
+
+    try:
+        if isinstance(data, str):
+            data = base64.b64decode(data, validate=True)
+        if not isinstance(data, bytes):
+            raise TypeError(f"an image is the bytes of a PNG or JPEG file, not {type(data).__name__}")
+        images.check(data, MAX_IMAGE_PIXELS)  # the header's size, before anything is decoded
+        with _DECODING:
+            return images.decode(data, cv2.IMREAD_COLOR_RGB, MAX_IMAGE_PIXELS)
+    except (ValueError, TypeError) as e:  # binascii.Error and ImageError are ValueErrors
+        raise ServerError(400, f"observation image: {e}") from None
+
+
+def check_observation(frames: np.ndarray) -> np.ndarray:
+    """An initial observation: uint8 [H, W, 3] or [n, H, W, 3] with pixels, within MAX_IMAGE_PIXELS a frame."""
+    if frames.dtype != np.uint8 or frames.ndim not in (3, 4) or frames.shape[-1] != 3 or 0 in frames.shape:
+        raise ServerError(400, "an initial observation is a uint8 image [H, W, 3] or frames [n, H, W, 3] with pixels; "
+                               f"got {frames.dtype} {list(frames.shape)}")
+    if frames.shape[-3] * frames.shape[-2] > MAX_IMAGE_PIXELS:
+        raise ServerError(400, f"observation frames of {frames.shape[-2]}×{frames.shape[-3]} are over "
+                               f"{MAX_IMAGE_PIXELS:,} pixels")
+    return frames
+
+
+def check_seed(seed) -> int | None:
+    if seed is not None and (not isinstance(seed, (int, np.integer)) or isinstance(seed, bool)
+                             or not 0 <= seed < SEED_LIMIT):
+        raise ServerError(400, f"seed must be an integer in [0, 2**32), not {seed!r}")
+    return None if seed is None else int(seed)
+
+
+def make_action(text=None, controls=None, source=None) -> Action:
+    """An `Action` from a client's values, their types and sizes checked (shape and range are the simulator's)."""
+    if text is not None and not isinstance(text, str):
+        raise ServerError(400, f"text must be a string, not {type(text).__name__}")
+    if text is not None and len(text) > MAX_TEXT_CHARS:
+        raise ServerError(400, f"text of {len(text):,} characters is over {MAX_TEXT_CHARS:,}")
+    if source is not None and not isinstance(source, str):
+        raise ServerError(400, f"source must be a string, not {type(source).__name__}")
+    if controls is not None:
+        try:
+            controls = np.asarray(controls)
+        except ValueError:  # ragged
+            controls = None
+        if controls is None or controls.dtype.kind not in "iuf":  # not strings, booleans or nested objects
+            raise ServerError(400, "controls must be a [D] or [frames, D] list of numbers")
+        controls = controls.astype(np.float64)
+    return Action(text=text, controls=controls, source=source)
+
+
+# ---------------------------------------------------------------------------------------------------- pool
+
+@dataclasses.dataclass(eq=False)
+class _Entry:
+    session: Session
+    last_used: float  # time.monotonic()
+    client: str = ""  # who made it: an address or a token the client chose (`max_sessions_per_client`)
+    busy: bool = False  # a step is queued or sampling: a second one now is a 409, and the reaper leaves it
+
+
+class _Request:
+    """One step request (one session, or a vectorised list): stepped in one batch, answered together."""
+
+    def __init__(self, entries: list[_Entry], actions: list[Action]):
+        self.entries, self.actions = entries, actions
+        self.frames: list[np.ndarray] | None = None
+        self.error: tuple[int, str] | None = None
+        self.done = threading.Event()
+
+
+class SessionPool:
+    """The sessions of one `Simulator` (which it alone may call while it runs), stepped in batches."""
+
+    def __init__(self, simulator: Simulator, *, batch_window_s: float = 0.005, session_timeout_s: float = 600.0,
+                 max_sessions: int = 1024, max_sessions_per_client: int = 64,
+                 reaper_interval_s: float | None = None):
+        self.sim, self.max_batch = simulator, simulator.max_batch
+        self.batch_window_s, self.session_timeout_s = batch_window_s, session_timeout_s
+        self.max_sessions, self.max_sessions_per_client = max_sessions, max_sessions_per_client
+        self.reaper_interval_s = reaper_interval_s or min(max(session_timeout_s / 4, 0.05), 30.0)
+        self._sim_lock = threading.Lock()  # the Simulator is not thread-safe: batcher, session creation, closing
+        self._lock = threading.Lock()  # sessions and counters
+        self._sessions: dict[str, _Entry] = {}
+        self.counts: collections.Counter = collections.Counter()  # guarded by `_lock`; transports add theirs
+        self._wake = threading.Condition()  # guards the queue and `_stopping`
+        self._queue: collections.deque[_Request] = collections.deque()
+        self._queued = 0  # session steps in the queue
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._users = 0  # transports that started it: the last to stop stops it
+
+    def limits(self) -> dict:
+        return {"max_batch": self.max_batch, "batch_window_s": self.batch_window_s,
+                "session_timeout_s": self.session_timeout_s, "max_sessions": self.max_sessions,
+                "max_sessions_per_client": self.max_sessions_per_client, "max_text_chars": MAX_TEXT_CHARS,
+                "max_image_pixels": MAX_IMAGE_PIXELS}
+
+    def start(self) -> "SessionPool":
+        with self._lock:
+            self._users += 1
+            if self._threads:
+                return self
+            for target in (self._batch_loop, self._reap_loop):
+                thread = threading.Thread(target=target, name=f"unisim-pool-{target.__name__}", daemon=True)
+                thread.start()
+                self._threads.append(thread)
+        return self
+
+    def stop(self) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users > 0:
+                return
+        with self._wake:
+            self._stopping.set()
+            self._wake.notify_all()
+        for thread in self._threads:
+            thread.join()
+        with self._wake:  # requests the batcher never took
+            for request in self._queue:
+                request.error = (503, "the server is shutting down")
+                request.done.set()
+            self._queue.clear()
+
+    def count(self, **increments: int) -> None:
+        with self._lock:
+            self.counts.update(increments)
+
+    def stats(self) -> dict:
+        with self._lock:
+            c = self.counts
+            return {"requests": c["requests"], "step_requests": c["step_requests"], "steps": c["steps"],
+                    "batches": c["batches"], "mean_batch_size": c["steps"] / c["batches"] if c["batches"] else 0.0,
+                    "sessions": len(self._sessions), "expired": c["expired"], "errors": c["errors"]}
+
+    # ------------------------------------------------------------------------------------------- sessions
+
+    def create(self, observation: np.ndarray | None, seed: int | None, client: str = "") -> tuple[str, Session]:
+        """A new session (from `observation`, checked, or text-only from None) and its unguessable id."""
+        seed = check_seed(seed)
+        self._check_capacity(client)  # before any waiting; again when adding
+        if observation is not None:
+            check_observation(observation)
+        with self._sim_lock:
+            session = self.sim.new_session(observation, seed)
+        session_id = secrets.token_urlsafe(12)  # unguessable: clients cannot step each other's sessions
+        refused = None
+        with self._lock:
+            try:
+                self._check_capacity(client)
+                self._sessions[session_id] = _Entry(session, time.monotonic(), client)
+            except ServerError as e:
+                refused = e
+        if refused:  # others filled the server meanwhile (closed outside `_lock`: the batcher takes the locks the
+            with self._sim_lock:  # other way round)
+                self.sim.close_session(session)
+            raise refused
+        return session_id, session
+
+    def session(self, session_id: str) -> Session:
+        with self._lock:
+            entry = self._sessions.get(session_id)
+        if entry is None:
+            raise ServerError(404, f"unknown or expired session {session_id!r}")
+        return entry.session
+
+    def _check_capacity(self, client: str) -> None:
+        if sum(entry.client == client for entry in list(self._sessions.values())) >= self.max_sessions_per_client:
+            # 429, not 503: this client's quota is spent, the server is not full — other clients still get sessions
+            raise ServerError(429, f"this client holds max_sessions_per_client={self.max_sessions_per_client} "
+                                   "sessions; close some, or wait for idle ones to expire")
+        if len(self._sessions) >= self.max_sessions:
+            raise ServerError(503, f"the server holds max_sessions={self.max_sessions} sessions; close some, or wait "
+                               f"for idle ones to expire ({self.session_timeout_s:g} s)")
+
+    def close(self, session_id: str) -> None:
+        with self._lock:
+            entry = self._sessions.pop(session_id, None)
+        if entry is None:
+            raise ServerError(404, f"unknown or expired session {session_id!r}")
+        with self._sim_lock:  # a step already in flight still finishes and is answered
+            self.sim.close_session(entry.session)
+
+    def step(self, session_ids: list[str], actions: list[Action]) -> list[np.ndarray]:
+        """Each session's next frames: the actions are checked and encoded here (on the caller's thread), then the
+        steps wait for the batcher, which samples them with whatever else is waiting. Raises ServerError."""
+        if len(session_ids) > self.max_batch:
+            raise ServerError(400, f"batch of {len(session_ids)} exceeds max_batch {self.max_batch}")
+        self.count(step_requests=1)
+        try:
+            for action in actions:
+                self.sim.check_action(action)  # embeds text into the thread-safe cache that step_sessions reuses
+        except ActionError as e:
+            raise ServerError(400, str(e)) from None
+        return self._submit(session_ids, actions).frames
+
+    # ------------------------------------------------------------------------------------------------ batching
+
+    def _submit(self, session_ids: list[str], actions: list[Action]) -> _Request:
+        """Queues the steps and waits until the batcher has answered them; raises ServerError on failure."""
+        if len(set(session_ids)) != len(session_ids):
+            raise ServerError(400, "a session appears more than once in one step request")
+        now = time.monotonic()
+        with self._lock:
+            entries = [self._sessions.get(s) for s in session_ids]
+            for session_id, entry in zip(session_ids, entries):
+                if entry is None:
+                    raise ServerError(404, f"unknown or expired session {session_id!r}")
+                if entry.busy:
+                    raise ServerError(409, f"session {session_id!r} is already stepping; wait for that step's answer")
+            for entry in entries:
+                entry.busy, entry.last_used = True, now
+        request = _Request(entries, actions)
+        with self._wake:
+            if self._stopping.is_set():
+                self._release([request])
+                raise ServerError(503, "the server is shutting down")
+            self._queue.append(request)
+            self._queued += len(entries)
+            self._wake.notify_all()
+        request.done.wait()  # stop() answers whatever the batcher did not take, so this always returns
+        if request.error:
+            raise ServerError(*request.error)
+        return request
+
+    def _batch_loop(self) -> None:
+        while True:
+            with self._wake:
+                while not self._queue and not self._stopping.is_set():
+                    self._wake.wait()
+                if self._stopping.is_set():
+                    return
+                # Clients that step in lockstep arrive a few ms apart: waiting a moment after the first lets one
+                # sampler call serve all of them (stops early once a full batch is waiting).
+                deadline = time.monotonic() + self.batch_window_s
+                while self._queued < self.max_batch and (left := deadline - time.monotonic()) > 0:
+                    self._wake.wait(left)
+                batch, n = [], 0
+                while self._queue and n + len(self._queue[0].entries) <= self.max_batch:
+                    request = self._queue.popleft()
+                    n += len(request.entries)
+                    batch.append(request)
+                self._queued -= n
+            try:
+                self._run(batch)
+            except Exception:  # a bug here must not kill the batcher and leave every client waiting
+                logger.exception("the batcher failed")
+                for request in batch:
+                    request.error = request.error or (500, "internal error (see the server's log)")
+            finally:
+                self._release(batch)
+
+    def _run(self, batch: list[_Request]) -> None:
+        with self._sim_lock:
+            valid = []
+            for request in batch:  # each request's actions checked alone: a bad one fails only its own request
+                try:
+                    for action in request.actions:
+                        self.sim.check_action(action)  # cached: cheap after the caller's thread encoded it
+                    valid.append(request)
+                except ActionError as e:
+                    request.error = (400, str(e))
+                except Exception:
+                    logger.exception("encoding an action failed")
+                    request.error = (500, "encoding the action failed (see the server's log)")
+            sessions = [entry.session for request in valid for entry in request.entries]
+            if sessions:
+                try:
+                    frames = self.sim.step_sessions(sessions, [a for request in valid for a in request.actions])
+                except Exception:
+                    logger.exception("sampling a batch of %d sessions failed", len(sessions))
+                    for request in valid:
+                        request.error = (500, "sampling failed (see the server's log)")
+                else:
+                    for request in valid:
+                        request.frames, frames = frames[:len(request.entries)], frames[len(request.entries):]
+                    self.count(batches=1, steps=len(sessions))
+
+    def _release(self, batch: list[_Request]) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for request in batch:
+                for entry in request.entries:
+                    entry.busy, entry.last_used = False, now
+        for request in batch:
+            request.done.set()
+
+    def _reap_loop(self) -> None:
+        while not self._stopping.wait(self.reaper_interval_s):
+            self.reap()
+
+    def reap(self) -> int:
+        """Drops sessions idle for session_timeout_s; returns how many."""
+        cutoff = time.monotonic() - self.session_timeout_s
+        with self._lock:
+            expired = [s for s, entry in self._sessions.items() if not entry.busy and entry.last_used < cutoff]
+            entries = [self._sessions.pop(s) for s in expired]
+            self.counts["expired"] += len(expired)
+        if entries:
+            with self._sim_lock:
+                for entry in entries:
+                    self.sim.close_session(entry.session)
+        return len(entries)
