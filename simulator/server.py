@@ -331,10 +331,10 @@ def serve(simulator: Simulator, host: str = "127.0.0.1", port: int = 8470, **kwa
     return SimulatorServer(simulator, host, port, **kwargs).start()
 
 
-def serve_forever(server: SimulatorServer) -> None:
+def serve_forever(server: SimulatorServer, also=()) -> None:
     """Blocks until Ctrl-C or SIGTERM, then stops `server`. The handlers are installed explicitly: a process
     started in the background by a non-interactive shell inherits SIGINT ignored, and Python then raises no
-    KeyboardInterrupt."""
+    KeyboardInterrupt. `also`: other started front ends to stop with it."""
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.default_int_handler)
     try:
@@ -343,4 +343,6 @@ def serve_forever(server: SimulatorServer) -> None:
     except KeyboardInterrupt:
         pass
     finally:
+        for other in also:  # other front ends on the same pool (dm_env_rpc)
+            other.stop()
         server.stop()
