@@ -8,7 +8,8 @@ whose fields carry their help (`schemas.options`), the flags generated from it, 
     unisim demo [--workdir DIR]                       the whole chain on built-in samples
     unisim train --config trainer/configs/tiny.py --workdir DIR [--mixture SPEC] [--config.key=value …]
     unisim rollout --checkpoint DIR --image FILE --actions "a1" "a2" … --output out.gif|out.mp4
-    unisim serve --checkpoint DIR [--port 8470]
+    unisim serve --checkpoint DIR [--port 8470] [--grpc_port 8471]
+    unisim play --checkpoint DIR [--data CONVERTED_DIR] [--port 8472]
     unisim eval --checkpoint DIR --data HELD_OUT_CLIPS [--history_ablation DIR] [--output eval.json]
 
 `unisim COMMAND --help` lists every option with its default.
@@ -31,7 +32,8 @@ COMMANDS = {
     "demo": ("demo", "the whole chain on built-in samples: convert → train → rollouts → eval → report.html"),
     "train": ("train", "train a model stage (base or super-resolution)"),
     "rollout": ("rollout", "roll a trained model out through actions into a GIF or MP4"),
-    "serve": ("serve", "serve a trained model to many environments over HTTP"),
+    "serve": ("serve", "serve a trained model to many environments over HTTP (and dm_env_rpc over gRPC)"),
+    "play": ("play", "a local web page to try a trained model: start frames, text or arrow-key actions"),
     "eval": ("evaluate", "action-following error, PSNR, SSIM and FVD* on held-out tabletop clips"),
 }
 

@@ -1,0 +1,90 @@
+"""`unisim play`: a local web page to try a simulator — pick a start frame, type a text action or press arrow keys
+(control deltas), watch the generated frames, reset.
+
+    unisim play --checkpoint runs/base --data demo-output/converted --port 8472   # then open http://127.0.0.1:8472/
+
+The page is one static file (simulator/playground.html, no build step, no external scripts) served by the same
+HTTP server as `unisim serve` (simulator/server.py): it calls the JSON API (/v1/info, /v1/sessions, …) like any
+client, so whatever it does a script can do, under the same limits. Two routes are added: GET / (the page) and
+GET /play/starts (the start frames: up to `starts` clips of a converted directory, their last history frame as a
+PNG, plus a white text-only start).
+
+Controls: each arrow key (or button) sends one control vector. Dimension 0 is ←/→ and dimension 1 is ↑/↓ (the
+tabletop world's x and y deltas); a press moves that dimension by `control_step` × half its training range (the
+manifest's control statistics), with every other dimension at the middle of its range.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+
+import numpy as np
+
+from unisim.simulator.core import Simulator
+
+PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "playground.html")
+
+
+def start_frames(directory: str, size: tuple[int, int], count: int, cache_dir: str | None = None
+                 ) -> list[dict]:
+    """Up to `count` start frames from a converted directory (local or remote): each clip's last history frame
+    (its first frame if it has no context), at `size`, as {"name", "frame": uint8 [H, W, 3]}."""
+    import tempfile
+
+    import grain
+
+    from unisim.schemas import record as rec
+    from unisim.trainer.data import decode_resized, localize, read_manifest
+
+    manifest = read_manifest(directory)
+    shards = [s for s in manifest.shards if s.records][:max(1, count)]
+    if not shards:
+        raise ValueError(f"{directory}: no records to start from")
+    local, _ = localize(directory, manifest, [(s.path, s.bytes) for s in shards],
+                        cache_dir or os.path.join(tempfile.gettempdir(), "unisim-play"))
+    source = grain.sources.ArrayRecordDataSource([os.path.join(local, s.path) for s in shards])
+    starts = []
+    for i in range(min(count, len(source))):
+        record = rec.decode(source[i], validate_record=False)
+        frame = record.frames[max(record.context_frames, 1) - 1]
+        starts.append({"name": f"{record.episode_id} / clip {record.clip_index}",
+                       "frame": decode_resized([frame], (record.height, record.width), size)[0]})
+    return starts
+
+
+def _png_base64(frame: np.ndarray) -> str:
+    import cv2
+
+    ok, data = cv2.imencode(".png", np.ascontiguousarray(frame[..., ::-1]))
+    if not ok:
+        raise ValueError("PNG encoding failed")
+    return base64.b64encode(data.tobytes()).decode("ascii")
+
+
+def routes(simulator: Simulator, starts: list[dict], control_step: float = 0.5):
+    """The playground's routes for `SimulatorServer(routes=…)`: GET / and GET /play/starts."""
+    with open(PAGE, "rb") as f:
+        page = f.read()
+    listing = {"starts": [{"name": s["name"], "image": _png_base64(s["frame"])} for s in starts]
+               + [{"name": "white frames (text only)", "image": None}],
+               "control_step": control_step}
+
+    def get_page(body):
+        return 200, (page, "text/html; charset=utf-8")
+
+    def get_starts(body):
+        return 200, listing
+
+    return [("GET", re.compile(r"/(?:index\.html)?"), get_page), ("GET", re.compile(r"/play/starts"), get_starts)]
+
+
+def serve_playground(simulator: Simulator, data: str | None = None, *, host: str = "127.0.0.1", port: int = 8472,
+                     starts: int = 8, control_step: float = 0.5, **limits):
+    """A started `SimulatorServer` with the playground's page; `stop()` it when done."""
+    from unisim.simulator.server import SimulatorServer
+
+    frames = start_frames(data, simulator.output_size, starts) if data else []
+    return SimulatorServer(simulator, host, port, routes=routes(simulator, frames, control_step), **limits).start()
+
