@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo-output
 PYTEST_ARGS ?=
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test install bench docs clean
 
@@ -20,8 +22,13 @@ $(STAMP): requirements.lock setup.cfg setup.py
 demo: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(VENV)/bin/unisim demo --workdir $(DEMO_OUT)
 
-test: $(STAMP)
+test: $(STAMP) $(CHROMIUM)
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The playground's browser test (tests/test_playground.py) drives Debian's Chromium through Playwright, which never
+# downloads a browser of its own: the package comes from Debian's registry (as root, or through sudo).
+$(CHROMIUM):
+	$(SUDO) apt-get install -y -q chromium >/dev/null || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium)
 
 docs: $(STAMP)
 	$(VENV)/bin/mkdocs serve
