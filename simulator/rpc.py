@@ -260,7 +260,11 @@ class DmEnvRpcServer(dm_env_rpc_pb2_grpc.EnvironmentServicer):
     def _restart(self, name: str, settings) -> None:
         """The world's next episode: a new session from the given or the creation settings."""
         world = self._world(name)
-        if not settings and self.pool.session(world.session_id).steps == 0:
+        try:
+            untouched = self.pool.session(world.session_id).steps == 0
+        except ServerError:  # the pool dropped it after session_timeout_s idle: start afresh
+            untouched = False
+        if not settings and untouched:
             world.first = True  # nothing happened since the last start: dm_env's reset() before the first step
             return
         if settings:

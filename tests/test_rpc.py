@@ -225,3 +225,20 @@ def test_hostile_requests_get_errors_and_the_stream_goes_on(sim):
                                                     requested_observations=[2])).observations[2].int64s.array == [1]
         channel.close()
         other_channel.close()
+
+
+def test_a_world_whose_session_expired_says_so_and_resets(sim):
+    import time
+
+    with DmEnvRpcServer(sim, port=0, session_timeout_s=0.2, reaper_interval_s=0.05) as server:
+        conn, channel = _connect(server)
+        world = conn.send(dm_env_rpc_pb2.CreateWorldRequest()).world_name
+        conn.send(dm_env_rpc_pb2.JoinWorldRequest(world_name=world))
+        time.sleep(1.0)  # idle past session_timeout_s: the pool drops the session
+        with pytest.raises(error.DmEnvRpcError, match="unknown or expired session") as e:
+            conn.send(dm_env_rpc_pb2.StepRequest())
+        assert _code(e.value) == code_pb2.NOT_FOUND
+        conn.send(dm_env_rpc_pb2.ResetRequest())  # a new session from the creation settings
+        frames = conn.send(dm_env_rpc_pb2.StepRequest(requested_observations=[1])).observations[1]
+        assert list(frames.shape) == [1, H, W, 3]
+        channel.close()

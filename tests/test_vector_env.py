@@ -78,13 +78,15 @@ def test_env_checker_style_checks_against_gymnasiums_sync_vector_env(sim):
     from gymnasium.utils.env_checker import check_space_limit, data_equivalence
     from gymnasium.utils.passive_env_checker import check_obs, data_shares_objects
 
-    envs = SimulatorVectorEnv(sim, IMAGES, num_envs=2, max_steps=2)
-    reference = gymnasium.vector.SyncVectorEnv([lambda: SimulatorGymEnv(sim, IMAGES, max_steps=2)] * 2,
+    # normalized controls: the [-1, 1] Box that env_checker recommends (and the option's path through the batch)
+    envs = SimulatorVectorEnv(sim, IMAGES, num_envs=2, max_steps=2, normalize_controls=True)
+    reference = gymnasium.vector.SyncVectorEnv([lambda: SimulatorGymEnv(sim, IMAGES, max_steps=2,
+                                                                        normalize_controls=True)] * 2,
                                                autoreset_mode=gymnasium.vector.AutoresetMode.NEXT_STEP)
     assert envs.single_action_space == reference.single_action_space
     assert envs.observation_space == reference.observation_space
     check_space_limit(envs.single_observation_space, "observation")
-    check_space_limit(envs.single_action_space["controls"], "action")
+    check_space_limit(envs.single_action_space["controls"], "action")  # warns unless symmetric and normalized
 
     def rollout():
         observations, infos = envs.reset(seed=7)
