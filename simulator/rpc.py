@@ -149,7 +149,8 @@ class DmEnvRpcServer(dm_env_rpc_pb2_grpc.EnvironmentServicer):
                 except Exception:  # a bug costs one request, not the server; details go to the log
                     logger.exception("dm_env_rpc %s failed", kind)
                     yield _error(code_pb2.INTERNAL, "internal error (see the server's log)")
-        finally:  # a connection that ends without destroying its worlds: they go with it
+        finally:  # a connection that ends without leaving or destroying: it leaves, and the worlds it made go
+            self._leave_world(None, state, client)
             for name in state["created"]:
                 self._destroy(name)
 

@@ -242,3 +242,32 @@ def test_a_world_whose_session_expired_says_so_and_resets(sim):
         frames = conn.send(dm_env_rpc_pb2.StepRequest(requested_observations=[1])).observations[1]
         assert list(frames.shape) == [1, H, W, 3]
         channel.close()
+
+
+def test_a_connection_that_drops_leaves_its_world_and_takes_the_worlds_it_made(rpc_server):
+    import time
+
+    maker, maker_channel = _connect(rpc_server)
+    world = maker.send(dm_env_rpc_pb2.CreateWorldRequest()).world_name
+    player, player_channel = _connect(rpc_server)
+    player.send(dm_env_rpc_pb2.JoinWorldRequest(world_name=world))
+    player_channel.close()  # gone without leaving
+    other, other_channel = _connect(rpc_server)
+    deadline = time.monotonic() + 10
+    while True:  # the server sees the stream end shortly after
+        try:
+            other.send(dm_env_rpc_pb2.JoinWorldRequest(world_name=world))
+            break
+        except error.DmEnvRpcError as e:
+            assert "another connection has joined" in str(e) and time.monotonic() < deadline
+            time.sleep(0.05)
+    other.send(dm_env_rpc_pb2.LeaveWorldRequest())
+    sessions = rpc_server.pool.stats()["sessions"]
+    maker_channel.close()  # its world goes with it
+    deadline = time.monotonic() + 10
+    while rpc_server.pool.stats()["sessions"] == sessions and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert rpc_server.pool.stats()["sessions"] == sessions - 1
+    with pytest.raises(error.DmEnvRpcError, match="unknown world"):
+        other.send(dm_env_rpc_pb2.JoinWorldRequest(world_name=world))
+    other_channel.close()
