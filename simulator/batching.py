@@ -183,7 +183,7 @@ class SessionPool:
     def create(self, observation: np.ndarray | None, seed: int | None, client: str = "") -> tuple[str, Session]:
         """A new session (from `observation`, checked, or text-only from None) and its unguessable id."""
         seed = check_seed(seed)
-        self._check_capacity(client)  # before any waiting; again when adding
+        self.check_capacity(client)  # before any waiting; again when adding
         if observation is not None:
             check_observation(observation)
         with self._sim_lock:
@@ -192,7 +192,7 @@ class SessionPool:
         refused = None
         with self._lock:
             try:
-                self._check_capacity(client)
+                self.check_capacity(client)
                 self._sessions[session_id] = _Entry(session, time.monotonic(), client)
             except ServerError as e:
                 refused = e
@@ -209,7 +209,8 @@ class SessionPool:
             raise ServerError(404, f"unknown or expired session {session_id!r}")
         return entry.session
 
-    def _check_capacity(self, client: str) -> None:
+    def check_capacity(self, client: str) -> None:
+        """Raises 429 or 503 when `client` may not make a session now (transports ask before decoding anything)."""
         if sum(entry.client == client for entry in list(self._sessions.values())) >= self.max_sessions_per_client:
             # 429, not 503: this client's quota is spent, the server is not full — other clients still get sessions
             raise ServerError(429, f"this client holds max_sessions_per_client={self.max_sessions_per_client} "

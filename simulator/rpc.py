@@ -155,6 +155,7 @@ class DmEnvRpcServer(dm_env_rpc_pb2_grpc.EnvironmentServicer):
                 self._destroy(name)
 
     def _create_world(self, request, state, client):
+        self.pool.check_capacity(client)  # before unpacking an observation
         observation, seed = self._settings(request.settings, "create_world")
         session_id, _ = self.pool.create(observation, seed, client)
         name = session_id

@@ -181,6 +181,7 @@ class SimulatorServer:
 
     def _create(self, body, client: str = ""):
         body = _fields(body, frozenset({"observation", "seed"}))
+        self.pool.check_capacity(client)  # before decoding an image: an over-quota client costs nothing
         session_id, session = self.pool.create(_decode_observation(body.get("observation")), body.get("seed"),
                                                client)
         return 201, {"session": session_id, "seed": session.seed, "frames": encode_array(session.last_frames)}
