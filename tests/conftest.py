@@ -38,19 +38,27 @@ def _train(config: str, workdir: str, clips: str, steps: int, *extra: str) -> st
 
 
 @pytest.fixture(scope="session")
-def tiny_workdirs(language_table_dir, tiny_t5_dir, tmp_path_factory) -> dict[str, str]:
-    """Tiny trained stages on the Language Table fixture (192×320 frames, 2 controls, texts through the tiny T5):
-    {"clips": converted output, "base": a tiny base workdir (4 steps), "sr": a tiny 24×40 → 48×80 stage (2 steps)}.
-    Few steps: the simulator's tests check shapes, determinism and plumbing, not sample quality."""
+def language_table_clips(language_table_dir, tiny_t5_dir, tmp_path_factory) -> str:
+    """The Language Table fixture converted once (2 records a shard, texts through the tiny T5). Read-only: a test
+    that alters it works on a copy."""
     from unisim.pipelines import convert
     from unisim.pipelines.embed import EncoderSettings
 
-    root = tmp_path_factory.mktemp("tiny_stages")
-    clips = str(root / "clips")
+    clips = str(tmp_path_factory.mktemp("language_table_clips") / "clips")
     convert.run(convert.ConvertConfig(dataset="language_table", source=language_table_dir, output=clips,
                                       records_per_shard=2,
                                       text=convert.TextOptions(encoder=EncoderSettings(tiny_t5_dir, batch_size=4))),
                 command="test")
+    return clips
+
+
+@pytest.fixture(scope="session")
+def tiny_workdirs(language_table_clips, tmp_path_factory) -> dict[str, str]:
+    """Tiny trained stages on the Language Table fixture (192×320 frames, 2 controls, texts through the tiny T5):
+    {"clips": converted output, "base": a tiny base workdir (4 steps), "sr": a tiny 24×40 → 48×80 stage (2 steps)}.
+    Few steps: the simulator's tests check shapes, determinism and plumbing, not sample quality."""
+    root = tmp_path_factory.mktemp("tiny_stages")
+    clips = language_table_clips
     return {"clips": clips, "base": _train("tiny.py", str(root / "base"), clips, 4),
             "sr": _train("tiny_sr.py", str(root / "sr"), clips, 2)}
 

@@ -10,20 +10,14 @@ import sys
 
 import pytest
 
-from unisim.pipelines import convert
-from unisim.pipelines.embed import EncoderSettings
 from unisim.trainer import data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
-def converted(language_table_dir, tiny_t5_dir, tmp_path_factory):
-    output = str(tmp_path_factory.mktemp("integrity") / "clips")
-    text = convert.TextOptions(encoder=EncoderSettings(tiny_t5_dir, batch_size=4))
-    convert.run(convert.ConvertConfig(dataset="language_table", source=language_table_dir, output=output,
-                                      records_per_shard=2, text=text), command="test")
-    return output
+def converted(language_table_clips):
+    return language_table_clips  # shared and read-only: the tampering tests work on a `_copy`
 
 
 def _copy(converted, tmp_path) -> tuple[str, dict]:

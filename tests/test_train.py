@@ -12,8 +12,6 @@ import time
 
 import pytest
 
-from unisim.pipelines import convert
-from unisim.pipelines.embed import EncoderSettings
 
 STEPS = 16
 OVERRIDES = ["--config.optimizer.learning_rate=3e-3", "--config.optimizer.warmup_steps=2", "--config.log_every=1",
@@ -21,12 +19,8 @@ OVERRIDES = ["--config.optimizer.learning_rate=3e-3", "--config.optimizer.warmup
 
 
 @pytest.fixture(scope="module")
-def clips(language_table_dir, tiny_t5_dir, tmp_path_factory):
-    output = str(tmp_path_factory.mktemp("train") / "clips")
-    text = convert.TextOptions(encoder=EncoderSettings(tiny_t5_dir, batch_size=4))
-    convert.run(convert.ConvertConfig(dataset="language_table", source=language_table_dir, output=output,
-                                      records_per_shard=2, text=text), command="test")
-    return output
+def clips(language_table_clips):
+    return language_table_clips
 
 
 def _command(workdir, clips, *extra):
