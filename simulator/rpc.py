@@ -157,10 +157,9 @@ class DmEnvRpcServer(dm_env_rpc_pb2_grpc.EnvironmentServicer):
     def _create_world(self, request, state, client):
         self.pool.check_capacity(client)  # before unpacking an observation
         observation, seed = self._settings(request.settings, "create_world")
-        session_id, _ = self.pool.create(observation, seed, client)
-        name = session_id
+        name, _ = self.pool.create(observation, seed, client)  # a world is named by its first session's id
         with self._lock:
-            self._worlds[name] = _World(session_id, client, observation, check_seed(seed))
+            self._worlds[name] = _World(name, client, observation, seed)
         state["created"].add(name)
         return dm_env_rpc_pb2.CreateWorldResponse(world_name=name)
 
@@ -247,9 +246,7 @@ class DmEnvRpcServer(dm_env_rpc_pb2_grpc.EnvironmentServicer):
             if not isinstance(observation, np.ndarray):
                 raise ServerError(400, "observation is a uint8 image [H, W, 3] or frames [n, H, W, 3]")
         if "seed" in settings:
-            seed = tensor_utils.unpack_tensor(settings["seed"])
-            if isinstance(seed, np.ndarray) or not isinstance(seed, (int, np.integer)):
-                raise ServerError(400, f"seed is an integer scalar, not {seed!r}")
+            seed = check_seed(tensor_utils.unpack_tensor(settings["seed"]))  # an array is refused too
         return observation, seed
 
     def _world(self, name: str) -> _World:

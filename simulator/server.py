@@ -105,10 +105,10 @@ class SimulatorServer:
         if (pool is None) == (simulator is None):
             raise ValueError("give a simulator (and its pool's limits) or a pool")
         self.pool = pool or SessionPool(simulator, **pool_limits)
-        self.sim, self.max_batch = self.pool.sim, self.pool.max_batch
+        sim = self.pool.sim
         self.max_request_bytes, self.read_timeout_s = max_request_bytes, read_timeout_s
-        self._info = {**self.sim.describe(),
-                      "control_stats": {name: stats.to_json() for name, stats in self.sim.controls.items()},
+        self._info = {**sim.describe(),
+                      "control_stats": {name: stats.to_json() for name, stats in sim.controls.items()},
                       "server": {**self.pool.limits(), "max_request_bytes": max_request_bytes,
                                  "max_connections": max_connections}}
         self._routes = [*routes, *self._ROUTES]
@@ -195,8 +195,6 @@ class SimulatorServer:
         if not isinstance(steps, list) or not steps:
             raise ServerError(400, 'the body is {"steps": [{"session": ID, "text": …, "controls": …}, …]}, '
                                    'with at least one step')
-        if len(steps) > self.max_batch:
-            raise ServerError(400, f"batch of {len(steps)} exceeds max_batch {self.max_batch}")
         items = [_fields(item, ACTION_FIELDS | {"session"}, f"steps[{i}]") for i, item in enumerate(steps)]
         if not all(isinstance(item.get("session"), str) for item in items):
             raise ServerError(400, "every step names its session (a string)")

@@ -40,13 +40,15 @@ class SimulatorVectorEnv(VectorEnv):
                  render_mode: str | None = None, **options):
         if num_envs < 1:
             raise ValueError(f"num_envs must be at least 1, not {num_envs}")
-        single = SimulatorGymEnv(backend, initial_observations, render_mode=render_mode, **options)
+        # Sub-environment i is a SimulatorGymEnv (its spaces, its options); the batch steps their episodes together.
+        envs = [SimulatorGymEnv(backend, initial_observations, render_mode=render_mode, **options)
+                for _ in range(num_envs)]
         self.backend, self.num_envs, self.render_mode = backend, num_envs, render_mode
-        self.single_observation_space, self.single_action_space = single.observation_space, single.action_space
+        self.single_observation_space, self.single_action_space = envs[0].observation_space, envs[0].action_space
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
-        self._episodes = [_Episode(backend, initial_observations, **options) for _ in range(num_envs)]
-        self._rngs = [np.random.default_rng() for _ in range(num_envs)]
+        self._envs = envs  # each reset through its own env: its np_random seeds the episodes, as gymnasium's does
+        self._episodes: list[_Episode] = [env._episode for env in envs]
         self._reset_next = np.zeros(num_envs, bool)  # ended on the last step: reset on this one
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None):
@@ -56,8 +58,7 @@ class SimulatorVectorEnv(VectorEnv):
             raise ValueError(f"{len(seeds)} seeds for {self.num_envs} environments")
         if options:
             raise ValueError(f"unknown reset options {sorted(options)}")
-        self._rngs = [np.random.default_rng(s) for s in seeds]
-        observations = [episode.reset(rng) for episode, rng in zip(self._episodes, self._rngs)]
+        observations = [env.reset(seed=s)[0] for env, s in zip(self._envs, seeds)]
         self._reset_next[:] = False
         return np.stack(observations), self._infos()
 
@@ -69,7 +70,7 @@ class SimulatorVectorEnv(VectorEnv):
         running = [i for i in range(n) if not self._reset_next[i]]
         for i in range(n):
             if self._reset_next[i]:  # the autoreset step: its action is ignored
-                observations[i] = self._episodes[i].reset(self._rngs[i])
+                observations[i] = self._envs[i].reset()[0]
             elif self._episodes[i].session is None:
                 raise gymnasium.error.ResetNeeded("call reset() before step()")
         if running:
@@ -101,5 +102,5 @@ class SimulatorVectorEnv(VectorEnv):
         return tuple(None if e.segment is None else e.segment[-1].copy() for e in self._episodes)
 
     def close_extras(self, **kwargs):
-        for episode in self._episodes:
-            episode.close()
+        for env in self._envs:
+            env.close()

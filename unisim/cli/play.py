@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from unisim.cli.rollout import StageOptions, simulator_of
-from unisim.schemas.options import add_flags, from_flags, option
+from unisim.cli.rollout import StageOptions, add_simulator_arguments, simulator_of
+from unisim.schemas.options import from_flags, option
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,11 +26,7 @@ class PlayOptions:
 
 
 def add_arguments(parser) -> None:
-    from unisim.simulator.core import SamplerSettings
-
-    add_flags(parser, StageOptions)
-    add_flags(parser, PlayOptions)
-    add_flags(parser.add_argument_group("sampler"), SamplerSettings)
+    add_simulator_arguments(parser, PlayOptions)
 
 
 def run(args, _rest) -> int:

@@ -41,12 +41,18 @@ class RolloutOptions:
     fps: float | None = option(None, "output frame rate (none: the training data's)")
 
 
-def add_arguments(parser) -> None:
+def add_simulator_arguments(parser, command_options) -> None:
+    """The flags of a command that builds a simulator (rollout, serve, play): the stages, the command's own
+    `command_options` and the sampler's; `simulator_of` reads the stages and the sampler back."""
     from unisim.simulator.core import SamplerSettings
 
     add_flags(parser, StageOptions)
-    add_flags(parser, RolloutOptions)
+    add_flags(parser, command_options)
     add_flags(parser.add_argument_group("sampler"), SamplerSettings)
+
+
+def add_arguments(parser) -> None:
+    add_simulator_arguments(parser, RolloutOptions)
 
 
 def simulator_of(stages: StageOptions, args, **kwargs):
