@@ -12,10 +12,10 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 install: $(STAMP)
 
-$(STAMP): requirements.lock setup.cfg setup.py
+# deploy/install-lock.sh: torch's CPU build from PyTorch's CPU index, the rest of the lock from PyPI (why: in the script).
+$(STAMP): requirements.lock setup.cfg setup.py deploy/install-lock.sh
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.lock
+	deploy/install-lock.sh $(PY)
 	$(PY) -m pip install --quiet --no-deps -e .
 	@touch $(STAMP)
 

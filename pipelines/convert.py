@@ -30,6 +30,7 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
+from apache_beam.portability import common_urns
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions, TestOptions
 from apache_beam.transforms.window import GlobalWindows
 
@@ -529,6 +530,7 @@ class DryRun:
     steps: list[str]  # every transform's full name, e.g. "MakeClips/Clip"
     staged: dict[str, str]  # name the workers see → local file Beam built for it (the project's sdist, …)
     units: int
+    images: list[str] = dataclasses.field(default_factory=list)  # the workers' container images
 
 
 def is_dry_run(beam_args: list[str] | None) -> bool:
@@ -613,13 +615,15 @@ def _dry_run(runner: str, result, units: int) -> DryRun:
     from apache_beam.portability.api import beam_runner_api_pb2
 
     steps = sorted(t.unique_name for t in proto.components.transforms.values() if t.unique_name)
-    staged = {}
+    staged, images = {}, set()
     for env in proto.components.environments.values():
+        if env.urn == common_urns.environments.DOCKER.urn:
+            images.add(beam_runner_api_pb2.DockerPayload.FromString(env.payload).container_image)
         for artifact in env.dependencies:
             role = beam_runner_api_pb2.ArtifactStagingToRolePayload.FromString(artifact.role_payload)
             path = beam_runner_api_pb2.ArtifactFilePayload.FromString(artifact.type_payload).path
             staged[role.staged_name] = path
-    return DryRun(runner=runner, steps=steps, staged=dict(sorted(staged.items())), units=units)
+    return DryRun(runner=runner, steps=steps, staged=dict(sorted(staged.items())), units=units, images=sorted(images))
 
 
 def _spill_folder(output: str) -> str:

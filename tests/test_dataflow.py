@@ -105,3 +105,21 @@ def test_a_dry_run_needs_a_remote_runner(tmp_path):
     with pytest.raises(ValueError, match="--dry_run builds a job for a remote runner"):
         convert.run(config, ["--dry_run=True"], command="test")
     assert not os.path.exists(tmp_path / "o")
+
+
+def test_the_worker_image_command_of_the_docs_builds_a_job_on_that_image(tmp_path, capsys):
+    """docs/usage.md's `--sdk_container_image` command, dry-run: the job's workers run the image, nothing staged."""
+    import re
+
+    from unisim.cli import main
+
+    usage = open(os.path.join(ROOT, "docs", "usage.md"), encoding="utf-8").read()
+    documented = re.search(r"--sdk_container_image \$IMAGE --sdk_location container", usage)
+    assert documented, "docs/usage.md no longer shows the worker image command"
+    image = "us-central1-docker.pkg.dev/unisim-dry-run/unisim/worker:test"
+    source = write_language_table(str(tmp_path / "lt"), num_episodes=2, steps=6)
+    argv = ["convert", "--dataset", "language_table", "--source", source, "--output", OUTPUT, *DATAFLOW,
+            "--sdk_container_image", image, "--sdk_location", "container"]
+    assert main(argv) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert f"worker image: {image}" in out and "workflow.tar.gz" not in out

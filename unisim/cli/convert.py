@@ -80,7 +80,8 @@ def run(args, beam_args: list[str]) -> int:
         print(f"dry run: built the {result.runner} job for {result.units} work units in {time.monotonic() - start:.1f} "
               f"s; nothing submitted, nothing written to {config.output}\nsteps: {', '.join(top)} "
               f"({len(result.steps)} transforms)\nworkers would install: "
-              + (", ".join(result.staged) or "(nothing staged: give --setup_file ./setup.py)"))
+              + (", ".join(result.staged) or "(nothing staged: give --setup_file ./setup.py, or a worker image)")
+              + (f"\nworker image: {', '.join(result.images)}" if result.images else ""))
         return 0
     manifest, counters = result
     elapsed = time.monotonic() - start
