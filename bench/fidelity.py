@@ -37,6 +37,11 @@ CONFIG = os.path.join(ROOT, "trainer", "configs", "tabletop_cpu.py")
 # Seed 1 is the validation seed the CPU config was chosen on (bench/RESULTS.md); the bench holds out seed 2, which
 # neither training nor that choice has seen.
 TRAIN_SEED, HELDOUT_SEED = 0, 2
+# Long held-out episodes for multi-segment rollouts: 3 pushes chained in each (about 40–60 steps), from a seed that
+# nothing else uses, converted so that each episode's first clip holds 4 history + 4 × 8 target frames (a first clip
+# has no context frames: 40 frames per clip less the 4 of context that only later clips carry).
+LONG_HELDOUT_SEED, LONG_SEGMENTS = 3, 4
+LONG_SAMPLE_OPTIONS = ["--max_steps", "60", "--tasks_per_episode", "3"]
 CONVERT_OPTIONS = ["--height", "24", "--width", "40", "--image_format", "png", "--controls_as_text", "off"]
 
 
@@ -56,15 +61,18 @@ def sources_and_clips(workdir: str, episodes: int, heldout_episodes: int, worker
     if not os.path.exists(os.path.join(encoder, "config.json")):
         unisim("sample", "tiny_t5", "--output", encoder)
     out = {"text_encoder": encoder}
-    for name, seed, count in (("train", TRAIN_SEED, episodes), ("heldout", HELDOUT_SEED, heldout_episodes)):
+    long_clips = ["--frames_per_clip", str(2 * 4 + LONG_SEGMENTS * 8)]
+    for name, seed, count, sample, convert in (
+            ("train", TRAIN_SEED, episodes, [], []), ("heldout", HELDOUT_SEED, heldout_episodes, [], []),
+            ("heldout_long", LONG_HELDOUT_SEED, heldout_episodes, LONG_SAMPLE_OPTIONS, long_clips)):
         clips = os.path.join(workdir, "clips", name)
         if not os.path.exists(os.path.join(clips, "manifest.json")):
             source = os.path.join(workdir, "sources", name)
             builder = unisim("sample", "tabletop", "--output", source, "--episodes", str(count), "--seed", str(seed),
-                             "--workers", str(workers))
+                             "--workers", str(workers), *sample)
             unisim("convert", "--dataset", "language_table", "--source", builder,
                    "--output", clips, "--text_encoder", encoder, "--direct_num_workers", str(workers),
-                   *CONVERT_OPTIONS)
+                   *CONVERT_OPTIONS, *convert)
         out[name] = clips
     return out
 
@@ -174,14 +182,19 @@ def main(argv: list[str] | None = None) -> int:
             train(ablation, data["train"], args.budget_minutes * 60, "--config.input.history_frames=1")
     with_ablation = os.path.exists(os.path.join(ablation, "run.json"))
     table = os.path.join(workdir, "eval.json")
+    long_heldout = os.path.join(workdir, "clips", "heldout_long")
+    rollouts = (["--segments", str(LONG_SEGMENTS), "--rollout_data", long_heldout]
+                if os.path.exists(os.path.join(long_heldout, "manifest.json")) else [])
     unisim("eval", "--checkpoint", run, "--data", heldout, "--clips", str(args.clips), "--steps", "8",
-           "--output", table, *(["--history_ablation", ablation] if with_ablation else []))
+           "--output", table, *(["--history_ablation", ablation] if with_ablation else []), *rollouts)
     with open(table, encoding="utf-8") as f:
         evaluation = json.load(f)
     result = {"device": device(), **training_summary(run), "budget_minutes": args.budget_minutes,
               "clips": evaluation["clips"], "heldout": heldout, "heldout_seed": HELDOUT_SEED,
               "train_seed": TRAIN_SEED, "config": os.path.relpath(CONFIG, ROOT), "sampler": evaluation["sampler"],
               "rows": {row["key"]: row for row in evaluation["rows"]}}
+    if "rollout" in evaluation:
+        result["rollout"] = evaluation["rollout"]
     if with_ablation:
         result["history_1_training"] = training_summary(ablation)
     result["goals"] = goals(result["rows"])
@@ -219,6 +232,10 @@ def format_result(result: dict) -> str:
     for name, goal in result["goals"].items():
         figure = goal.get("ratio", goal.get("gap"))
         lines.append(f"goal {name}: {figure:.3f} (want {goal['goal']}): {'MET' if goal['met'] else 'NOT MET'}")
+    if "rollout" in result:
+        from unisim.simulator.evaluate import format_rollout
+
+        lines += ["", format_rollout(result["rollout"])]
     return "\n".join(lines)
 
 

@@ -36,41 +36,16 @@ CPU TinyRenderer, so equal seeds give byte-identical frames.
 from __future__ import annotations
 
 import argparse
-import math
 
 import numpy as np
 import pybullet as p
 
 from unisim.samples import language_table_format
-
-IMAGE_HEIGHT, IMAGE_WIDTH = 360, 640
-RENDER_SCALE = 2  # rendered at IMAGE_{HEIGHT,WIDTH} / RENDER_SCALE, then upscaled (see the module docstring)
-WORKSPACE_X = (0.15, 0.6)
-WORKSPACE_Y = (-0.3048, 0.3048)
-CONTROL_HZ, PHYSICS_HZ = 10, 240
-SUBSTEPS = PHYSICS_HZ // CONTROL_HZ
-MAX_ACTION = 0.1  # per axis, as in the release's action space
-SCRIPTED_MAX_STEP = 0.03  # metres per control step for the scripted policy (per axis, noise included)
-ACTION_NOISE = 0.01  # std (metres, per axis) of the Gaussian noise on each scripted action
-
-EFFECTOR_RGB = (255, 0, 255)  # magenta: used by nothing else, so a frame can be segmented for the effector
-BLOCK_COLORS = {"red": (230, 25, 25), "blue": (25, 60, 235), "green": (20, 175, 40), "yellow": (245, 215, 20)}
-BOARD_RGB = (110, 110, 115)  # neutral grey: zero saturation, far from every block hue and from magenta
-EFFECTOR_RADIUS, EFFECTOR_HEIGHT = 0.045, 0.06
-BLOCK_HALF = 0.02
-# Image direction -> unit vector in world (x, y); see the module docstring for why.
-DIRECTIONS = {"left": (0.0, -1.0), "right": (0.0, 1.0), "up": (-1.0, 0.0), "down": (1.0, 0.0)}
-INSTRUCTION_TEMPLATES = {"left": "push the {} block to the left", "right": "push the {} block to the right",
-                         "up": "push the {} block up", "down": "push the {} block down"}
-SAMPLE_NAME = "language_table_tabletop_sim"  # the TFDS dataset name of the written sample
-PUSH_DISTANCE = 0.08  # how far the scripted policy pushes
-SUCCESS_DISTANCE = 0.05  # displacement along the commanded direction that earns reward 1.0
-
-# Straight down from 1.2 m above the workspace's centre, image up = -x; the frame's height spans x in
-# [0.14, 0.61] (the workspace with 1 cm to spare) and its width y in [-0.42, 0.42].
-_CAMERA_EYE, _CAMERA_TARGET, _CAMERA_UP = (0.375, 0.0, 1.2), (0.375, 0.0, 0.0), (-1.0, 0.0, 0.0)
-_CAMERA_FOV_DEG = 2 * math.degrees(math.atan(0.235 / 1.2))
-
+from unisim.samples.tabletop_spec import (  # noqa: F401  (the world's facts, also read as tabletop.NAME)
+    ACTION_NOISE, BLOCK_COLORS, BLOCK_HALF, BOARD_RGB, CAMERA_EYE, CAMERA_FOV_DEG, CAMERA_TARGET, CAMERA_UP, CONTROL_HZ,
+    DIRECTIONS, EFFECTOR_HEIGHT, EFFECTOR_RADIUS, EFFECTOR_RGB, IMAGE_HEIGHT, IMAGE_WIDTH, INSTRUCTION_TEMPLATES,
+    MAX_ACTION, PHYSICS_HZ, PUSH_DISTANCE, RENDER_SCALE, SAMPLE_NAME, SCRIPTED_MAX_STEP, SUBSTEPS, SUCCESS_DISTANCE,
+    WORKSPACE_X, WORKSPACE_Y)
 
 def _rgba(rgb):
     return [c / 255.0 for c in rgb] + [1.0]
@@ -81,8 +56,8 @@ class TabletopWorld:
 
     def __init__(self):
         self.client = p.connect(p.DIRECT)
-        self._view = p.computeViewMatrix(_CAMERA_EYE, _CAMERA_TARGET, _CAMERA_UP, physicsClientId=self.client)
-        self._proj = p.computeProjectionMatrixFOV(_CAMERA_FOV_DEG, IMAGE_WIDTH / IMAGE_HEIGHT, 0.05, 3.0,
+        self._view = p.computeViewMatrix(CAMERA_EYE, CAMERA_TARGET, CAMERA_UP, physicsClientId=self.client)
+        self._proj = p.computeProjectionMatrixFOV(CAMERA_FOV_DEG, IMAGE_WIDTH / IMAGE_HEIGHT, 0.05, 3.0,
                                                   physicsClientId=self.client)
         self.blocks: dict[str, int] = {}
         self.target = np.zeros(2)
@@ -213,7 +188,7 @@ STANDOFF = EFFECTOR_RADIUS + 0.05
 SIDE_CLEARANCE = EFFECTOR_RADIUS + 0.06
 
 
-def _scripted_waypoint(effector, block, direction, pushing):
+def scripted_waypoint(effector, block, direction, pushing):
     """Where the effector (its commanded target) should head next: around behind the block, then through it."""
     normal = np.array([-direction[1], direction[0]])
     rel = effector - block
@@ -230,34 +205,52 @@ def _scripted_waypoint(effector, block, direction, pushing):
     return block - direction * STANDOFF + normal * side * SIDE_CLEARANCE, False  # beside: go back past it
 
 
-def scripted_episode(seed: int, max_steps: int = 30, episode_id: str | None = None) -> dict:
+def draw_task(world: TabletopWorld, task_rng) -> tuple[str, str]:
+    """A (block colour, direction) whose push stays on the workspace and can be lined up for, from `task_rng`."""
+    feasible = [(color, name) for color in BLOCK_COLORS for name in DIRECTIONS
+                if _inside_workspace(world.block_xy(color) + np.array(DIRECTIONS[name]) * PUSH_DISTANCE, 0.03)
+                and _inside_workspace(world.block_xy(color) - np.array(DIRECTIONS[name]) * STANDOFF)]
+    candidates = feasible or [(c, n) for c in BLOCK_COLORS for n in DIRECTIONS]
+    return candidates[task_rng.integers(len(candidates))]
+
+
+def scripted_episode(seed: int, max_steps: int = 30, episode_id: str | None = None, tasks: int = 1) -> dict:
     """Random layout and task from `seed`, then a scripted push; ends when the push is done or at `max_steps`.
 
     Each step holds the frame and effector state *before* its action; the last step holds the final
     observation with a zero action, and reward 1.0 there iff the block moved >= SUCCESS_DISTANCE along
     the commanded direction. Besides episode_id, instruction and steps, the result names the task
     ("target_block", "direction") and the block's world (dx, dy) over the episode ("block_displacement").
+
+    `tasks` > 1 chains that many pushes in one episode (long held-out episodes for multi-segment rollouts): when a
+    push is done the next task is drawn at the layout it left, and each step's instruction is the task it works
+    on; a step that completes a push gets reward 1.0. "instruction" stays the first task's (the episode's text, as
+    the Language Table adapter reads it: the first step's); the task fields and "block_displacement" describe the
+    last task.
     """
     task_rng = np.random.default_rng([seed, 1])  # independent of the layout stream inside reset()
     with TabletopWorld() as world:
         frame = world.reset(seed)
-        feasible = [(color, name) for color in BLOCK_COLORS for name in DIRECTIONS
-                    if _inside_workspace(world.block_xy(color) + np.array(DIRECTIONS[name]) * PUSH_DISTANCE, 0.03)
-                    and _inside_workspace(world.block_xy(color) - np.array(DIRECTIONS[name]) * STANDOFF)]
-        candidates = feasible or [(c, n) for c in BLOCK_COLORS for n in DIRECTIONS]
-        color, direction_name = candidates[task_rng.integers(len(candidates))]
+        color, direction_name = draw_task(world, task_rng)
         direction = np.array(DIRECTIONS[direction_name])
         instruction = INSTRUCTION_TEMPLATES[direction_name].format(color)
         encoded = language_table_format.encode_instruction(instruction)
         block_start = world.block_xy(color)
-        pushing, steps = False, []
+        pushing, steps, task = False, [], 1
         for t in range(max_steps):
             moved = (world.block_xy(color) - block_start) @ direction
+            completed = False  # this step's frame shows a finished push that is not the episode's last
+            if moved >= PUSH_DISTANCE and task < tasks and t < max_steps - 1:  # the next push, from this frame
+                completed, task = True, task + 1
+                color, direction_name = draw_task(world, task_rng)
+                direction = np.array(DIRECTIONS[direction_name])
+                encoded = language_table_format.encode_instruction(INSTRUCTION_TEMPLATES[direction_name].format(color))
+                block_start, pushing, moved = world.block_xy(color), False, 0.0
             last = t == max_steps - 1 or moved >= PUSH_DISTANCE
             action = np.zeros(2)
             noise = task_rng.normal(0.0, ACTION_NOISE, 2)  # drawn every step, so an episode's stream is fixed
             if not last:
-                waypoint, pushing = _scripted_waypoint(world.target, world.block_xy(color), direction, pushing)
+                waypoint, pushing = scripted_waypoint(world.target, world.block_xy(color), direction, pushing)
                 action = waypoint - world.target
                 norm = np.linalg.norm(action)
                 if norm > SCRIPTED_MAX_STEP:
@@ -266,7 +259,7 @@ def scripted_episode(seed: int, max_steps: int = 30, episode_id: str | None = No
             steps.append({
                 "action": action.astype(np.float32),
                 "is_first": t == 0, "is_last": last, "is_terminal": last,
-                "reward": np.float32(1.0 if last and moved >= SUCCESS_DISTANCE else 0.0),
+                "reward": np.float32(1.0 if completed or (last and moved >= SUCCESS_DISTANCE) else 0.0),
                 "observation": {
                     "rgb": frame,
                     "instruction": encoded,
@@ -287,10 +280,10 @@ def episode_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
-def _episode_example(job: tuple[int, int, int]) -> tuple[str, dict]:
-    seed, index, max_steps = job
+def _episode_example(job: tuple[int, int, int, int]) -> tuple[str, dict]:
+    seed, index, max_steps, tasks = job
     episode_id = f"tabletop_{seed}_{index:05d}"
-    episode = scripted_episode(episode_seed(seed, index), max_steps, episode_id=episode_id)
+    episode = scripted_episode(episode_seed(seed, index), max_steps, episode_id=episode_id, tasks=tasks)
     return episode_id, {"episode_id": episode_id, "steps": episode["steps"]}
 
 
@@ -302,12 +295,15 @@ def instruction_corpus() -> list[str]:
 
 
 def write_sample(data_dir: str, num_episodes: int = 8, seed: int = 0, max_steps: int = 30,
-                 name: str = SAMPLE_NAME, num_shards: int | None = None, workers: int = 1) -> str:
+                 name: str = SAMPLE_NAME, num_shards: int | None = None, workers: int = 1, tasks: int = 1) -> str:
     """Simulates `num_episodes` scripted episodes and writes them in the Language Table RLDS format.
 
     `workers` > 1 simulates episodes in that many processes (each episode depends on its seed only, so the
-    written bytes are the same for any count); TFDS encodes and writes them in this one."""
-    jobs = [(seed, i, max_steps) for i in range(num_episodes)]
+    written bytes are the same for any count); TFDS encodes and writes them in this one. `tasks` > 1 chains pushes
+    in each episode (`scripted_episode`)."""
+    if tasks < 1:
+        raise ValueError(f"tasks per episode must be at least 1, got {tasks}")
+    jobs = [(seed, i, max_steps, tasks) for i in range(num_episodes)]
 
     def make_examples():
         if workers <= 1:
@@ -329,8 +325,9 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max_steps", type=int, default=30)
     parser.add_argument("--workers", type=int, default=1, help="processes simulating episodes")
+    parser.add_argument("--tasks", type=int, default=1, help="pushes chained in each episode")
     args = parser.parse_args(argv)
-    print(write_sample(args.output, args.episodes, args.seed, args.max_steps, workers=args.workers))
+    print(write_sample(args.output, args.episodes, args.seed, args.max_steps, workers=args.workers, tasks=args.tasks))
 
 
 if __name__ == "__main__":

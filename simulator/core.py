@@ -380,4 +380,5 @@ class _StageSampler:
                                            bound)
         else:
             x = diffusion.ddim_sample(denoise, noise, sampler.steps, prediction, bound)
-        return jnp.clip(x + trainer_stage.anchor(config, cond["history"], cond["history_mask"]), -1.0, 1.0)
+        return jnp.clip(x + trainer_stage.anchor(config, cond["history"], cond["history_mask"], conditioning), -1.0,
+                        1.0)

@@ -78,10 +78,15 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def held_out_clips(directory: str, size: tuple[int, int], frames: int, count: int, min_targets: int = 4,
-                   history: int = 4) -> list[dict]:
+                   history: int = 4, segments: int = 1) -> list[dict]:
     """Up to `count` clips with at least `min_targets` target frames (at most `frames`): history (the context
     frames, or the first `history` frames of a clip without), targets, text and the [frames, D] controls leading to
-    each target (the last row repeated past the clip's end, since the model always makes `frames`), at `size`."""
+    each target (the last row repeated past the clip's end, since the model always makes `frames`), at `size`.
+
+    `segments` > 1: only clips with `segments` × `frames` target frames, all of them kept (an autoregressive
+    rollout of that many steps), with their controls [segments × frames, D]."""
+    if segments > 1:
+        frames, min_targets = segments * frames, segments * frames
     import grain
 
     from unisim.schemas import record as rec
@@ -113,7 +118,10 @@ def held_out_clips(directory: str, size: tuple[int, int], frames: int, count: in
         if len(clips) == count:
             break
     if not clips:
-        raise ValueError(f"{directory}: no clip with history and at least {min_targets} target frames")
+        # An episode's first clip has no context frames: its history comes out of its own frames.
+        hint = (f" (convert long held-out episodes with --frames_per_clip {2 * history + min_targets} or more, e.g. "
+                "`unisim sample tabletop --tasks_per_episode 3 --max_steps 60`)" if segments > 1 else "")
+        raise ValueError(f"{directory}: no clip with history and at least {min_targets} target frames{hint}")
     return clips
 
 
@@ -123,6 +131,48 @@ def generate(simulator: Simulator, clips: list[dict], seed: int, controls_from: 
     sessions = [simulator.new_session(c["history"], seed=seed + i) for i, c in enumerate(clips)]
     actions = [Action(text=c["text"], controls=o["controls"]) for c, o in zip(clips, controls_from or clips)]
     return simulator.step_sessions(sessions, actions)
+
+
+def rollout(simulator: Simulator, clips: list[dict], seed: int, segments: int) -> list[np.ndarray]:
+    """Each clip rolled out autoregressively for `segments` steps from its true history, with its text and its
+    recorded controls of each segment: after the first, the history is the model's own frames. Returns
+    [segments × frames, h, w, 3] each."""
+    n = simulator.frames
+    sessions = [simulator.new_session(c["history"], seed=seed + i) for i, c in enumerate(clips)]
+    videos: list[list[np.ndarray]] = [[] for _ in clips]
+    for s in range(segments):
+        actions = [Action(text=c["text"], controls=c["controls"][s * n:(s + 1) * n]) for c in clips]
+        for video, frames in zip(videos, simulator.step_sessions(sessions, actions)):
+            video.append(frames)
+    return [np.concatenate(v) for v in videos]
+
+
+def score_segments(name: str, clips: list[dict], videos: list[np.ndarray], segments: int, frames: int) -> list[dict]:
+    """`score` of each segment of a rollout: its frames against the true ones, and the effector's displacement from
+    the last true history frame to the segment's last frame against the true displacement (so the error of segment
+    k is where the effector is after k steps, everything before included)."""
+    rows = []
+    for s in range(segments):
+        part = slice(s * frames, (s + 1) * frames)
+        cut = [{**c, "targets": c["targets"][part]} for c in clips]
+        row = score(name, cut, [v[part] for v in videos], net=None)
+        rows.append({"segment": s + 1, **{k: row[k] for k in ("action_error_px", "action_error_sem",
+                                                             "effector_found", "psnr", "ssim")}})
+    return rows
+
+
+def evaluate_rollouts(model: Simulator, data: str, segments: int, clips: int, seed: int = 0) -> dict:
+    """The model rolled out `segments` steps on held-out clips long enough for it, per segment against the true
+    frames, beside copy-last-frame; the goal (issue 30): after the last segment, the effector error at most half
+    of copy-last-frame's."""
+    held = held_out_clips(data, model.base_size, model.frames, clips, segments=segments)
+    copy = [np.repeat(c["history"][-1:], segments * model.frames, axis=0) for c in held]
+    rows = {"model": score_segments("model", held, rollout(model, held, seed, segments), segments, model.frames),
+            "copy_last_frame": score_segments("copy last frame", held, copy, segments, model.frames)}
+    last_model, last_copy = rows["model"][-1]["action_error_px"], rows["copy_last_frame"][-1]["action_error_px"]
+    ratio = last_model / last_copy if last_model is not None and last_copy else None
+    return {"segments": segments, "frames_per_segment": model.frames, "clips": len(held), "rows": rows,
+            "goal": {"ratio": ratio, "want": "<= 0.5", "met": ratio is not None and ratio <= 0.5}}
 
 
 def shuffled(clips: list[dict]) -> list[dict]:
@@ -159,7 +209,12 @@ def score(name: str, clips: list[dict], generated: list[np.ndarray], net, key: s
 
 def evaluate(checkpoint: str, data: str, *, history_ablation: str | None = None, clips: int = 32,
              sampler: SamplerSettings = SamplerSettings(steps=8), seed: int = 0,
-             fidelity_net: str | None = "random-video") -> dict:
+             fidelity_net: str | None = "random-video", segments: int = 1, rollout_data: str | None = None) -> dict:
+    """The one-segment table (rows in the module docstring); with `segments` > 1 also `rollout`: autoregressive
+    rollouts of that many segments on the held-out clips long enough for them (`evaluate_rollouts`), from
+    `rollout_data` (default: `data`)."""
+    if segments < 1:
+        raise ValueError(f"segments must be at least 1, got {segments}")
     model = Simulator.from_checkpoints(checkpoint, sampler=sampler, max_batch=clips)
     held_out = held_out_clips(data, model.base_size, model.frames, clips)
     net = None
@@ -183,9 +238,13 @@ def evaluate(checkpoint: str, data: str, *, history_ablation: str | None = None,
         rows.append(score(f"model, {ablation.history_frames} history frame(s)", held_out,
                           generate(ablation, held_out, seed), net, key=f"history_{ablation.history_frames}"))
         rows[0]["name"] = f"model, {model.history_frames} history frames"
-    return {"checkpoint": checkpoint, "step": model.base.step, "data": data, "clips": len(held_out),
-            "sampler": sampler.__dict__, "fidelity_net": fidelity_net, "base_size": list(model.base_size),
-            "rows": rows}
+    result = {"checkpoint": checkpoint, "step": model.base.step, "data": data, "clips": len(held_out),
+              "sampler": sampler.__dict__, "fidelity_net": fidelity_net, "base_size": list(model.base_size),
+              "rows": rows}
+    if segments > 1:
+        result["rollout"] = evaluate_rollouts(model, rollout_data or data, segments, clips, seed)
+        result["rollout"]["data"] = rollout_data or data
+    return result
 
 
 def format_table(result: dict) -> str:
@@ -201,4 +260,25 @@ def format_table(result: dict) -> str:
         found = "—" if r["effector_found"] is None else f"{100 * r['effector_found']:.0f} %"
         lines.append(f"| {r['name']} | {error} | {found} | {r['psnr']:.2f} | {r['ssim']:.3f} | "
                      f"{fmt(r.get('fvd'), '.4f')} |")
+    if "rollout" in result:
+        lines += ["", format_rollout(result["rollout"])]
+    return "\n".join(lines)
+
+
+def format_rollout(rollout: dict) -> str:
+    fmt = lambda v, spec: "—" if v is None else format(v, spec)  # noqa: E731
+    model, copy = rollout["rows"]["model"], rollout["rows"]["copy_last_frame"]
+    lines = [f"autoregressive rollouts: {rollout['clips']} held-out clips, {rollout['segments']} segments of "
+             f"{rollout['frames_per_segment']} frames (recorded controls; the history after segment 1 is generated)",
+             "| segment | action error (px): model | copy last frame | ratio | PSNR model / copy | SSIM model / copy |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for m, c in zip(model, copy):
+        ratio = m["action_error_px"] / c["action_error_px"] if m["action_error_px"] is not None and c[
+            "action_error_px"] else None
+        lines.append(f"| {m['segment']} | {fmt(m['action_error_px'], '.2f')} ± {fmt(m['action_error_sem'], '.2f')} | "
+                     f"{fmt(c['action_error_px'], '.2f')} | {fmt(ratio, '.2f')} | {m['psnr']:.2f} / {c['psnr']:.2f} | "
+                     f"{m['ssim']:.3f} / {c['ssim']:.3f} |")
+    goal = rollout["goal"]
+    lines.append(f"goal: last segment's error ≤ 0.5 × copy-last-frame's: {fmt(goal['ratio'], '.2f')} "
+                 f"({'MET' if goal['met'] else 'NOT MET'})")
     return "\n".join(lines)

@@ -109,3 +109,49 @@ def readme_examples() -> list[str]:
     commands = [line for line in block.splitlines() if line.startswith(".venv/bin/unisim")]
     assert len(commands) == 5
     return commands
+
+
+def test_unisim_eval_rolls_out_several_segments_on_generated_history(tiny_workdirs, tiny_t5_dir, tmp_path):
+    """--segments 2: long held-out clips (chained tasks; 40 frames a clip: 4 history + 2 × 16 targets), each rolled out
+    autoregressively with its recorded controls, scored per segment against the true frames and copy-last-frame."""
+    from unisim.pipelines import convert
+    from unisim.pipelines.embed import EncoderSettings
+    from unisim.samples import tabletop
+
+    source = tabletop.write_sample(str(tmp_path / "source"), num_episodes=2, seed=7, max_steps=60, tasks=3)
+    data = str(tmp_path / "clips")
+    convert.run(convert.ConvertConfig(dataset="language_table", source=source, output=data, frames_per_clip=40,
+                                      text=convert.TextOptions(encoder=EncoderSettings(tiny_t5_dir, batch_size=4))),
+                command="test")
+    output = str(tmp_path / "eval.json")
+    result = subprocess.run([sys.executable, "-m", "unisim.cli", "eval", "--checkpoint", tiny_workdirs["base"],
+                             "--data", data, "--clips", "2", "--steps", "2", "--segments", "2", "--fidelity_net", "",
+                             "--output", output], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rollout = json.load(open(output))["rollout"]
+    assert rollout["segments"] == 2 and rollout["frames_per_segment"] == 16 and rollout["clips"] == 2
+    assert "autoregressive rollouts" in result.stdout and "| 2 |" in result.stdout
+    # Copy-last-frame's error after segment k is the true displacement to that segment's last frame.
+    clips = evaluate.held_out_clips(data, (24, 40), 16, 2, segments=2)
+    assert all(len(c["targets"]) == 32 and c["controls"].shape == (32, 2) for c in clips)
+    for k, row in enumerate(rollout["rows"]["copy_last_frame"]):
+        moves = [np.linalg.norm(evaluate.effector_centroid(c["targets"][16 * k + 15])
+                                - evaluate.effector_centroid(c["history"][-1])) for c in clips]
+        assert row["segment"] == k + 1 and row["action_error_px"] == pytest.approx(np.mean(moves))
+    assert [r["segment"] for r in rollout["rows"]["model"]] == [1, 2]
+    assert set(rollout["goal"]) == {"ratio", "want", "met"}
+
+
+def test_a_rollout_continues_from_the_models_own_frames(tiny_workdirs, tabletop_held_out):
+    """The second segment is conditioned on the first segment's generated frames, not on the true ones."""
+    from unisim.simulator.core import SamplerSettings, Simulator
+
+    sim = Simulator.from_checkpoints(tiny_workdirs["base"], sampler=SamplerSettings(steps=2), max_batch=1)
+    clip = evaluate.held_out_clips(tabletop_held_out, sim.base_size, sim.frames, 1)[0]
+    clip = {**clip, "controls": np.concatenate([clip["controls"], clip["controls"]])}
+    video = evaluate.rollout(sim, [clip], seed=3, segments=2)[0]
+    session = sim.new_session(clip["history"], seed=3)
+    first = sim.step_sessions([session], [evaluate.Action(text=clip["text"], controls=clip["controls"][:16])])[0]
+    np.testing.assert_array_equal(session.history, first[-4:])
+    second = sim.step_sessions([session], [evaluate.Action(text=clip["text"], controls=clip["controls"][16:])])[0]
+    np.testing.assert_array_equal(video, np.concatenate([first, second]))

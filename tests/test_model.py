@@ -180,3 +180,28 @@ def test_patches_fold_into_channels_and_back():
     with pytest.raises(ValueError, match="do not split into 8×8 patches"):
         jax.eval_shape(VideoUNet(ModelConfig(**{**TINY.__dict__, "patch_size": 8})).init, jax.random.PRNGKey(0),
                        jnp.zeros((B, T, H, W, 3)), jnp.zeros((B,)), conditioning())
+
+
+def test_the_residual_anchor_is_the_clean_or_the_conditioned_last_history_frame():
+    """config.noisy_anchor: the anchor is the conditioning's last history frame, condition noise included, in
+    training and sampling alike (trainer/stage.py); otherwise the clean frame."""
+    import ml_collections
+
+    from unisim.trainer import stage
+
+    history = np.random.default_rng(0).integers(0, 256, (2, 4, H, W, 3), dtype=np.uint8)
+    mask = jnp.ones((2, 4), bool)
+    parts = {"history": history, "history_mask": mask, "text": jnp.zeros((2, 8, 12)),
+             "text_mask": jnp.ones((2, 8), bool), "controls": jnp.zeros((2, T, 2), jnp.int32),
+             "control_mask": jnp.ones((2, T, 2), bool)}
+    config = ml_collections.ConfigDict({"residual": True, "noisy_anchor": False, "condition_noise": 0.1,
+                                        "stage": "base"})
+    cond = stage.conditioning(config, parts, jnp.zeros((2,), bool), jax.random.split(jax.random.PRNGKey(3), 2))
+    clean = stage.anchor(config, history, mask, cond)
+    np.testing.assert_allclose(clean, stage.to_unit(history)[:, -1:], atol=1e-6)
+    config.noisy_anchor = True
+    noisy = stage.anchor(config, history, mask, cond)
+    np.testing.assert_allclose(noisy, cond.history[:, -1:], atol=1e-6)
+    assert 0.05 < float(jnp.std(noisy - clean)) < 0.15  # the condition noise, std 0.1
+    with pytest.raises(ValueError, match="noisy_anchor"):
+        stage.anchor(config, history, mask)

@@ -162,3 +162,19 @@ def test_episodes_simulated_in_worker_processes_are_written_byte_for_byte_the_sa
     assert shards and shards == sorted(name for name in os.listdir(two) if ".tfrecord" in name)
     for name in shards:
         assert open(os.path.join(one, name), "rb").read() == open(os.path.join(two, name), "rb").read(), name
+
+
+def test_chained_tasks_make_one_long_episode_whose_instruction_follows_its_task():
+    """--tasks_per_episode: the next push starts where the last one ended; each step's instruction is its task's,
+    each completed push is rewarded, and one task is the single-push episode exactly."""
+    chained = tabletop.scripted_episode(4, max_steps=60, tasks=3)
+    texts = [language_table_format.decode_instruction(s["observation"]["instruction"]) for s in chained["steps"]]
+    changes = [t for t in range(1, len(texts)) if texts[t] != texts[t - 1]]
+    assert len(chained["steps"]) > 36 and len(changes) == 2, (len(chained["steps"]), changes)
+    assert all(INSTRUCTION_PATTERN.fullmatch(t) for t in texts) and chained["instruction"] == texts[0]
+    rewarded = [t for t, s in enumerate(chained["steps"]) if s["reward"] > 0]
+    assert rewarded[:2] == changes  # the frame that shows a finished push is where the next instruction starts
+    single, default = tabletop.scripted_episode(4, max_steps=30, tasks=1), tabletop.scripted_episode(4, max_steps=30)
+    assert [s["observation"]["rgb"].tobytes() for s in single["steps"]] == [
+        s["observation"]["rgb"].tobytes() for s in default["steps"]]
+    assert [s["reward"] for s in single["steps"]] == [s["reward"] for s in default["steps"]]

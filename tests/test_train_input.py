@@ -270,3 +270,21 @@ def _first_record(directory, manifest):
 
     return grain.sources.ArrayRecordDataSource([os.path.join(directory, s.path) for s in manifest.shards
                                                 if s.records])[0]
+
+
+def test_text_drop_and_control_drop_leave_the_other_condition(shards):
+    """text_drop: an example with controls keeps them and loses its text; control_drop: the reverse (so controls
+    alone and text alone are trained conditions). Single images have no controls and always keep their text."""
+    tabletop, images = shards
+    for field in ("text_drop", "control_drop"):
+        config = dataclasses.replace(CONFIG, batch_size=4, condition_drop=0.0, **{field: 1.0})
+        batch = _batches(data.build_input([data.Source(tabletop, 1.0), data.Source(images, 1.0)], config), 1)[0]
+        for i, source in enumerate(batch["source"]):
+            if source == 1:
+                assert batch["text_mask"][i].any() and not batch["control_mask"][i].any()
+            elif field == "text_drop":
+                assert not batch["text_mask"][i].any() and not batch["text"][i].any()
+                assert batch["control_mask"][i][batch["frame_mask"][i]][1:].all()
+            else:
+                assert batch["text_mask"][i].any() and not batch["control_mask"][i].any()
+                assert not batch["controls"][i].any()

@@ -79,6 +79,10 @@ class InputConfig:
     width: int = 40
     text_tokens: int = 64
     condition_drop: float = 0.1  # classifier-free guidance: probability of training the null condition
+    # Probability that an example keeps its controls but loses its text (text_drop), or the reverse (control_drop),
+    # so that controls alone and text alone are trained conditions (an agent's controls-only actions; text-only).
+    text_drop: float = 0.0
+    control_drop: float = 0.0
     seed: int = 0
     threads: int = 16  # grain read threads
     prefetch: int = 16  # batches prefetched; also the most batches grain decodes at once (keep >= threads)
@@ -319,6 +323,11 @@ class ExampleMaker:
                     batch["controls"][i, t, : tokens.shape[1]] = tokens[before]
                     batch["control_mask"][i, t, : tokens.shape[1]] = True
         batch["drop_condition"][i] = rng.random() < c.condition_drop
+        # Drawn only when asked for, so that runs without them keep their random streams.
+        if c.text_drop and tokens.shape[1] and rng.random() < c.text_drop:
+            batch["text"][i], batch["text_mask"][i] = 0, False
+        elif c.control_drop and rng.random() < c.control_drop:
+            batch["controls"][i], batch["control_mask"][i] = 0, False
         batch["source"][i] = source
 
 

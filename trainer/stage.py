@@ -8,7 +8,8 @@ One definition for training (`trainer/train.py`) and sampling (`simulator/core.p
 - the conditioning frames (history; SR: the low-resolution video) get Gaussian noise of std
   `config.condition_noise` in training and again in sampling (the paper's "noisy previous observation"), drawn
   per example from that example's key, split the same way in both (`conditioning`);
-- the residual anchor of `config.residual` is the clean last history frame (`anchor`);
+- the residual anchor of `config.residual` is the last history frame, clean or (`config.noisy_anchor`) as the
+  conditioning has it (`anchor`);
 - the model and its parameter shapes come from the config (`build_model`, `abstract_params`).
 """
 
@@ -41,11 +42,19 @@ def lowres_of(frames: jax.Array, size) -> jax.Array:
     return jax.image.resize(frames, (*frames.shape[:2], *size, frames.shape[-1]), "linear", antialias=True)
 
 
-def anchor(config, history: jax.Array, history_mask: jax.Array) -> jax.Array | float:
-    """What a residual stage's frames are relative to (clean, `diffusion.residual_anchor`); 0 for other stages.
-    `history` is uint8."""
+def anchor(config, history: jax.Array, history_mask: jax.Array, cond: Conditioning | None = None) -> jax.Array | float:
+    """What a residual stage's frames are relative to (`diffusion.residual_anchor`); 0 for other stages.
+
+    The clean last history frame (`history` is uint8), or with `config.noisy_anchor` the last frame of the
+    conditioning's history, condition noise and all (`cond`, required then): a model trained that way has to take
+    its anchor's deviations out of its output, which an autoregressive rollout needs, where the anchor is the model's
+    own last frame and a clean anchor would carry every error of it into every later segment."""
     if not config.get("residual", False):
         return 0.0
+    if config.get("noisy_anchor", False):
+        if cond is None:
+            raise ValueError("config.noisy_anchor: the anchor is the conditioning's history; pass its Conditioning")
+        return diffusion.residual_anchor(cond.history, history_mask)
     return diffusion.residual_anchor(to_unit(history), history_mask)
 
 

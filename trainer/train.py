@@ -71,11 +71,12 @@ def train_step(state: TrainState, batch, rng, *, model, optimizer, schedule, con
     """One optimisation step; skips the update (and reports it) when the loss or gradient is not finite."""
     rng = jax.random.fold_in(rng, state.step)
     time_key, noise_key, dropout_key, condition_key = jax.random.split(rng, 4)
+    b = batch["frames"].shape[0]
+    cond = stage.conditioning(config, batch, batch["drop_condition"], jax.random.split(condition_key, b))
     # A residual stage diffuses the difference from the last history frame (stage.anchor; 0 otherwise).
-    x = stage.to_unit(batch["frames"]) - stage.anchor(config, batch["history"], batch["history_mask"])
-    logsnr = diffusion.cosine_logsnr(jax.random.uniform(time_key, (x.shape[0],)))
+    x = stage.to_unit(batch["frames"]) - stage.anchor(config, batch["history"], batch["history_mask"], cond)
+    logsnr = diffusion.cosine_logsnr(jax.random.uniform(time_key, (b,)))
     noise = jax.random.normal(noise_key, x.shape)
-    cond = stage.conditioning(config, batch, batch["drop_condition"], jax.random.split(condition_key, x.shape[0]))
 
     target = diffusion.training_target(x, noise, logsnr, diffusion.prediction_of(config))
 
@@ -281,7 +282,7 @@ def _sample(model, ema_params, local_batch, config, rng):
     x = jax.jit(functools.partial(diffusion.ddim_sample, denoise, steps=config.sample_steps,
                                   prediction=diffusion.prediction_of(config), bound=2.0 if residual else 1.0))(
         jax.random.normal(noise_key, batch["frames"].shape))
-    return stage.to_uint8(x + stage.anchor(config, batch["history"], batch["history_mask"]))
+    return stage.to_uint8(x + stage.anchor(config, batch["history"], batch["history_mask"], cond))
 
 
 class _Writer:

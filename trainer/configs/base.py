@@ -26,6 +26,7 @@ def get_config():
     config.condition_noise = 0.05
     config.prediction = "eps"  # what the network predicts: "eps", "v" or "x" (trainer/diffusion.py)
     config.residual = False  # diffuse the frames' difference from the last history frame (diffusion.residual_anchor)
+    config.noisy_anchor = False  # residual: that frame as the conditioning has it, noise and all (stage.anchor)
     config.bf16 = False  # bfloat16 compute (parameters, optimizer state and EMA stay float32)
     config.fsdp = 1  # devices per FSDP group: parameters are sharded over them, the batch over all devices
     config.seed = 0

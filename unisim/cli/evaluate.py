@@ -2,7 +2,7 @@
 the null condition, copy-last-frame and shuffled controls (simulator/evaluate.py says what each row is).
 
     unisim eval --checkpoint runs/base --data demo-output/clips/tabletop-heldout \
-        [--history_ablation runs/base-1frame] [--clips 32] [--steps 8] [--output eval.json]"""
+        [--history_ablation runs/base-1frame] [--clips 32] [--steps 8] [--segments 4] [--output eval.json]"""
 
 from __future__ import annotations
 
@@ -20,6 +20,11 @@ class EvalOptions:
     history_ablation: str | None = option(None, "the same training with --config.input.history_frames=1",
                                           metavar="DIR")
     clips: int = option(32, "held-out clips to evaluate")
+    segments: int = option(1, "N > 1: also roll the model out N segments autoregressively (recorded controls) on "
+                              "held-out clips with N × frames target frames, per segment against copy-last-frame")
+    rollout_data: str | None = option(None, "with --segments: the held-out clips for the rollouts (none: --data), "
+                                            "converted with --frames_per_clip ≥ 2 × history + N × frames",
+                                      metavar="DIR")
     fidelity_net: str = option("random-video", "random-video, i3d:PATH, … or '' for no FVD*")
     seed: int = option(0, "random seed of the samples")
     output: str | None = option(None, "write the result as JSON here", metavar="FILE.json")
@@ -42,7 +47,8 @@ def run(args, _rest) -> int:
         sampler = dataclasses.replace(sampler, steps=8)  # CPU-sized default for evaluation
     result = evaluate.evaluate(options.checkpoint, options.data, history_ablation=options.history_ablation,
                                clips=options.clips, sampler=sampler, seed=options.seed,
-                               fidelity_net=options.fidelity_net or None)
+                               fidelity_net=options.fidelity_net or None, segments=options.segments,
+                               rollout_data=options.rollout_data)
     print(evaluate.format_table(result))
     if options.output:
         with open(options.output, "w", encoding="utf-8") as f:

@@ -21,6 +21,9 @@ class SampleOptions:
     seed: int = option(0, "random seed: the same seed writes the same bytes")
     max_steps: int = option(30, "tabletop: steps per episode at most")
     workers: int = option(1, "tabletop: processes simulating episodes (the same bytes for any count)")
+    tasks: int = option(1, "tabletop: pushes chained in each episode (long episodes for multi-segment rollouts: "
+                           "with --max_steps 60, --tasks 3); each step's instruction is its task's",
+                        flag="tasks_per_episode")
 
 
 def add_arguments(parser) -> None:
@@ -46,5 +49,5 @@ def run(args, _rest) -> int:
         print(image_text.write_sample(options.output, num_images=options.count, seed=options.seed))
     else:
         print(tabletop.write_sample(options.output, num_episodes=options.count, seed=options.seed,
-                                    max_steps=options.max_steps, workers=options.workers))
+                                    max_steps=options.max_steps, workers=options.workers, tasks=options.tasks))
     return 0
