@@ -133,15 +133,15 @@ def generate(simulator: Simulator, clips: list[dict], seed: int, controls_from: 
     return simulator.step_sessions(sessions, actions)
 
 
-def rollout(simulator: Simulator, clips: list[dict], seed: int, segments: int) -> list[np.ndarray]:
-    """Each clip rolled out autoregressively for `segments` steps from its true history, with its text and its
-    recorded controls of each segment: after the first, the history is the model's own frames. Returns
-    [segments × frames, h, w, 3] each."""
+def rollout(simulator: Simulator, clips: list[dict], seed: int, segments: int, text: bool = True) -> list[np.ndarray]:
+    """Each clip rolled out autoregressively for `segments` steps from its true history, with its text (unless
+    `text` is False: controls only) and its recorded controls of each segment: after the first, the history is the
+    model's own frames. Returns [segments × frames, h, w, 3] each."""
     n = simulator.frames
     sessions = [simulator.new_session(c["history"], seed=seed + i) for i, c in enumerate(clips)]
     videos: list[list[np.ndarray]] = [[] for _ in clips]
     for s in range(segments):
-        actions = [Action(text=c["text"], controls=c["controls"][s * n:(s + 1) * n]) for c in clips]
+        actions = [Action(text=c["text"] if text else None, controls=c["controls"][s * n:(s + 1) * n]) for c in clips]
         for video, frames in zip(videos, simulator.step_sessions(sessions, actions)):
             video.append(frames)
     return [np.concatenate(v) for v in videos]
@@ -164,11 +164,16 @@ def score_segments(name: str, clips: list[dict], videos: list[np.ndarray], segme
 def evaluate_rollouts(model: Simulator, data: str, segments: int, clips: int, seed: int = 0) -> dict:
     """The model rolled out `segments` steps on held-out clips long enough for it, per segment against the true
     frames, beside copy-last-frame; the goal (issue 30): after the last segment, the effector error at most half
-    of copy-last-frame's."""
+    of copy-last-frame's. A model trained with text dropped (`input.text_drop`) is also rolled out on controls
+    alone (`model_controls_only`: how an agent's actions are given)."""
     held = held_out_clips(data, model.base_size, model.frames, clips, segments=segments)
     copy = [np.repeat(c["history"][-1:], segments * model.frames, axis=0) for c in held]
     rows = {"model": score_segments("model", held, rollout(model, held, seed, segments), segments, model.frames),
             "copy_last_frame": score_segments("copy last frame", held, copy, segments, model.frames)}
+    if model.base.config.input.get("text_drop", 0.0) > 0 and model.controls:
+        rows["model_controls_only"] = score_segments("model, controls only", held,
+                                                     rollout(model, held, seed, segments, text=False), segments,
+                                                     model.frames)
     last_model, last_copy = rows["model"][-1]["action_error_px"], rows["copy_last_frame"][-1]["action_error_px"]
     ratio = last_model / last_copy if last_model is not None and last_copy else None
     return {"segments": segments, "frames_per_segment": model.frames, "clips": len(held), "rows": rows,
@@ -278,6 +283,9 @@ def format_rollout(rollout: dict) -> str:
         lines.append(f"| {m['segment']} | {fmt(m['action_error_px'], '.2f')} ± {fmt(m['action_error_sem'], '.2f')} | "
                      f"{fmt(c['action_error_px'], '.2f')} | {fmt(ratio, '.2f')} | {m['psnr']:.2f} / {c['psnr']:.2f} | "
                      f"{m['ssim']:.3f} / {c['ssim']:.3f} |")
+    if "model_controls_only" in rollout["rows"]:
+        lines.append("controls only (no text), action error per segment: " + ", ".join(
+            f"{fmt(r['action_error_px'], '.2f')}" for r in rollout["rows"]["model_controls_only"]))
     goal = rollout["goal"]
     lines.append(f"goal: last segment's error ≤ 0.5 × copy-last-frame's: {fmt(goal['ratio'], '.2f')} "
                  f"({'MET' if goal['met'] else 'NOT MET'})")
