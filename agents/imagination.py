@@ -48,6 +48,10 @@ class Imagined:
     chunks: list[np.ndarray]
     positions: list
 
+    def success(self) -> bool:
+        """The commanded task done, as the generated frames show it, within its segment limit."""
+        return any(succeeded(self.task, self.positions[0], p) for p in self.positions[1:self.task.segments + 1])
+
 
 def imagine(sim: Simulator, policy: Policy, starts: list[np.ndarray], tasks: list[Task], segments: int,
             rng: np.random.Generator, noise: float = 0.0, seed: int = 0, stop_on_success: bool = False
@@ -104,8 +108,7 @@ def improve(sim: Simulator, policy: Policy, recorded: Demos, starts: list[np.nda
         episodes = imagine(sim, policy, [starts[i] for i in index], tasks, segments, rng, noise,
                            seed=seed + 1000 * summary["rounds"])
         samples = relabel(episodes)
-        commanded = np.mean([any(succeeded(e.task, e.positions[0], p) for p in e.positions[1:e.task.segments + 1])
-                             for e in episodes])
+        commanded = np.mean([e.success() for e in episodes])
         if samples:
             relabelled.append(Demos.of(samples))
         for _, task, _ in samples:

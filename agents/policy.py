@@ -156,6 +156,21 @@ def fit(policy: Policy, demos: Demos, steps: int, batch: int = 64, learning_rate
     """Behaviour cloning: `steps` Adam steps of weighted mean squared error between the policy's chunk and the
     demonstrated one (in units of the action bound). Returns the fitted policy (the input is left as it was)."""
     config = policy.config
+    optimizer, step = _fit_step(config, learning_rate)
+    rng = np.random.default_rng(seed)
+    params, state = policy.params, optimizer.init(policy.params)
+    for i in range(steps):
+        index = rng.integers(len(demos), size=min(batch, len(demos)))
+        params, state, loss = step(params, state, demos.frames[index], demos.codes[index], demos.chunks[index],
+                                   demos.weights[index])
+        if log and (i + 1) % max(1, steps // 5) == 0:
+            log(f"fit step {i + 1}/{steps}: loss {float(loss):.4f}")
+    return Policy(config, params)
+
+
+@functools.lru_cache(maxsize=None)
+def _fit_step(config: PolicyConfig, learning_rate: float):
+    """(optimizer, jitted step) for a policy shape and rate, made once: `improve` fits every round."""
     optimizer = optax.adam(learning_rate)
     scale = 1.0 / config.max_step
 
@@ -170,12 +185,4 @@ def fit(policy: Policy, demos: Demos, steps: int, batch: int = 64, learning_rate
         updates, state = optimizer.update(grads, state, params)
         return optax.apply_updates(params, updates), state, loss
 
-    rng = np.random.default_rng(seed)
-    params, state = policy.params, optimizer.init(policy.params)
-    for i in range(steps):
-        index = rng.integers(len(demos), size=min(batch, len(demos)))
-        params, state, loss = step(params, state, demos.frames[index], demos.codes[index], demos.chunks[index],
-                                   demos.weights[index])
-        if log and (i + 1) % max(1, steps // 5) == 0:
-            log(f"fit step {i + 1}/{steps}: loss {float(loss):.4f}")
-    return Policy(config, params)
+    return optimizer, step

@@ -104,4 +104,3 @@ def hindsight_tasks(start: Positions, now: Positions) -> list[Task]:
     """Every task that the change from `start` to `now` accomplishes (hindsight relabelling): a point at each block
     within reach of the effector, a push of each block along each direction it moved far enough."""
     return [task for task in ALL_TASKS if succeeded(task, start, now)]
-

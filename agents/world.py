@@ -21,6 +21,7 @@ import numpy as np
 from unisim.agents.tasks import COLOURS, Positions, Task, succeeded
 from unisim.samples import tabletop
 from unisim.samples.tabletop_spec import BLOCK_HALF, DIRECTIONS, EFFECTOR_RADIUS, SCRIPTED_MAX_STEP
+from unisim.simulator.core import resize_frames
 
 POINT_STANDOFF = EFFECTOR_RADIUS + BLOCK_HALF + 0.01  # where the scripted point stops: just short of contact
 
@@ -40,13 +41,12 @@ def state(world: tabletop.TabletopWorld) -> Positions:
 
 
 def observe(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """A rendered frame as the policy sees it (INTER_AREA, as the converter and the trainer's input resize)."""
-    import cv2
+    """A rendered frame as the policy sees it: resized as the simulator resizes its observations (INTER_AREA, as the
+    converter and the trainer's input do)."""
+    return resize_frames(frame[None], size)[0]
 
-    return cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_AREA)
 
-
-def scripted_chunk(world: tabletop.TabletopWorld, task: Task, pushing: list[bool]) -> np.ndarray:
+def scripted_action(world: tabletop.TabletopWorld, task: Task, pushing: list[bool]) -> np.ndarray:
     """One control step of the scripted reference (reads the physics state: the ceiling, not a learner)."""
     if task.family == "push":
         direction = np.asarray(DIRECTIONS[task.direction])
@@ -55,9 +55,7 @@ def scripted_chunk(world: tabletop.TabletopWorld, task: Task, pushing: list[bool
     else:
         offset = world.target - world.block_xy(task.colour)
         waypoint = world.block_xy(task.colour) + offset / max(np.linalg.norm(offset), 1e-9) * POINT_STANDOFF
-    action = waypoint - world.target
-    norm = np.linalg.norm(action)
-    return action * (SCRIPTED_MAX_STEP / norm) if norm > SCRIPTED_MAX_STEP else action
+    return tabletop.step_toward(world.target, waypoint)
 
 
 @dataclasses.dataclass
@@ -82,7 +80,7 @@ def run_episode(world: tabletop.TabletopWorld, seed: int, family: str, policy, s
         elif policy != "scripted":
             chunk_actions = policy.act(frames[-1][None], [task])[0]
         for k in range(chunk):
-            action = scripted_chunk(world, task, pushing) if policy == "scripted" else chunk_actions[k]
+            action = scripted_action(world, task, pushing) if policy == "scripted" else chunk_actions[k]
             frame = world.step(action)
         frames.append(observe(frame, size))
         if succeeded(task, start, state(world)):
@@ -116,5 +114,3 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return (max(0.0, centre - half), min(1.0, centre + half))
-
-

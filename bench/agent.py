@@ -36,7 +36,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fidelity  # the simulator's own bench: its workdir layout, stages and device line
 
-FAMILIES = ("point", "push")
+from unisim.agents.tasks import FAMILIES
+
 POLICIES = ("bc", "sim_trained", "random", "scripted")
 
 
@@ -92,7 +93,6 @@ def judge_in_simulator(sim, policy, seeds: range, family: str) -> list[bool]:
     pybullet (evaluation only), the episode imagined, success read from the generated frames."""
     from unisim.agents import world
     from unisim.agents.imagination import imagine
-    from unisim.agents.tasks import succeeded
     from unisim.samples import tabletop
 
     starts, tasks = [], []
@@ -104,7 +104,7 @@ def judge_in_simulator(sim, policy, seeds: range, family: str) -> list[bool]:
     for i in range(0, len(starts), sim.max_batch):
         episodes = imagine(sim, policy, starts[i:i + sim.max_batch], tasks[i:i + sim.max_batch],
                            tasks[0].segments, np.random.default_rng(i), seed=i, stop_on_success=True)
-        out += [any(succeeded(e.task, e.positions[0], p) for p in e.positions[1:]) for e in episodes]
+        out += [e.success() for e in episodes]
     return out
 
 

@@ -205,6 +205,15 @@ def scripted_waypoint(effector, block, direction, pushing):
     return block - direction * STANDOFF + normal * side * SIDE_CLEARANCE, False  # beside: go back past it
 
 
+def step_toward(target: np.ndarray, waypoint: np.ndarray) -> np.ndarray:
+    """The scripted controllers' action toward `waypoint`: the whole way, or `SCRIPTED_MAX_STEP` of it."""
+    action = waypoint - target
+    norm = np.linalg.norm(action)
+    if norm > SCRIPTED_MAX_STEP:
+        action *= SCRIPTED_MAX_STEP / norm
+    return action
+
+
 def draw_task(world: TabletopWorld, task_rng) -> tuple[str, str]:
     """A (block colour, direction) whose push stays on the workspace and can be lined up for, from `task_rng`."""
     feasible = [(color, name) for color in BLOCK_COLORS for name in DIRECTIONS
@@ -251,11 +260,7 @@ def scripted_episode(seed: int, max_steps: int = 30, episode_id: str | None = No
             noise = task_rng.normal(0.0, ACTION_NOISE, 2)  # drawn every step, so an episode's stream is fixed
             if not last:
                 waypoint, pushing = scripted_waypoint(world.target, world.block_xy(color), direction, pushing)
-                action = waypoint - world.target
-                norm = np.linalg.norm(action)
-                if norm > SCRIPTED_MAX_STEP:
-                    action *= SCRIPTED_MAX_STEP / norm
-                action = np.clip(action + noise, -SCRIPTED_MAX_STEP, SCRIPTED_MAX_STEP)
+                action = np.clip(step_toward(world.target, waypoint) + noise, -SCRIPTED_MAX_STEP, SCRIPTED_MAX_STEP)
             steps.append({
                 "action": action.astype(np.float32),
                 "is_first": t == 0, "is_last": last, "is_terminal": last,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 IMAGE_HEIGHT, IMAGE_WIDTH = 360, 640
-RENDER_SCALE = 2  # rendered at IMAGE_{HEIGHT,WIDTH} / RENDER_SCALE, then upscaled (see the module docstring)
+RENDER_SCALE = 2  # rendered at IMAGE_{HEIGHT,WIDTH} / RENDER_SCALE, then upscaled (see samples/tabletop.py)
 WORKSPACE_X = (0.15, 0.6)
 WORKSPACE_Y = (-0.3048, 0.3048)
 CONTROL_HZ, PHYSICS_HZ = 10, 240
@@ -23,7 +23,7 @@ BLOCK_COLORS = {"red": (230, 25, 25), "blue": (25, 60, 235), "green": (20, 175, 
 BOARD_RGB = (110, 110, 115)  # neutral grey: zero saturation, far from every block hue and from magenta
 EFFECTOR_RADIUS, EFFECTOR_HEIGHT = 0.045, 0.06
 BLOCK_HALF = 0.02
-# Image direction -> unit vector in world (x, y); see the module docstring for why.
+# Image direction -> unit vector in world (x, y); samples/tabletop.py's docstring says why.
 DIRECTIONS = {"left": (0.0, -1.0), "right": (0.0, 1.0), "up": (-1.0, 0.0), "down": (1.0, 0.0)}
 INSTRUCTION_TEMPLATES = {"left": "push the {} block to the left", "right": "push the {} block to the right",
                          "up": "push the {} block up", "down": "push the {} block down"}
@@ -51,10 +51,3 @@ def pixel_to_world(row_col, size: tuple[int, int], height: float = 0.0) -> tuple
     y = FRAME_Y[0] + (col + 0.5) / size[1] * (FRAME_Y[1] - FRAME_Y[0])
     scale = (CAMERA_EYE[2] - height) / CAMERA_EYE[2]
     return CAMERA_TARGET[0] + (x - CAMERA_TARGET[0]) * scale, CAMERA_TARGET[1] + (y - CAMERA_TARGET[1]) * scale
-
-
-def metres_per_pixel(size: tuple[int, int]) -> tuple[float, float]:
-    """The board's extent of one pixel of a frame of `size` (h, w): (along x, along y)."""
-    return (FRAME_X[1] - FRAME_X[0]) / size[0], (FRAME_Y[1] - FRAME_Y[0]) / size[1]
-
-

@@ -22,7 +22,7 @@ class SampleOptions:
     max_steps: int = option(30, "tabletop: steps per episode at most")
     workers: int = option(1, "tabletop: processes simulating episodes (the same bytes for any count)")
     tasks: int = option(1, "tabletop: pushes chained in each episode (long episodes for multi-segment rollouts: "
-                           "with --max_steps 60, --tasks 3); each step's instruction is its task's",
+                           "3 with --max_steps 60); each step's instruction is its task's",
                         flag="tasks_per_episode")
 
 
