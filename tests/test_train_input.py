@@ -288,3 +288,25 @@ def test_text_drop_and_control_drop_leave_the_other_condition(shards):
             else:
                 assert batch["text_mask"][i].any() and not batch["control_mask"][i].any()
                 assert not batch["controls"][i].any()
+
+
+def test_history_ghost_blends_history_with_an_earlier_frame_and_leaves_the_targets():
+    """`InputConfig.history_ghost`: from the lag on, each history frame is (1 − w) × itself + w × the frame `lag`
+    before it (rounded); the frames before the lag are untouched."""
+    history = np.stack([np.full((2, 3, 3), v, np.uint8) for v in (0, 40, 200, 255)])
+    data.ghost(history, 0.25, 2)
+    assert history[:, 0, 0, 0].tolist() == [0, 40, 150, 201]  # 0.75·200 + 0.25·0; 0.75·255 + 0.25·40 = 201.25
+
+
+def test_history_ghost_in_the_stream(shards):
+    """In the loader: the same seed gives the same batch, the targets stay clean, and only history frames with an
+    earlier frame to blend with change."""
+    tabletop, _ = shards
+    plain = dataclasses.replace(CONFIG, batch_size=4, condition_drop=0.0)
+    ghosted = dataclasses.replace(plain, history_ghost=0.5)
+    a, b, c = (_batches(data.build_input([data.Source(tabletop, 1.0)], config), 1)[0]
+               for config in (plain, ghosted, ghosted))
+    assert all(np.array_equal(b[k], c[k]) for k in b)  # deterministic
+    np.testing.assert_array_equal(a["frames"], b["frames"])  # targets clean
+    changed = (a["history"] != b["history"]).any(axis=(2, 3, 4))  # [batch, history frame]
+    assert changed.any() and not changed[:, 0].any()  # the first frame has nothing earlier to blend with

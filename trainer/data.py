@@ -83,6 +83,10 @@ class InputConfig:
     # so that controls alone and text alone are trained conditions (an agent's controls-only actions; text-only).
     text_drop: float = 0.0
     control_drop: float = 0.0
+    # History frames blended with an earlier history frame by a weight drawn from [0, history_ghost] per example: a
+    # faint copy of whatever moved where it was, the error an autoregressive rollout's generated history carries
+    # (bench/RESULTS.md, long rollouts); the targets stay clean, so the model learns to take it out. 0: off.
+    history_ghost: float = 0.0
     seed: int = 0
     threads: int = 16  # grain read threads
     prefetch: int = 16  # batches prefetched; also the most batches grain decodes at once (keep >= threads)
@@ -308,6 +312,9 @@ class ExampleMaker:
         history = record.frames[max(0, context - c.history_frames):context]  # none when history_frames is 0 (SR)
         targets = record.frames[context:][: c.frames]
         decode_resized(history, stored, target, out=batch["history"][i, c.history_frames - len(history):])
+        if c.history_ghost and len(history) > 1:
+            ghost(batch["history"][i, c.history_frames - len(history):], rng.uniform(0, c.history_ghost),
+                  int(rng.integers(1, len(history))))
         batch["history_mask"][i, c.history_frames - len(history):] = True
         decode_resized(targets, stored, target, out=batch["frames"][i, : len(targets)])
         batch["frame_mask"][i, : len(targets)] = True
@@ -329,6 +336,13 @@ class ExampleMaker:
         elif c.control_drop and rng.random() < c.control_drop:
             batch["controls"][i], batch["control_mask"][i] = 0, False
         batch["source"][i] = source
+
+
+def ghost(history: np.ndarray, weight: float, lag: int) -> None:
+    """In place: each uint8 frame of `history` [n, h, w, 3] from `lag` on becomes (1 − weight) × itself + weight ×
+    the frame `lag` before it (`InputConfig.history_ghost`)."""
+    h = history.astype(np.float32)
+    history[lag:] = np.round((1 - weight) * h[lag:] + weight * h[:-lag]).astype(np.uint8)
 
 
 def decode_resized(frames: Sequence[bytes], stored: tuple[int, int], target: tuple[int, int],
