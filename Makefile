@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test install bench docs clean
+.PHONY: demo test install install-tpu install-cuda bench docs clean
 
 install: $(STAMP)
 
@@ -18,6 +18,10 @@ $(STAMP): requirements.lock setup.cfg setup.py deploy/install-lock.sh
 	deploy/install-lock.sh $(PY)
 	$(PY) -m pip install --quiet --no-deps -e .
 	@touch $(STAMP)
+
+# Accelerator runtimes over the CPU install (docs/accelerators.md): the extra's packages as deploy/X.lock pins them.
+install-tpu install-cuda: install-%: $(STAMP)
+	$(PY) -m pip install --quiet -c requirements.lock -r deploy/$*.lock
 
 demo: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(VENV)/bin/unisim demo --workdir $(DEMO_OUT)

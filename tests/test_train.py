@@ -90,15 +90,25 @@ def test_eight_simulated_devices_with_sharded_parameters(clips, tmp_path):
     assert len(_losses(str(tmp_path / "eight"))) == 2
 
 
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def test_two_processes_through_jax_distributed_each_fetch_their_own_shards(clips, tmp_path):
     """Two trainer processes read the clips from a non-local filesystem (`countfs`, shared by both and counting the
-    bytes each one reads): each fetches the manifest and its own record and embedding shards, none of the other's."""
+    bytes each one reads): each fetches the manifest and its own record and embedding shards, none of the other's.
+    They start as docs/accelerators.md's SLURM recipe starts them (`srun … unisim train … --distributed`): SLURM's
+    variables as srun sets them for two tasks on one node, 127.0.0.1 as the node, and jax.distributed finding the
+    rest; SLURM_JOB_ID is chosen so that the port jax derives from it is free."""
     import countfs
     from unisim.schemas.manifest import RECORD_PREFIX, Manifest
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    job = next(j for j in range(4096) if _port_is_free(61440 + j))  # jax: port = 61440 + SLURM_JOB_ID % 4096
     shutil.copytree(clips, tmp_path / "bucket" / "clips")
     env = {**os.environ, "COUNTFS_ROOT": str(tmp_path), "COUNTFS_LOG": str(tmp_path / "reads.log")}
     workdir = str(tmp_path / "two")
@@ -107,10 +117,11 @@ def test_two_processes_through_jax_distributed_each_fetch_their_own_shards(clips
     launcher = [sys.executable, "-c", f"import sys; sys.path.insert(0, {tests!r}); import countfs; "
                 "from unisim.cli import main; sys.exit(main(sys.argv[1:]))"]
     command = _command(workdir, "countfs://bucket/clips", "--steps", "2", "--config.sample_every=0",
-                       f"--config.input.cache_dir={tmp_path / 'cache'}", "--coordinator_address", f"127.0.0.1:{port}",
-                       "--num_processes", "2")[3:]  # from "train" on: the launcher replaces `python -m unisim.cli`
-    processes = [subprocess.Popen(launcher + command + ["--process_id", str(i)], stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True, cwd=root, env=env)
+                       f"--config.input.cache_dir={tmp_path / 'cache'}", "--distributed")[3:]  # from "train" on
+    slurm = {"SLURM_JOB_ID": str(job), "SLURM_STEP_NODELIST": "127.0.0.1", "SLURM_NTASKS": "2",
+             "SLURM_STEP_NUM_NODES": "1"}
+    processes = [subprocess.Popen(launcher + command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  cwd=root, env={**env, **slurm, "SLURM_PROCID": str(i), "SLURM_LOCALID": str(i)})
                  for i in range(2)]
     outputs = [p.communicate(timeout=600) for p in processes]
     for p, (_, err) in zip(processes, outputs):

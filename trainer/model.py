@@ -36,6 +36,7 @@ attention resolutions counted on its own feature maps.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from typing import Any
 
@@ -64,6 +65,9 @@ class ModelConfig:
     # an MLP of Fourier features of the bin's centre, so that neighbouring bins embed alike and a model that has seen
     # few of the 4096 bins (a small dataset) still reads the ones it has not (issue 17).
     control_embedding: str = "bins"
+    # Recompute each U-Net block's activations in the backward pass instead of keeping them: less memory for about
+    # a third more FLOPs; what makes Table 6's model fit a chip (docs/accelerators.md).
+    remat: bool = False
     dtype: Any = jnp.float32  # compute dtype (bfloat16 on accelerators); parameters stay float32
 
     def heads_at(self, height: int) -> int:
@@ -273,6 +277,11 @@ class VideoUNet(nn.Module):
         c = self.config
         b, t, h, w, _ = noisy.shape
         p = c.patch_size
+        # `deterministic` (argument 5, counting the module) is a Python bool: static under rematerialisation. Blocks
+        # are named as Flax names them unwrapped (Block_0, Block_1, …), so a checkpoint loads with remat on or off.
+        wrapped = nn.remat(Block, static_argnums=(5,)) if c.remat else Block
+        names = (f"Block_{i}" for i in itertools.count())
+        block = lambda channels, config: wrapped(channels, config, name=next(names))  # noqa: E731
         if h % p or w % p:
             raise ValueError(f"frames of {h}×{w} do not split into {p}×{p} patches (model.patch_size)")
         tokens, token_mask, pooled, frame_actions = ConditionEncoder(c)(cond)
@@ -294,15 +303,15 @@ class VideoUNet(nn.Module):
         skips = [x]
         for level, mult in enumerate(c.channel_mult):
             for _ in range(c.blocks_per_resolution):
-                x = Block(c.channels * mult, c)(x, emb, tokens, token_mask, deterministic)
+                x = block(c.channels * mult, c)(x, emb, tokens, token_mask, deterministic)
                 skips.append(x)
             if level < len(c.channel_mult) - 1:
                 x = spatial_conv(x, x.shape[-1], c, strides=2)
                 skips.append(x)
-        x = Block(x.shape[-1], c)(x, emb, tokens, token_mask, deterministic)
+        x = block(x.shape[-1], c)(x, emb, tokens, token_mask, deterministic)
         for level, mult in reversed(list(enumerate(c.channel_mult))):
             for _ in range(c.blocks_per_resolution + 1):
-                x = Block(c.channels * mult, c)(jnp.concatenate([x, skips.pop()], axis=-1), emb, tokens,
+                x = block(c.channels * mult, c)(jnp.concatenate([x, skips.pop()], axis=-1), emb, tokens,
                                                  token_mask, deterministic)
             if level > 0:
                 x = jax.image.resize(x, (*x.shape[:2], x.shape[2] * 2, x.shape[3] * 2, x.shape[4]), "nearest")

@@ -115,22 +115,33 @@ def abstract_state(config, text_dim: int, control_dims: int):
     return model, init, jax.eval_shape(init, jax.random.PRNGKey(config.seed))
 
 
-def build_training(config, mesh, text_dim: int, control_dims: int):
-    """(model, state, abstract state, state shardings, jitted step) on `mesh`, the state created in its shardings;
-    the step takes (state, batch, rng) with the batch split over every device, and donates the state."""
+def jit_training(config, mesh, text_dim: int, control_dims: int):
+    """(model, state initialiser, abstract state, state shardings, jitted step) on `mesh`, nothing allocated: the
+    step takes (state, batch, rng) with the batch split over every device, and donates the state. Training
+    (`build_training`) and compiling for a target without it (`trainer/aot.py`) share it, so what is compiled there
+    is the step that runs here."""
     model, init, abstract = abstract_state(config, text_dim, control_dims)
     optimizer, schedule = make_optimizer(config.optimizer)
     state_sharding = jax.tree.map(lambda x: NamedSharding(mesh, fsdp_spec(x.shape, config.fsdp)), abstract)
-    state = jax.jit(init, out_shardings=state_sharding)(jax.random.PRNGKey(config.seed))
     step_fn = jax.jit(functools.partial(train_step, model=model, optimizer=optimizer, schedule=schedule,
                                         config=config),
                       in_shardings=(state_sharding, NamedSharding(mesh, P(("data", "fsdp"))), NamedSharding(mesh, P())),
                       out_shardings=(state_sharding, NamedSharding(mesh, P())), donate_argnums=(0,))
+    return model, init, abstract, state_sharding, step_fn
+
+
+def build_training(config, mesh, text_dim: int, control_dims: int):
+    """(model, state, abstract state, state shardings, jitted step): `jit_training` with the state created
+    directly in its shardings."""
+    model, init, abstract, state_sharding, step_fn = jit_training(config, mesh, text_dim, control_dims)
+    state = jax.jit(init, out_shardings=state_sharding)(jax.random.PRNGKey(config.seed))
     return model, state, abstract, state_sharding, step_fn
 
 
-def make_mesh(fsdp: int):
-    devices = np.array(jax.devices())
+def make_mesh(fsdp: int, devices=None):
+    """The (data, fsdp) mesh over `devices` (default: every device of this run; `trainer/aot.py` passes a target
+    topology's)."""
+    devices = np.array(jax.devices() if devices is None else devices)
     if len(devices) % fsdp:
         raise ValueError(f"config.fsdp={fsdp} does not divide the {len(devices)} devices")
     return Mesh(devices.reshape(-1, fsdp), ("data", "fsdp"))
