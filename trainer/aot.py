@@ -180,8 +180,9 @@ def _abstract_inputs(config, mesh, abstract_state, state_sharding, text_dim: int
 
 
 def compile_step(config, t: Target, text_dim: int, control_dims: int, utilization: float = 0.4) -> Report:
-    """Lowers and compiles `config`'s train step for target `t`; raises TargetError where the batch or the FSDP
-    group does not divide the target's devices."""
+    """Lowers and compiles `config`'s train step for target `t`. Raises TargetError where the global batch does not
+    split over the target's devices (before anything is compiled), and make_mesh's ValueError where the FSDP group
+    does not divide them."""
     batch = config.input.batch_size
     if batch % t.devices:
         raise TargetError(f"the global batch {batch} does not split over the {t.devices} devices of {t.name} "
@@ -199,7 +200,8 @@ def compile_step(config, t: Target, text_dim: int, control_dims: int, utilizatio
     memory = compiled.memory_analysis()
     flops = _flops(compiled.cost_analysis())
     remat = bool(config.model.get("remat", False))
-    if remat:  # the useful work: the same step without recomputation, counted on the unpartitioned program
+    if remat:  # the useful work: the same step without recomputation, lowered only (a lowered program's cost is
+        # the whole step's, on global shapes; a compiled one's is one device's)
         plain = config.copy_and_resolve_references()
         plain.model.remat = False
         mesh_plain = train.make_mesh(plain.fsdp, devices)
