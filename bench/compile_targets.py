@@ -27,14 +27,20 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 
-def compile_once(stage: str, topology: str, fsdp: int, remat: bool, utilization: float) -> dict:
+def compile_once(stage: str, topology: str, fsdp: int, remat: bool, utilization: float, batch: int,
+                 peak_tflops: float | None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         report = os.path.join(tmp, "report.json")
         command = [sys.executable, "-m", "unisim.cli", "train", "--config", f"trainer/configs/{stage}.py",
                    "--compile_only", "--topology", topology, "--utilization", str(utilization), "--report", report,
-                   "--config.bf16=True", f"--config.fsdp={fsdp}", f"--config.model.remat={remat}"]
+                   "--config.bf16=True", f"--config.fsdp={fsdp}", f"--config.model.remat={remat}",
+                   f"--config.input.batch_size={batch}",
+                   *(["--peak_tflops", str(peak_tflops), "--hbm_gib", "24"] if peak_tflops else [])]  # 24: this machine
+        env = dict(os.environ)
+        if topology.startswith("cpu-"):  # a smoke run: that many CPU devices in the child
+            env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={topology[4:]}"
         began = time.monotonic()
-        result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+        result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env)
         seconds = time.monotonic() - began
         if result.returncode != 0 or not os.path.exists(report):
             last = [line for line in result.stderr.splitlines() if line.strip()][-1:] or ["(no output)"]
@@ -57,14 +63,14 @@ def row_line(r: dict, steps: int) -> str:
     if "error" in r:
         return f"| {r['stage']} | {r['topology']} | {r['fsdp']} | {'on' if r['remat'] else 'off'} | {r['error']} |"
     hours = r["step_seconds"] * steps / 3600
-    chips = r["devices"]  # JAX devices; chip-hours below are per chip
     from unisim.trainer import aot
 
-    per_chip = aot.TARGETS[r["topology"]].devices // aot.TARGETS[r["topology"]].chips
+    target = aot.target(r["topology"])
+    chips = target.chips
     return (f"| {r['stage']} | {r['topology']} | {r['fsdp']} | {'on' if r['remat'] else 'off'} | "
             f"{r['peak_bytes'] / gib:.1f} / {r['hbm_bytes'] / gib:.0f} GiB ({'fits' if r['fits'] else 'does not fit'})"
             f" | {r['flops']:.2e} | {r['step_seconds']:.2f} s | {r['mfu']:.0%} | {hours:,.0f} h × "
-            f"{chips // per_chip} chips = {hours * chips / per_chip:,.0f} chip-h | {r['compile_seconds']:.0f} s |")
+            f"{chips} chips = {hours * chips:,.0f} chip-h | {r['compile_seconds']:.0f} s |")
 
 
 def main() -> int:
@@ -75,6 +81,8 @@ def main() -> int:
     parser.add_argument("--fsdp", default="8,16,32,64,128,256")
     parser.add_argument("--steps", type=int, default=1_000_000, help="Table 6's training steps")
     parser.add_argument("--utilization", type=float, default=0.4)
+    parser.add_argument("--batch", type=int, default=256, help="the global batch (Table 6's: 256)")
+    parser.add_argument("--peak_tflops", type=float, default=None, help="cpu-N smoke runs: a peak to project at")
     args = parser.parse_args()
     from unisim.trainer import aot
 
@@ -82,15 +90,16 @@ def main() -> int:
     done = {(r["stage"], r["topology"], r["fsdp"], r["remat"]) for r in rows}
     for stage in args.stages.split(","):
         for topology in args.topologies.split(","):
-            devices = aot.TARGETS[topology].devices
-            if 256 % devices:
+            devices = aot.target(topology).devices
+            if args.batch % devices:
                 rows.append({"stage": stage, "topology": topology, "fsdp": 0, "remat": False,
-                             "error": f"Table 6's batch 256 does not split over {devices} devices"})
+                             "error": f"the batch {args.batch} does not split over {devices} devices"})
                 continue
             for fsdp, remat in attempts(devices, [int(f) for f in args.fsdp.split(",")]):
                 previous = next((r for r in rows if (r["stage"], r["topology"], r["fsdp"], r["remat"])
                                  == (stage, topology, fsdp, remat)), None)
-                row = previous or compile_once(stage, topology, fsdp, remat, args.utilization)
+                row = previous or compile_once(stage, topology, fsdp, remat, args.utilization, args.batch,
+                                               args.peak_tflops)
                 if (stage, topology, fsdp, remat) not in done:
                     rows.append(row)
                     done.add((stage, topology, fsdp, remat))
