@@ -86,31 +86,31 @@ def main() -> int:
     args = parser.parse_args()
     from unisim.trainer import aot
 
-    rows = json.load(open(args.output)) if os.path.exists(args.output) else []
-    done = {(r["stage"], r["topology"], r["fsdp"], r["remat"]) for r in rows}
+    key = lambda r: (r["stage"], r["topology"], r["fsdp"], r["remat"])  # noqa: E731
+    rows = {key(r): r for r in (json.load(open(args.output)) if os.path.exists(args.output) else [])}
     for stage in args.stages.split(","):
         for topology in args.topologies.split(","):
             devices = aot.target(topology).devices
             if args.batch % devices:
-                rows.append({"stage": stage, "topology": topology, "fsdp": 0, "remat": False,
-                             "error": f"the batch {args.batch} does not split over {devices} devices"})
+                row = {"stage": stage, "topology": topology, "fsdp": 0, "remat": False,
+                       "error": f"the batch {args.batch} does not split over {devices} devices"}
+                rows[key(row)] = row
                 continue
             for fsdp, remat in attempts(devices, [int(f) for f in args.fsdp.split(",")]):
-                previous = next((r for r in rows if (r["stage"], r["topology"], r["fsdp"], r["remat"])
-                                 == (stage, topology, fsdp, remat)), None)
-                row = previous or compile_once(stage, topology, fsdp, remat, args.utilization, args.batch,
-                                               args.peak_tflops)
-                if (stage, topology, fsdp, remat) not in done:
-                    rows.append(row)
-                    done.add((stage, topology, fsdp, remat))
+                row = rows.get((stage, topology, fsdp, remat))  # kept from an earlier run of the same output
+                if row is None:
+                    row = compile_once(stage, topology, fsdp, remat, args.utilization, args.batch, args.peak_tflops)
+                    rows[key(row)] = row
                     with open(args.output, "w", encoding="utf-8") as f:
-                        json.dump(rows, f, indent=1)
+                        json.dump(list(rows.values()), f, indent=1)
                 print(row_line(row, args.steps), flush=True)
                 if row.get("fits"):
                     break
+    with open(args.output, "w", encoding="utf-8") as f:
+        json.dump(list(rows.values()), f, indent=1)
     print("| stage | slice | FSDP | remat | peak memory per device | FLOPs per device | step | MFU | Table 6's "
           "1M steps | compile |")
-    for row in rows:
+    for row in rows.values():
         print(row_line(row, args.steps))
     return 0
 

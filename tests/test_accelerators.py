@@ -8,18 +8,9 @@ import subprocess
 import sys
 
 import pytest
+from test_worker_image import _canonical, read_lock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _pins(path: str) -> dict[str, str]:
-    pins = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            name, sep, version = line.strip().partition("==")
-            if sep and not line.startswith("#"):
-                pins[name.lower().replace("_", "-")] = version
-    return pins
 
 
 @pytest.mark.parametrize("extra,requirement", [("tpu", "jax[tpu]"), ("cuda", "jax[cuda12]")])
@@ -29,8 +20,8 @@ def test_extra_resolves_to_its_pins_over_the_lock(extra, requirement, tmp_path):
     extras = configparser.ConfigParser()
     extras.read(os.path.join(ROOT, "setup.cfg"))
     assert extras["options.extras_require"][extra].split() == [requirement]
-    lock = _pins(os.path.join(ROOT, "requirements.lock"))
-    pinned = _pins(os.path.join(ROOT, "deploy", f"{extra}.lock"))
+    lock = read_lock()
+    pinned = read_lock(os.path.join(ROOT, "deploy", f"{extra}.lock"))
     constraints = tmp_path / "constraints.txt"  # torch's +cpu build lives on PyTorch's index, not a dependency here
     constraints.write_text("".join(f"{n}=={v}\n" for n, v in {**lock, **pinned}.items() if n != "torch"))
     report = tmp_path / "report.json"
@@ -38,7 +29,7 @@ def test_extra_resolves_to_its_pins_over_the_lock(extra, requirement, tmp_path):
                              "--report", str(report), "-c", str(constraints), requirement],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
-    chosen = {i["metadata"]["name"].lower().replace("_", "-"): i["metadata"]["version"]
+    chosen = {_canonical(i["metadata"]["name"]): i["metadata"]["version"]
               for i in json.loads(report.read_text())["install"]}
     outside = {n: v for n, v in chosen.items() if n not in lock}
     assert outside == pinned, f"deploy/{extra}.lock is stale: pip now picks {outside}"

@@ -27,9 +27,10 @@ def _canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def read_lock() -> dict[str, str]:
+def read_lock(path: str = os.path.join(ROOT, "requirements.lock")) -> dict[str, str]:
+    """{canonical name: version} of a pinned requirements file (the lock, or deploy/X.lock)."""
     pins = {}
-    with open(os.path.join(ROOT, "requirements.lock"), encoding="utf-8") as f:
+    with open(path, encoding="utf-8") as f:
         for line in f:
             line = line.split("#", 1)[0].strip()
             if line and not line.startswith("-"):

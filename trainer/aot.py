@@ -204,10 +204,8 @@ def compile_step(config, t: Target, text_dim: int, control_dims: int, utilizatio
         # the whole step's, on global shapes; a compiled one's is one device's)
         plain = config.copy_and_resolve_references()
         plain.model.remat = False
-        mesh_plain = train.make_mesh(plain.fsdp, devices)
-        _, _, abstract_plain, sharding_plain, step_plain = train.jit_training(plain, mesh_plain, text_dim,
-                                                                             control_dims)
-        model_flops = _flops(step_plain.lower(*_abstract_inputs(plain, mesh_plain, abstract_plain, sharding_plain,
+        _, _, abstract_plain, sharding_plain, step_plain = train.jit_training(plain, mesh, text_dim, control_dims)
+        model_flops = _flops(step_plain.lower(*_abstract_inputs(plain, mesh, abstract_plain, sharding_plain,
                                                                 text_dim, control_dims)).cost_analysis())
     else:
         model_flops = flops * len(devices)
