@@ -27,6 +27,7 @@ import time
 import numpy as np
 
 from unisim.fileio import images
+from unisim.schemas.text import MAX_TEXT_CHARS  # a text action: what `unisim convert` accepts; longer refused
 from unisim.simulator.client import ServerError
 from unisim.simulator.core import Action, ActionError, Session, Simulator
 
@@ -34,7 +35,6 @@ logger = logging.getLogger(__name__)
 
 SEED_LIMIT = 2 ** 32  # JAX keys (without x64) keep 32 bits of a seed: larger ones would silently collide
 MAX_IMAGE_PIXELS = 4096 * 4096  # checked in the header before decoding; frames are resized to the model's size anyway
-MAX_TEXT_CHARS = 2048  # a text action's length (what `unisim convert` accepts): longer ones are refused unread
 _DECODING = threading.BoundedSemaphore(2)  # image observations decoded at once: memory is bounded by 2 × the limit
 
 

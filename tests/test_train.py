@@ -1,5 +1,6 @@
 """`unisim train` (trainer/train.py) on real shards: the tiny config's loss falls on 1 CPU device; a SIGKILLed run
-resumes with the same data and loss curve; 8 simulated devices with FSDP; 2 processes through jax.distributed."""
+resumes with the same data and loss curve; 8 simulated devices with FSDP; 2 processes through jax.distributed,
+resumed on 1."""
 
 import json
 import os
@@ -151,6 +152,15 @@ def test_two_processes_through_jax_distributed_each_fetch_their_own_shards(clips
         print(f"process {index}: fetched {sum(names.values()):,} of {total:,} bytes")
         assert f"reads {len(expected)} of {len(manifest.shards)} shards" in outputs[index][1]
     assert not record_shards[0] & record_shards[1]
+
+    # The same run resumed on one process (docs/training.md: a resume on another number of hosts): it restores the
+    # two processes' step, reads first what they had not read of their epoch, and carries on.
+    resumed = subprocess.run(launcher + command[:-1] + ["--steps", "4"], capture_output=True, text=True, cwd=root,
+                             env=env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from step 2" in resumed.stderr and "saved by 2" in resumed.stderr, resumed.stderr[-3000:]
+    assert "unread records of the epoch in progress carried over from 2 processes" in resumed.stderr
+    assert list(_losses(workdir)) == [1, 2, 3, 4]
 
 
 def test_a_diverging_run_stops_with_a_clear_message(clips, tmp_path):

@@ -83,32 +83,6 @@ def test_the_iterator_state_resumes_the_same_examples(shards):
             np.testing.assert_array_equal(got[key], want[key], err_msg=key)
 
 
-def test_each_epoch_is_a_new_permutation_split_between_processes():
-    length = 10
-    index = lambda position, process: data.epoch_index(position, length=length, seed=3, process_index=process,  # noqa: E731
-                                                       process_count=2)
-    for epoch in range(3):
-        seen = [index(epoch * 5 + k, p) for p in range(2) for k in range(5)]
-        assert sorted(seen) == list(range(length))  # both processes together cover the epoch once
-    first, second = [index(k, 0) for k in range(5)], [index(5 + k, 0) for k in range(5)]
-    assert first != second
-    # Past PERMUTATION_LIMIT the same contract holds through grain's index_shuffle (no array).
-    big = data.PERMUTATION_LIMIT + 5
-    seen = {data.epoch_index(k, length=big, seed=1, process_index=0, process_count=1) for k in range(1000)}
-    assert len(seen) == 1000 and max(seen) < big
-
-
-def test_each_process_reads_whole_shards_of_its_own():
-    assert data.host_share([2, 2, 0, 2, 1, 2], 0, 2) == data.Share((0, 3, 5))  # the empty shard 2 is skipped
-    assert data.host_share([2, 2, 0, 2, 1, 2], 1, 2) == data.Share((1, 4))
-    # Fewer shards than processes: processes share a shard and interleave its stream.
-    shares = [data.host_share([3, 3], p, 5) for p in range(5)]
-    assert shares == [data.Share((0,), 0, 3), data.Share((1,), 0, 2), data.Share((0,), 1, 3),
-                      data.Share((1,), 1, 2), data.Share((0,), 2, 3)]
-    with pytest.raises(ValueError):
-        data.host_share([1], 2, 2)
-
-
 def test_two_processes_read_disjoint_shares_each_mixed_by_the_weights_and_resumable(shards):
     tabletop, images = shards
     sources = [data.Source(tabletop, 0.1), data.Source(images, 0.05)]

@@ -53,9 +53,7 @@ from unisim.fileio import images
 from unisim.schemas import record as rec
 from unisim.schemas.manifest import MANIFEST_NAME, Manifest, ShardInfo
 from unisim.schemas.text_embeddings import TextEmbeddingStore, check_same_encoder
-
-ENDLESS = 2**62  # length of an endless index stream (grain datasets need a length)
-
+from unisim.trainer.streams import Layout, Share, Stream, mix_positions, plan
 
 class MixtureError(ValueError):
     """A mixture that cannot be trained on: bad spec, missing or incomplete directory, mismatched shards."""
@@ -152,34 +150,6 @@ def load_manifests(sources: Sequence[Source]) -> list[Manifest]:
     return manifests
 
 
-@dataclasses.dataclass(frozen=True)
-class Share:
-    """The part of one source that one training process reads: whole shards, so that a host fetches (or, through a
-    FUSE mount, touches) only its own shards — O(source / processes) of disk and network per host.
-
-    With at least as many non-empty shards as processes, process p reads shards p, p + H, p + 2H, … of the H
-    processes, alone. With fewer shards than processes, processes share a shard: `readers` of them read shard
-    p mod n, taking interleaved positions of its stream (`rank` is this one's place among them)."""
-
-    shards: tuple[int, ...]  # indices into the manifest's `shards`
-    rank: int = 0
-    readers: int = 1
-
-
-def host_share(records_per_shard: Sequence[int], process_index: int, process_count: int) -> Share:
-    """This process's `Share` of a source whose shards hold `records_per_shard` records (empty shards skipped)."""
-    if not 0 <= process_index < process_count:
-        raise ValueError(f"process {process_index} of {process_count}")
-    filled = [i for i, records in enumerate(records_per_shard) if records > 0]
-    if not filled:
-        raise MixtureError("the source holds no records")
-    if len(filled) >= process_count:
-        return Share(tuple(filled[process_index::process_count]))
-    shard = process_index % len(filled)
-    return Share((filled[shard],), rank=process_index // len(filled),
-                 readers=len(range(shard, process_count, len(filled))))
-
-
 def share_embeddings(manifest: Manifest, share: Share) -> list[ShardInfo]:
     """The embedding shards a process reading `share` needs: the same indices when the store follows the record
     shards (`Manifest.text_embeddings_by_record_shard`), every one for older outputs."""
@@ -233,31 +203,6 @@ def localize(path: str, manifest: Manifest, files: Sequence[tuple[str, int | Non
             f.write(manifest_bytes)
         os.replace(partial, os.path.join(local, MANIFEST_NAME))
     return local, fetched
-
-
-PERMUTATION_LIMIT = 1 << 24  # sources up to this many records keep a permutation array per epoch (64 MiB at most)
-
-
-def epoch_index(position: int, *, length: int, seed: int, process_index: int, process_count: int) -> int:
-    """The record index at `position` of this process's endless stream over its share: epoch after epoch, each a
-    fresh permutation of the share, the processes reading one share taking interleaved positions of it (so they
-    never see the same record in an epoch). `process_index`/`process_count` are the `Share`'s rank and readers.
-
-    Up to `PERMUTATION_LIMIT` records the epoch's permutation is an int32 array made once (grain's `index_shuffle`,
-    evaluated per element, took 15 % of the loader's time at 24×40); larger sources (LAION's 400M) use
-    `index_shuffle`, which needs no memory."""
-    epoch, within = divmod(position * process_count + process_index, length)
-    epoch_seed = (seed + epoch) % 2**32
-    if length <= PERMUTATION_LIMIT:
-        return int(_permutation(length, epoch_seed)[within])
-    from grain.experimental import index_shuffle
-
-    return index_shuffle(within, max_index=length - 1, seed=epoch_seed, rounds=4)
-
-
-@functools.lru_cache(maxsize=8)  # a few sources × the current and next epoch
-def _permutation(length: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).permutation(length).astype(np.int32)
 
 
 def empty_batch(c: InputConfig, n: int, text_dim: int, control_dims: int) -> dict[str, np.ndarray]:
@@ -387,47 +332,53 @@ class TrainInput:
 
 
 def build_input(sources: Sequence[Source], config: InputConfig, process_index: int = 0,
-                process_count: int = 1, log=None) -> TrainInput:
+                process_count: int = 1, log=None, layouts: Sequence[Layout] = ()) -> TrainInput:
     """The training stream for this process. Each of the `process_count` processes reads its own `Share` of every
     source (whole shards: `host_share`), fetching only those files of a remote source, and mixes the sources by
-    weight — so every process, and the run as a whole, follows the weights exactly. `log` (a print-like callable)
-    gets one line per source: the share, and what was fetched."""
+    weight — so every process, and the run as a whole, follows the weights exactly. `config.batch_size` is this
+    process's part of the batch. `layouts`: the run's chain of process counts (`trainer/streams.py`), the last one
+    this run's — a run resumed on another count reads what its processes had not read of their epochs first.
+    `log` (a print-like callable) gets one line per source: the share, what was carried over, and what was
+    fetched."""
     import time
 
     import grain
 
+    layouts = tuple(layouts) or (Layout(process_count, 0),)
+    if layouts[-1].processes != process_count:
+        raise ValueError(f"the last layout has {layouts[-1].processes} processes, this run {process_count}")
     manifests = load_manifests(sources)
-    shares, local_sources = [], []
-    for source, manifest in zip(sources, manifests):
-        share = host_share([s.records for s in manifest.shards], process_index, process_count)
+    weights = np.array([s.weight for s in sources], np.float64)
+    planned = plan([[s.records for s in m.shards] for m in manifests], tuple(weights),
+                   config.batch_size * process_count, layouts, process_index, config.seed)
+    shares = [share for share, _ in planned]
+    local_sources = []
+    for source, manifest, (share, stream) in zip(sources, manifests, planned):
         files = share_files(manifest, share)
         start = time.monotonic()
         path, fetched = localize(source.path, manifest, files, config.cache_dir)
-        shares.append(share)
         local_sources.append(dataclasses.replace(source, path=path))
         if log:
             records = sum(manifest.shards[i].records for i in share.shards)
             size = sum(size or 0 for _, size in files)
             where = f"fetched {fetched:,} bytes in {time.monotonic() - start:.1f} s" if path != source.path else \
                 "read in place"
+            carried = (f"; {len(stream.carry):,} unread records of the epoch in progress carried over from "
+                       f"{layouts[-2].processes} processes" if len(layouts) > 1 else "")
             log(f"[input] {source.name or manifest.dataset}: process {process_index} reads {len(share.shards)} of "
                 f"{len(manifest.shards)} shards ({records:,} of {manifest.records:,} records, {size:,} bytes with "
-                f"embeddings{'' if share.readers == 1 else f'; shared by {share.readers} processes'}); {where}")
+                f"embeddings{'' if share.readers == 1 else f'; shared by {share.readers} processes'}){carried}; "
+                f"{where}")
     for source, manifest, share in zip(local_sources, manifests, shares):
         check_share(source.path, manifest, share)
-    components = []
-    for i, (source, manifest, share) in enumerate(zip(local_sources, manifests, shares)):
-        records = grain.sources.ArrayRecordDataSource([os.path.join(source.path, manifest.shards[s].path)
-                                                       for s in share.shards])
-        positions = functools.partial(epoch_index, length=len(records), seed=config.seed * 1000 + i,
-                                      process_index=share.rank, process_count=share.readers)
-        components.append(grain.MapDataset.range(ENDLESS).map(positions)
-                          .map(functools.partial(_read, records, i)))
-    weights = np.array([s.weight for s in sources], np.float64)
+    records = [grain.sources.ArrayRecordDataSource([os.path.join(source.path, manifest.shards[s].path)
+                                                    for s in share.shards])
+               for source, manifest, share in zip(local_sources, manifests, shares)]
     maker = ExampleMaker(local_sources, manifests, config, shares)
-    dataset = (grain.MapDataset.mix(components, list(weights / weights.sum()))
+    dataset = (mix_positions(weights)
+               .map(functools.partial(_read, records, [stream for _, stream in planned]))
                .batch(config.batch_size, drop_remainder=True, batch_fn=list)  # record bytes; decoded per batch
-               .random_map(maker.batch, seed=config.seed)
+               .random_map(maker.batch, seed=config.seed + (len(layouts) - 1) * 7919)  # a resume: new draws
                .to_iter_dataset(grain.ReadOptions(num_threads=config.threads, prefetch_buffer_size=config.prefetch)))
     return TrainInput(dataset, local_sources, manifests, weights / weights.sum(), maker.control_dims, maker.text_dim,
                       shares)
@@ -456,8 +407,9 @@ def check_share(directory: str, manifest: Manifest, share: Share) -> None:
         raise MixtureError(f"{directory}: " + "; ".join(problems) + " (re-convert it, or restore the shards)")
 
 
-def _read(records, source: int, index: int) -> tuple[int, bytes]:
-    return source, records[index]
+def _read(records: Sequence, streams: Sequence[Stream], position: tuple[int, int]) -> tuple[int, bytes]:
+    source, k = position
+    return source, records[source][streams[source](k)]
 
 
 def realized_proportions(source_counts: np.ndarray) -> np.ndarray:

@@ -44,7 +44,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-NUM_CONTROL_BINS = 4096
+from unisim.schemas.record import NUM_CONTROL_BINS  # the bins the converter wrote: one definition
 
 
 @dataclasses.dataclass(frozen=True)

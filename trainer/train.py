@@ -6,7 +6,9 @@ Sections: devices and mesh → input → model and state → checkpoint restore 
 The train step is one `jax.jit` with explicit shardings — the batch split over every device, parameters and
 optimizer state sharded over the `fsdp` axis (`config.fsdp` devices) and replicated over `data` — and the state
 donated. Checkpoints (orbax) hold the parameters, optimizer state, EMA, step and every process's data-iterator
-state, so a killed run restarts on the same data order and the same loss curve. Metrics go to TensorBoard
+state, so a killed run restarts on the same data order and the same loss curve — and the chain of process counts
+the run has had (`trainer/streams.py`), so that a run resumed on another number of hosts reads the rest of its
+epoch in progress once before new epochs. Metrics go to TensorBoard
 (`workdir/tensorboard`, via tensorboardX: no TensorFlow) and to `workdir/metrics.jsonl`.
 
 Multi-host: pass `--coordinator_address HOST:PORT --num_processes N --process_id I` (or let `jax.distributed`
@@ -30,7 +32,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from unisim.schemas.run import RUN_DESCRIPTION_NAME, RunDescription, SourceDescription
-from unisim.trainer import data, diffusion, stage
+from unisim.trainer import data, diffusion, stage, streams
 
 # ------------------------------------------------------------------------------------------------ state
 
@@ -168,10 +170,19 @@ def train(config, workdir: str, mixture: str | None = None, steps: int | None = 
     if config.input.batch_size % len(devices):
         raise ValueError(f"batch size {config.input.batch_size} is not a multiple of the {len(devices)} devices")
 
+    # ---- checkpoints: the latest one's chain of process counts decides what this run reads first.
+    manager = ocp.CheckpointManager(
+        os.path.abspath(os.path.join(workdir, "checkpoints")),
+        options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints, create=True),
+        item_names=("state", "data", "layouts"))
+    latest = manager.latest_step()
+    sources = data.parse_mixture(mixture or config.mixture)
+    layouts = _layouts(manager, latest, processes, sources)
+
     # ---- input: this process's share of the global batch.
     input_config = data.InputConfig(**{**config.input.to_dict(), "batch_size": config.input.batch_size // processes})
-    train_input = data.build_input(data.parse_mixture(mixture or config.mixture), input_config, process, processes,
-                                   log=lambda line: print(line, file=sys.stderr))
+    train_input = data.build_input(sources, input_config, process, processes,
+                                   log=lambda line: print(line, file=sys.stderr), layouts=layouts)
     iterator = iter(train_input.dataset)
     names = train_input.names()
 
@@ -182,18 +193,18 @@ def train(config, workdir: str, mixture: str | None = None, steps: int | None = 
     if process == 0:
         write_run_description(workdir, config, train_input)
 
-    # ---- checkpoints: restore the latest, state and data position together.
-    manager = ocp.CheckpointManager(
-        os.path.abspath(os.path.join(workdir, "checkpoints")),
-        options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints, create=True),
-        item_names=("state", "data"))
-    if manager.latest_step() is not None:
-        restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(jax.tree.map(
-                lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_sharding)),
-            data=grain.checkpoint.CheckpointRestore(iterator)))
-        state = restored.state
-        print(f"[train] resumed from step {manager.latest_step()} in {workdir}", file=sys.stderr)
+    # ---- restore the latest checkpoint: the state, and the data position unless the process count changed there
+    # (then the input above starts on the carried-over records).
+    if latest is not None:
+        items = {"state": ocp.args.StandardRestore(jax.tree.map(
+            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_sharding))}
+        if layouts[-1].start_step < latest:
+            items["data"] = grain.checkpoint.CheckpointRestore(iterator)
+        state = manager.restore(latest, args=ocp.args.Composite(**items)).state
+        print(f"[train] resumed from step {latest} in {workdir}"
+              + (f" on {processes} processes, saved by {layouts[-2].processes}: the input reads what they had not "
+                 "read of their epochs first" if layouts[-1].start_step == latest and len(layouts) > 1 else ""),
+              file=sys.stderr)
     first_step = int(state.step)
 
     # ---- the loop.
@@ -244,8 +255,9 @@ def train(config, workdir: str, mixture: str | None = None, steps: int | None = 
         if writer and processes == 1 and config.sample_every and done % config.sample_every == 0:
             writer.samples(done, _sample(model, state.ema, local, config, jax.random.PRNGKey(done)))
         if done % config.checkpoint_every == 0 or last:
-            manager.save(done, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                       data=grain.checkpoint.CheckpointSave(iterator)))
+            manager.save(done, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(iterator),
+                layouts=ocp.args.JsonSave(_layouts_json(layouts, sources, train_input.manifests))))
         if out_of_time:
             print(f"[train] stopped at step {done}: the wall-clock budget of {config.max_train_seconds:.0f} s is "
                   "spent (config.max_train_seconds)", file=sys.stderr)
@@ -255,6 +267,38 @@ def train(config, workdir: str, mixture: str | None = None, steps: int | None = 
     if writer:
         writer.close()
     return rows
+
+
+def _layouts_json(layouts, sources, manifests) -> dict:
+    return {"layouts": [dataclasses.asdict(layout) for layout in layouts],
+            "sources": [{"path": s.path, "weight": s.weight, "records": m.records} for s, m in zip(sources, manifests)]}
+
+
+def _layouts(manager, latest: int | None, processes: int, sources) -> tuple[streams.Layout, ...]:
+    """The run's chain of process counts (`trainer/streams.py`), this run's last: read from the latest checkpoint
+    (older checkpoints hold none: their count is in the data item's file names), a layout added when the count
+    changes. A change refuses a changed mixture: the carry-over is computed over the sources that were read."""
+    import orbax.checkpoint as ocp
+
+    if latest is None:
+        return (streams.Layout(processes, 0),)
+    folder = os.path.join(manager.directory, str(latest))
+    if os.path.isdir(os.path.join(folder, "layouts")):
+        saved = manager.restore(latest, args=ocp.args.Composite(layouts=ocp.args.JsonRestore())).layouts
+        layouts = tuple(streams.Layout(**layout) for layout in saved["layouts"])
+    else:
+        names = os.listdir(os.path.join(folder, "data"))
+        count = next(int(n.rsplit("-of-", 1)[1].split(".")[0]) for n in names if "-of-" in n)
+        layouts, saved = (streams.Layout(count, 0),), None
+    if layouts[-1].processes == processes:
+        return layouts
+    now = [{"path": s.path, "weight": s.weight} for s in sources]
+    if saved and [{"path": s["path"], "weight": s["weight"]} for s in saved["sources"]] != now:
+        raise streams.LayoutError(
+            f"the checkpoint at step {latest} was saved by {layouts[-1].processes} processes reading another mixture "
+            f"({', '.join(s['path'] for s in saved['sources'])}): change the process count or the mixture, not both "
+            "at once (resume on the old count first, or start a new workdir)")
+    return layouts + (streams.Layout(processes, latest),)
 
 
 def _agree(flag: bool) -> bool:
