@@ -531,6 +531,9 @@ class DryRun:
     staged: dict[str, str]  # name the workers see → local file Beam built for it (the project's sdist, …)
     units: int
     images: list[str] = dataclasses.field(default_factory=list)  # the workers' container images
+    # step → its resource hints (e.g. {"accelerator": "type:nvidia-l4;count:1;install-nvidia-driver"}): the steps
+    # Dataflow runs on other workers than the job's default
+    hints: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
 
 
 def is_dry_run(beam_args: list[str] | None) -> bool:
@@ -615,7 +618,12 @@ def _dry_run(runner: str, result, units: int) -> DryRun:
     from apache_beam.portability.api import beam_runner_api_pb2
 
     steps = sorted(t.unique_name for t in proto.components.transforms.values() if t.unique_name)
-    staged, images = {}, set()
+    staged, images, hints = {}, set(), {}
+    for transform in proto.components.transforms.values():
+        env = proto.components.environments.get(transform.environment_id) if transform.environment_id else None
+        if env is not None and env.resource_hints:  # urn "beam:resources:accelerator:v1" → "accelerator"
+            hints[transform.unique_name] = {urn.split(":")[2]: value.decode()
+                                            for urn, value in env.resource_hints.items()}
     for env in proto.components.environments.values():
         if env.urn == common_urns.environments.DOCKER.urn:
             images.add(beam_runner_api_pb2.DockerPayload.FromString(env.payload).container_image)
@@ -623,7 +631,8 @@ def _dry_run(runner: str, result, units: int) -> DryRun:
             role = beam_runner_api_pb2.ArtifactStagingToRolePayload.FromString(artifact.role_payload)
             path = beam_runner_api_pb2.ArtifactFilePayload.FromString(artifact.type_payload).path
             staged[role.staged_name] = path
-    return DryRun(runner=runner, steps=steps, staged=dict(sorted(staged.items())), units=units, images=sorted(images))
+    return DryRun(runner=runner, steps=steps, staged=dict(sorted(staged.items())), units=units, images=sorted(images),
+                  hints=dict(sorted(hints.items())))
 
 
 def _spill_folder(output: str) -> str:

@@ -36,7 +36,12 @@ class EncoderSettings:
                             "written and counted but not embedded)", flag="text_encoder", metavar="PATH")
     max_tokens: int = option(64, "encoder tokens per text, EOS included", flag="text_max_tokens")
     batch_size: int = option(32, "texts per encoder forward pass", flag="text_batch_size")
-    device: str = option("cpu", "torch device for the encoder, e.g. cuda", flag="text_encoder_device")
+    device: str = option("cpu", "torch device for the encoder: cpu, cuda, or auto (cuda where the worker has one)",
+                         flag="text_encoder_device")
+    accelerator: str | None = option(
+        None, "Beam resource hint for the encoding step alone, e.g. 'type:nvidia-l4;count:1;install-nvidia-driver': "
+              "on Dataflow that step runs on GPU workers, and the encoder uses cuda there (device auto)",
+        flag="text_encoder_accelerator", metavar="HINT")
     threads: int | None = option(None, "torch intra-op threads per worker process (none: torch's default)",
                                  flag="text_encoder_threads")
 
@@ -45,6 +50,18 @@ class EncoderSettings:
             raise ValueError("text max_tokens must be >= 2 (one text token and EOS)")
         if self.batch_size < 1:
             raise ValueError("text batch_size must be >= 1")
+        if self.accelerator is not None and not self.accelerator.startswith("type:"):
+            raise ValueError(f"text encoder accelerator {self.accelerator!r}: a Beam accelerator hint starts with "
+                             "'type:', e.g. 'type:nvidia-l4;count:1;install-nvidia-driver'")
+
+    def torch_device(self) -> str:
+        """The device the encoder runs on in this process: `device`, with auto (or an accelerator hint beside the
+        default cpu) meaning cuda where torch sees a GPU."""
+        if self.device == "auto" or (self.accelerator and self.device == "cpu"):
+            import torch
+
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        return self.device
 
 
 class _DistinctTexts(beam.CombineFn):
@@ -86,7 +103,7 @@ class _LockedEncoder:
         if found != fingerprint:  # the manifest will name the launcher's encoder: it must be the one that ran
             raise RuntimeError(f"text encoder {settings.path} changed since the run started "
                                f"(fingerprint {found[:12]}, expected {fingerprint[:12]})")
-        self.encoder = T5TextEncoder(settings.path, settings.max_tokens, settings.device, settings.threads)
+        self.encoder = T5TextEncoder(settings.path, settings.max_tokens, settings.torch_device(), settings.threads)
         self.lock = threading.Lock()
 
 
@@ -165,6 +182,12 @@ class EmbedTexts(beam.PTransform):
         self._output, self._dataset_name, self._settings = output, dataset_name, settings
         self._record_shards, self._fingerprint, self._spill_dir = record_shards, fingerprint, spill_dir
 
+    def _encode(self) -> beam.ParDo:
+        encode = beam.ParDo(_EncodeFn(self._settings, self._fingerprint, self._spill_dir))
+        if self._settings.accelerator:  # this step only: the rest of the job keeps its CPU workers
+            encode = encode.with_resource_hints(accelerator=self._settings.accelerator)
+        return encode
+
     def expand(self, uses):
         pipeline = uses.pipeline
         uses = uses | "DropEmpty" >> beam.Filter(lambda use: use[1] != "")
@@ -181,7 +204,7 @@ class EmbedTexts(beam.PTransform):
         encoded = (unique
                    | "AssignBatch" >> beam.Map(lambda kv, n: (shards.shard_of(kv[0], n), kv), num_batches)
                    | "GroupBatches" >> beam.GroupByKey()
-                   | "Encode" >> beam.ParDo(_EncodeFn(self._settings, self._fingerprint, self._spill_dir)))
+                   | "Encode" >> self._encode())
         needs = (uses
                  | "RecordShard" >> beam.Map(lambda use, n: (use[1], shards.shard_of(use[0], n)), self._record_shards)
                  | "DistinctNeeds" >> beam.Distinct())

@@ -123,3 +123,31 @@ def test_the_worker_image_command_of_the_docs_builds_a_job_on_that_image(tmp_pat
     assert main(argv) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     assert f"worker image: {image}" in out and "workflow.tar.gz" not in out
+
+
+def test_the_text_encoder_step_alone_asks_for_a_gpu(tiny_t5_dir, tmp_path, capsys):
+    """`--text_encoder_accelerator`: Beam's accelerator hint on the encoding step only (Dataflow gives that step GPU
+    workers; the rest of the job keeps the default machine type), as the dry-run job shows it."""
+    from unisim.cli import main
+
+    hint = "type:nvidia-l4;count:1;install-nvidia-driver"
+    source = write_language_table(str(tmp_path / "lt"), num_episodes=2, steps=6)
+    argv = ["convert", "--dataset", "language_table", "--source", source, "--output", OUTPUT, *DATAFLOW,
+            "--text_encoder", tiny_t5_dir, "--text_encoder_accelerator", hint]
+    assert main(argv) == 0, capsys.readouterr().err
+    shown = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
+    assert shown == [f"step EmbedTexts/Encode runs with accelerator {hint}"]
+    assert main([*argv[:-1], "nvidia-l4"]) == 2
+    assert "a Beam accelerator hint starts with 'type:'" in capsys.readouterr().err
+
+
+def test_the_encoder_runs_on_the_gpu_where_the_hint_gave_one():
+    import torch
+
+    from unisim.pipelines.embed import EncoderSettings
+
+    gpu = "cuda" if torch.cuda.is_available() else "cpu"
+    assert EncoderSettings("t5").torch_device() == "cpu"
+    assert EncoderSettings("t5", accelerator="type:nvidia-l4;count:1").torch_device() == gpu
+    assert EncoderSettings("t5", device="auto").torch_device() == gpu
+    assert EncoderSettings("t5", device="cuda:1").torch_device() == "cuda:1"

@@ -19,6 +19,8 @@ import subprocess
 import sys
 import venv
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCKERFILE = os.path.join(ROOT, "deploy", "worker.Dockerfile")
 
@@ -89,6 +91,9 @@ def build_without_docker(image_root: str, python_env: str) -> dict:
             os.makedirs(workdir, exist_ok=True)
         elif instruction == "ENV":
             env.update(dict(pair.split("=", 1) for pair in shlex.split(args)))
+        elif instruction == "ARG":  # its default, as `docker build` without --build-arg gives it to RUN
+            name, _, default = args.strip().partition("=")
+            env[name] = default
         elif instruction == "RUN":
             subprocess.run(["bash", "-euo", "pipefail", "-c", args], cwd=workdir, env=env, check=True)
         elif instruction == "ENTRYPOINT":
@@ -123,3 +128,29 @@ def test_the_worker_image_steps_install_the_lock_and_nothing_else(tmp_path):
                                                     cwd=str(tmp_path)).stdout.split()
     assert version == lock["torch"] and cuda == "None"
     assert int(adapters) > 10 and where.startswith(python_env), where  # the installed package, not this checkout
+
+
+@pytest.mark.parametrize("build", ["cpu", "cuda"])
+def test_the_install_script_installs_torchs_cpu_build_or_its_cuda_build_with_the_other_pins(build, tmp_path):
+    """deploy/install-lock.sh's pip commands, recorded by a stand-in for Python (nothing is installed): the CPU
+    build from PyTorch's CPU index, then the lock; or (the GPU worker image) the lock without its torch line and
+    the same torch version from PyPI, in one resolution."""
+    log, rest_copy = tmp_path / "calls.log", tmp_path / "rest.txt"
+    fake = tmp_path / "python"
+    fake.write_text(f"#!/usr/bin/env bash\necho \"$*\" >> {log}\n"
+                    f"for a in \"$@\"; do [ \"$prev\" = -r ] && cp \"$a\" {rest_copy}; prev=\"$a\"; done\n")
+    fake.chmod(0o755)
+    subprocess.run(["bash", os.path.join(ROOT, "deploy", "install-lock.sh"), str(fake)], check=True,
+                   env={**os.environ, "TORCH_BUILD": build})
+    calls = log.read_text().splitlines()[1:]  # after pip's own upgrade
+    torch = read_lock()["torch"]
+    if build == "cpu":
+        assert calls[0].endswith(f"--no-deps --index-url https://download.pytorch.org/whl/cpu torch=={torch}")
+        assert calls[1].endswith(f"-r {os.path.join(ROOT, 'requirements.lock')}") and len(calls) == 2
+    else:
+        assert len(calls) == 1 and calls[0].endswith(f"torch=={torch.split('+')[0]}") and "--index-url" not in calls[0]
+        rest = read_lock(str(rest_copy))
+        assert "torch" not in rest and rest == {k: v for k, v in read_lock().items() if k != "torch"}
+    bad = subprocess.run(["bash", os.path.join(ROOT, "deploy", "install-lock.sh"), str(fake)], capture_output=True,
+                         text=True, env={**os.environ, "TORCH_BUILD": "rocm"})
+    assert bad.returncode == 2 and "expected cpu or cuda" in bad.stderr

@@ -81,7 +81,9 @@ def run(args, beam_args: list[str]) -> int:
               f"s; nothing submitted, nothing written to {config.output}\nsteps: {', '.join(top)} "
               f"({len(result.steps)} transforms)\nworkers would install: "
               + (", ".join(result.staged) or "(nothing staged: give --setup_file ./setup.py, or a worker image)")
-              + (f"\nworker image: {', '.join(result.images)}" if result.images else ""))
+              + (f"\nworker image: {', '.join(result.images)}" if result.images else "")
+              + "".join(f"\nstep {step} runs with {', '.join(f'{k} {v}' for k, v in hints.items())}"
+                        for step, hints in result.hints.items()))
         return 0
     manifest, counters = result
     elapsed = time.monotonic() - start
