@@ -534,6 +534,7 @@ class DryRun:
     # step → its resource hints (e.g. {"accelerator": "type:nvidia-l4;count:1;install-nvidia-driver"}): the steps
     # Dataflow runs on other workers than the job's default
     hints: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
+    workers: dict[str, object] = dataclasses.field(default_factory=dict)  # machine type, disk, experiments
 
 
 def is_dry_run(beam_args: list[str] | None) -> bool:
@@ -631,8 +632,13 @@ def _dry_run(runner: str, result, units: int) -> DryRun:
             role = beam_runner_api_pb2.ArtifactStagingToRolePayload.FromString(artifact.role_payload)
             path = beam_runner_api_pb2.ArtifactFilePayload.FromString(artifact.type_payload).path
             staged[role.staged_name] = path
+    from apache_beam.options.pipeline_options import DebugOptions, WorkerOptions
+
+    worker, debug = job.options.view_as(WorkerOptions), job.options.view_as(DebugOptions)
+    workers = {"machine_type": worker.machine_type, "disk_size_gb": worker.disk_size_gb,
+               "max_num_workers": worker.max_num_workers, "experiments": sorted(debug.experiments or [])}
     return DryRun(runner=runner, steps=steps, staged=dict(sorted(staged.items())), units=units, images=sorted(images),
-                  hints=dict(sorted(hints.items())))
+                  hints=dict(sorted(hints.items())), workers=workers)
 
 
 def _spill_folder(output: str) -> str:

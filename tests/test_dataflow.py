@@ -22,6 +22,7 @@ import video_fixtures as vf
 from fixtures import write_language_table
 from test_episode_folders import write_fixture as write_episode_folders
 from unisim.adapters import registry
+from unisim.pipelines.recipes import RECIPES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATAFLOW = ["--runner", "DataflowRunner", "--dry_run=True", "--no_auth", "--project", "unisim-dry-run", "--region",
@@ -55,11 +56,19 @@ def _source(dataset: str, tmp_path) -> list[str]:
     return ["--source", writers[dataset](), *options.get(dataset, [])]
 
 
-@pytest.mark.parametrize("dataset", sorted(registry.all_adapters()))
-def test_dataflow_dry_run_builds_the_job_for_every_adapter(dataset, tmp_path, capsys):
+_UNCOVERED = sorted(set(registry.all_adapters()) - {r.dataset for r in RECIPES.values()})  # adapters no recipe uses
+
+
+@pytest.mark.parametrize("case", [f"recipe:{name}" for name in RECIPES] + [f"adapter:{d}" for d in _UNCOVERED])
+def test_dataflow_dry_run_builds_the_job_for_every_recipe_and_adapter(case, tmp_path, capsys):
+    """docs/recipes.md's commands (`--recipe NAME`, the recipe's worker shape and disk in the job), and a plain
+    `--dataset` run for each adapter no recipe uses."""
     from unisim.cli import main
 
-    argv = ["convert", "--dataset", dataset, *_source(dataset, tmp_path), "--output", OUTPUT, *DATAFLOW,
+    kind, name = case.split(":")
+    dataset = RECIPES[name].dataset if kind == "recipe" else name
+    chosen = ["--recipe", name] if kind == "recipe" else ["--dataset", dataset]
+    argv = ["convert", *chosen, *_source(dataset, tmp_path), "--output", OUTPUT, *DATAFLOW,
             "--sdk_location", "container"]
     assert main(argv) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
@@ -67,6 +76,27 @@ def test_dataflow_dry_run_builds_the_job_for_every_adapter(dataset, tmp_path, ca
     for step in ("ReadEpisodes", "MakeClips", "ControlStats", "Tokenize", "WriteShards", "EmbedTexts",
                  "AllRejected", "WriteManifest"):
         assert step in out
+    if kind == "recipe":
+        recipe = RECIPES[name]
+        machine = recipe.worker[recipe.worker.index("--machine_type") + 1]
+        assert f"workers: {machine}, {recipe.disk_gb} GB disk, experiments " in out and "use_runner_v2" in out, out
+
+
+def test_flags_after_a_recipe_override_it():
+    from unisim.cli.convert import RunOptions
+    from unisim.cli import command_parser
+    from unisim.pipelines.convert import ConvertConfig
+    from unisim.pipelines.recipes import expand
+    from unisim.schemas.options import from_flags
+
+    parser, _ = command_parser("convert")
+    argv = expand(["--recipe", "ego4d", "--source", "s", "--output", "o", "--fps", "3", "--clip_threads", "2"])
+    args, beam = parser.parse_known_args(argv)
+    config, run = from_flags(ConvertConfig, args, adapter_options={}), from_flags(RunOptions, args)
+    assert (config.dataset, config.fps, run.clip_threads) == ("ego4d", 3, 2)
+    assert beam == ["--machine_type", "n2-standard-8", "--disk_size_gb", "250", "--experiments", "use_runner_v2"]
+    assert from_flags(ConvertConfig, parser.parse_known_args(expand(["--recipe=ego4d", "--source", "s", "--output",
+                                                                      "o"]))[0], adapter_options={}).fps == 5
 
 
 def test_the_dry_run_names_its_steps_and_stages_an_installable_project(tmp_path):

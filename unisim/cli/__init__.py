@@ -83,6 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         top.error(f"unknown command {argv[0]!r} (choose from {', '.join(COMMANDS)})")
     name = argv[0]
     parser, module = command_parser(name)
+    if hasattr(module, "expand_argv"):  # `convert --recipe NAME`: the recipe's flags, recorded as they ran
+        try:
+            argv = [name, *module.expand_argv(argv[1:])]
+        except ValueError as e:
+            parser.error(str(e))
     # Only `convert` (Beam's own flags) and `train` (--config.key=value overrides) take flags they do not declare.
     args, rest = parser.parse_known_args(argv[1:])
     args.argv = argv  # the command as given (recorded in a manifest); not an option of any command

@@ -37,8 +37,19 @@ class RunOptions:
 
 
 def add_arguments(parser) -> None:
+    from unisim.pipelines.recipes import RECIPES
+
     add_flags(parser, ConvertConfig)
     add_flags(parser.add_argument_group("how the run executes"), RunOptions)
+    parser.add_argument("--recipe", choices=list(RECIPES), metavar="NAME",
+                        help="a Table 5 dataset's Dataflow recipe (docs/recipes.md): its flags first, yours after "
+                             f"override them; one of {', '.join(RECIPES)}")
+
+
+def expand_argv(argv: list[str]) -> list[str]:
+    from unisim.pipelines.recipes import expand
+
+    return expand(argv)
 
 
 def adapter_options(config_file: str | None, pairs: tuple[str, ...]) -> dict:
@@ -82,6 +93,9 @@ def run(args, beam_args: list[str]) -> int:
               f"({len(result.steps)} transforms)\nworkers would install: "
               + (", ".join(result.staged) or "(nothing staged: give --setup_file ./setup.py, or a worker image)")
               + (f"\nworker image: {', '.join(result.images)}" if result.images else "")
+              + f"\nworkers: {result.workers.get('machine_type') or 'the runner default machine'}, "
+              f"{result.workers.get('disk_size_gb') or 'default'} GB disk, experiments "
+              f"{', '.join(result.workers.get('experiments') or ['none'])}"
               + "".join(f"\nstep {step} runs with {', '.join(f'{k} {v}' for k, v in hints.items())}"
                         for step, hints in result.hints.items()))
         return 0
