@@ -10,6 +10,8 @@ so records = annotations − rejected. Reasons given here:
 - `undecodable_video`: the file does not open as a video for another reason;
 - `empty_video`: it opens but has no frames;
 - `timestamp_out_of_range`: the annotated time is not inside the video;
+- `span_past_video_end`: the annotated action ends more than `SPAN_END_TOLERANCE_S` after the video does (an
+  overrun within it is timestamp rounding: the span is cut at the video's end and counted as `span_end_clamped`);
 - `invalid_text_encoding`: the text is not valid Unicode (JSON escapes can spell lone surrogates).
 Later, per clip, a video that ends before a frame the clip needs gives `truncated_video`.
 """
@@ -91,6 +93,12 @@ def parse_seconds(value) -> float | None:
     return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
+# How far an annotated action may end after its video and still be kept, cut at the end: timestamps rounded to
+# 0.01 s (EPIC-KITCHENS) and a duration rounded to the frame or to whole seconds are off by far less. Beyond it the
+# annotation belongs to another (longer) cut of the video, or most of the action would be missing.
+SPAN_END_TOLERANCE_S = 0.5
+
+
 def frame_at(seconds: float, fps: float) -> int:
     """The source frame shown at `seconds` (the one starting at or just before it)."""
     return int(math.floor(seconds * fps + 1e-6))
@@ -99,8 +107,9 @@ def frame_at(seconds: float, fps: float) -> int:
 def action_episode(adapter: DatasetAdapter, *, key: str, frames: Sequence, fps: float, span: tuple[int, int],
                    text: str, split: str, source_file: str, source_index: int,
                    annotation_file: str) -> Episode | Rejection:
-    """The episode of one annotated action, or its rejection. `span` is in source frames and may run past the
-    end of the video (annotations are rounded), but must start inside it. Rejections name the annotation file."""
+    """The episode of one annotated action, or its rejection. `span` is in source frames; it must start inside the
+    video and may end up to `SPAN_END_TOLERANCE_S` after it (then it is cut there, and `altered` says so; a span
+    ending within the last frame is not an overrun). Rejections name the annotation file."""
     def reject(reason: str, detail: str) -> Rejection:
         return adapter.reject(reason, detail, key, annotation_file, source_index)
 
@@ -112,8 +121,14 @@ def action_episode(adapter: DatasetAdapter, *, key: str, frames: Sequence, fps: 
     if not 0 <= start < len(frames):
         return reject("timestamp_out_of_range", f"the action starts at frame {start} ({start / fps:.2f} s) but "
                                                 f"the video has {len(frames)} frames ({len(frames) / fps:.2f} s)")
+    overrun = int(span[1]) - len(frames) - 1  # frames past the video's last one (a span ends one after its last)
+    if overrun / fps > SPAN_END_TOLERANCE_S:
+        return reject("span_past_video_end", f"the action ends at {(int(span[1]) - 1) / fps:.2f} s but the video has "
+                                             f"{len(frames)} frames ({len(frames) / fps:.2f} s): more than "
+                                             f"{SPAN_END_TOLERANCE_S} s past its end")
     return Episode(episode_id=key, frames=frames, fps=fps, text=text, controls=np.zeros((len(frames), 0), np.float32),
-                   split=split, source_file=source_file, source_index=source_index, span=(start, max(stop, start + 1)))
+                   split=split, source_file=source_file, source_index=source_index, span=(start, max(stop, start + 1)),
+                   altered=("span_end_clamped",) if overrun > 0 else ())
 
 
 def video_action(adapter: DatasetAdapter, checks: VideoChecks, *, key: str, path: str,

@@ -43,6 +43,9 @@ class Episode:
     action covers, inside a longer `frames` (usually the whole video, decoded lazily). Such an episode gives
     exactly one clip, placed on the span (`pipelines.clips.plan_span_clip`), with its history frames taken
     from before the clip. Without a span, the whole episode is cut into successive clips.
+
+    `altered` names what the adapter changed to keep the episode (e.g. `span_end_clamped`): each is counted in the
+    manifest's `counters`, so nothing is altered uncounted.
     """
 
     episode_id: str
@@ -55,6 +58,7 @@ class Episode:
     source_index: int
     is_image: bool = False
     span: tuple[int, int] | None = None
+    altered: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

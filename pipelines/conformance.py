@@ -45,6 +45,7 @@ class Expectation:
     rejected_reasons: dict[str, int]  # everything the pipeline rejects (adapter's included), by reason
     split: str | None = None
     options: dict = dataclasses.field(default_factory=dict)  # the adapter's options (`--adapter_option`)
+    altered: dict[str, int] = dataclasses.field(default_factory=dict)  # episodes kept with a change, by what
 
 
 @dataclasses.dataclass
@@ -136,6 +137,10 @@ def check_adapter(expect: Expectation, scratch: str) -> Report:
              f"{len(records)} records (manifest {manifest.records}), expected {expect.records}")
     _require(manifest.rejected_reasons == expect.rejected_reasons, "counts",
              f"pipeline rejections {manifest.rejected_reasons}, expected {expect.rejected_reasons}")
+    altered = dict(collections.Counter(a for e in episodes for a in e.altered))
+    counted = {k: v for k, v in manifest.counters.items() if k in altered or k in expect.altered}
+    _require(altered == counted == expect.altered, "counts",
+             f"episodes kept altered {altered} (manifest {counted}), expected {expect.altered}")
     _require(manifest.source_episodes == len(episodes) + len(rejections), "counts",
              f"manifest counts {manifest.source_episodes} source episodes, the adapter yielded "
              f"{len(episodes)} + {len(rejections)} rejected")

@@ -416,7 +416,7 @@ class _FinishFn(beam.DoFn):
         self._config, self._dataset_name, self._command, self._adapter = config, dataset_name, command, adapter
         self._conditioning, self._encoder_identity = conditioning, encoder_identity
 
-    def process(self, _, written, num_shards, dead_summaries, num_dead_files, stats, source_episodes, texts):
+    def process(self, _, written, num_shards, dead_summaries, num_dead_files, stats, source_episodes, texts, altered):
         c = self._config
         dead_files, reasons = dead_letter.finish(c.output, dead_summaries, num_dead_files)
         by_index = shards.fill_missing_shards(c.output, RECORD_PREFIX, written, num_shards)
@@ -435,7 +435,8 @@ class _FinishFn(beam.DoFn):
             text_embeddings=texts["shards"], text_embeddings_by_record_shard=bool(texts["shards"]),
             unique_texts=texts["unique_texts"],
             encoder_calls=texts["encoder_calls"], texts_truncated=texts["texts_truncated"],
-            counters={"embedding_values_clipped": texts["values_clipped"]}, adapter=self._adapter)
+            counters={"embedding_values_clipped": texts["values_clipped"], **dict(sorted(altered.items()))},
+            adapter=self._adapter)
         fileio.publish(manifest.dumps().encode("utf-8"), fileio.join(c.output, MANIFEST_NAME))
         yield manifest
 
@@ -473,6 +474,8 @@ def build(pipeline: beam.Pipeline, config: ConvertConfig, adapter: DatasetAdapte
     rejected = ((read[REJECTED], made[REJECTED], tokenized[REJECTED], written[REJECTED], text_rejected)
                 | "AllRejected" >> beam.Flatten())
     dead_summaries, num_dead_files = rejected | "WriteDeadLetter" >> dead_letter.WriteDeadLetter(config.output)
+    altered = (read.episodes | "AlteredEpisodes" >> beam.FlatMap(lambda episode: episode.altered)
+               | "CountAltered" >> beam.combiners.Count.PerElement())  # e.g. span_end_clamped → how many
     episodes = ((read.episodes | "CountEpisodes" >> beam.combiners.Count.Globally(),
                  read[REJECTED] | "CountReadRejects" >> beam.combiners.Count.Globally())
                 | "EpisodeCounts" >> beam.Flatten() | "SumEpisodes" >> beam.CombineGlobally(sum))
@@ -482,7 +485,7 @@ def build(pipeline: beam.Pipeline, config: ConvertConfig, adapter: DatasetAdapte
                 _FinishFn(config, name, command, conditioning, encoder_identity, adapter.describe()),
                 beam.pvalue.AsList(written.shards),
                 num_shards, beam.pvalue.AsList(dead_summaries), num_dead_files, beam.pvalue.AsSingleton(stats),
-                beam.pvalue.AsSingleton(episodes), beam.pvalue.AsSingleton(texts)))
+                beam.pvalue.AsSingleton(episodes), beam.pvalue.AsSingleton(texts), beam.pvalue.AsDict(altered)))
 
 
 def pipeline_options(beam_args: list[str], runner: str, worker_processes: int = 1) -> tuple[Any, PipelineOptions]:

@@ -139,6 +139,8 @@ EPIC_ROWS = [
     ("train", "P02_02_0", "00:00:00.10", "00:00:00.50", 5, 25, "stir pot"),  # no media at all
     ("train", "P03_01_0", "00:00:00.10", "00:00:00.50", 6, 30, "cut onion"),  # frames, but no video_info row
     ("train", "P01_01_5", "00:00:00.10", "00:00:00.50", "abc", 25, "peel potato"),  # malformed frame number
+    ("train", "P01_01_6", "00:00:01.50", "00:00:02.30", 75, 115, "put spoon"),  # 0.3 s past the end: cut, counted
+    ("train", "P01_01_7", "00:00:01.50", "00:00:04.40", 75, 220, "wipe counter"),  # 2.4 s past: rejected
     ("validation", "P01_01_4", "00:00:00.30", "00:00:01.10", 15, 55, "close drawer"),
     # Frame numbers at twice start_timestamp × fps (59.94 in the video info), as for some high-frame-rate videos
     # of the release: P04_01's 120 frame files follow the numbering, P04_02's 60 follow the video's rate.
@@ -147,12 +149,13 @@ EPIC_ROWS = [
     ("train", "P04_02_0", "00:00:00.30", "00:00:00.60", 36, 72, "fill kettle"),
 ]
 EPIC_ANNOTATIONS = len(EPIC_ROWS) + 1  # and one row with missing fields
-EPIC_EXPECT = dict(episodes=9, read_rejections={"malformed_annotation": 2, "missing_video": 1,
-                                                 "missing_video_info": 1, "timestamp_out_of_range": 1,
-                                                 "truncated_video": 1},
-                   records=8, rejected_reasons={"empty_text": 1, "malformed_annotation": 2, "missing_video": 1,
-                                                "missing_video_info": 1, "timestamp_out_of_range": 1,
-                                                "truncated_video": 1})
+EPIC_EXPECT = dict(episodes=10, read_rejections={"malformed_annotation": 2, "missing_video": 1,
+                                                  "missing_video_info": 1, "span_past_video_end": 1,
+                                                  "timestamp_out_of_range": 1, "truncated_video": 1},
+                   records=9, rejected_reasons={"empty_text": 1, "malformed_annotation": 2, "missing_video": 1,
+                                                "missing_video_info": 1, "span_past_video_end": 1,
+                                                "timestamp_out_of_range": 1, "truncated_video": 1},
+                   altered={"span_end_clamped": 1})
 
 
 def write_epic(root: str) -> str:
