@@ -662,7 +662,8 @@ def check_nothing_lost(output: str, manifest: Manifest, counters: dict[str, int]
     encoded = counters.get("records_encoded")
     if encoded is None:  # a runner that does not report counters
         return
-    accounted = manifest.records + manifest.rejected_reasons.get("duplicate_key", 0)
+    reasons = manifest.rejected_reasons
+    accounted = manifest.records + reasons.get("duplicate_key", 0) + reasons.get("conflicting_key", 0)
     if encoded > accounted:
         fileio.remove(fileio.join(output, MANIFEST_NAME))
         raise LostRecordsError(

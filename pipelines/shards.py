@@ -2,7 +2,9 @@
 
 Items are (key, bytes, info). The shard count is ceil(items / per_shard); an item's shard is a hash of its key and
 items are sorted by key inside a shard, so the output bytes depend neither on worker count nor on bundle order.
-A key seen twice is written once and the extras are rejected ("duplicate_key"). Shard indices that received no
+A key seen twice with the same bytes is written once and the extras are rejected ("duplicate_key"); items that
+share a key with different bytes are all rejected ("conflicting_key": no record may stand for another under its
+key, and which one is right cannot be told here). Shard indices that received no
 item are filled with empty shards at the end (`fill_missing_shards`), so the set is always complete.
 """
 
@@ -53,6 +55,7 @@ class _WriteShardFn(beam.DoFn):
     def setup(self):
         self.shards = Metrics.counter(NAMESPACE, f"{self._prefix}_shards_written")
         self.duplicates = Metrics.counter(NAMESPACE, "rejected_duplicates")
+        self.conflicts = Metrics.counter(NAMESPACE, "rejected_conflicting_keys")
 
     def process(self, element, num_shards: int):
         index, items = element
@@ -60,12 +63,20 @@ class _WriteShardFn(beam.DoFn):
             unique = []
             for key, group in itertools.groupby(sorted(items, key=lambda item: item[0]), key=lambda item: item[0]):
                 group = list(group)
-                if len(group) > 1:  # same key twice: keep the first in byte order, reject the rest
-                    group.sort(key=lambda item: spilled.read(item[1]))
-                    for _ in group[1:]:
+                if len(group) > 1:
+                    contents = {hashlib.sha256(spilled.read(item[1])).hexdigest() for item in group}
+                    if len(contents) > 1:  # different items under one key: none is kept
+                        detail = (f"{len(group)} items share this key with {len(contents)} different contents "
+                                  f"(sha256 {', '.join(sorted(c[:12] for c in contents))}): none is written")
+                        for _ in group:
+                            self.conflicts.inc()
+                            yield beam.pvalue.TaggedOutput(REJECTED, Rejection(self._dataset_name, key,
+                                                                               "conflicting_key", detail))
+                        continue
+                    for _ in group[1:]:  # the same item again: written once
                         self.duplicates.inc()
                         yield beam.pvalue.TaggedOutput(REJECTED, Rejection(self._dataset_name, key, "duplicate_key",
-                                                                           "another item has the same key"))
+                                                                           "an identical item has the same key"))
                 unique.append(group[0])
             name = shard_name(index, num_shards, self._prefix)
             count, size, digest = out.write_shard((spilled.read(data) for _, data, _ in unique),

@@ -202,6 +202,8 @@ def test_a_run_whose_runner_lost_records_is_withdrawn(tmp_path):
     manifest_path.write_text("{}")
     complete = SimpleNamespace(records=9, rejected_reasons={"duplicate_key": 1})
     convert.check_nothing_lost(str(tmp_path), complete, {"records_encoded": 10})
+    conflicts = SimpleNamespace(records=7, rejected_reasons={"duplicate_key": 1, "conflicting_key": 2})
+    convert.check_nothing_lost(str(tmp_path), conflicts, {"records_encoded": 10})
     assert manifest_path.exists()
     short = SimpleNamespace(records=7, rejected_reasons={"duplicate_key": 1})
     with pytest.raises(convert.LostRecordsError, match="lost 2"):

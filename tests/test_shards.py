@@ -1,5 +1,5 @@
 """pipelines/shards.py with spill files (pipelines/spill.py): the same shard bytes whether records travel as bytes or
-as references, and duplicate keys resolved by byte order either way."""
+as references; a key repeated with the same bytes written once, with different bytes not at all, either way."""
 
 import os
 
@@ -12,7 +12,7 @@ from unisim.pipelines import shards
 from unisim.pipelines.spill import SpillReader, SpillRef, SpillWriter
 
 ITEMS = [(f"k{i:03d}", f"record {i}".encode() * (i + 1), i) for i in range(40)]
-DUPLICATES = [("k007", b"a smaller duplicate", 7), ("k011", b"~ a larger duplicate", 11)]
+DUPLICATES = [("k007", b"a different item", 7), ("k011", ITEMS[11][1], 11)]  # a conflict; the same item again
 
 
 def _write(items, output):
@@ -22,7 +22,7 @@ def _write(items, output):
                       | shards.WriteShards(output, "test", 16, "records", lambda infos: len(infos)))
         rejected = written[shards.REJECTED] | beam.Map(lambda r: (r.key, r.reason))
         assert_that(rejected, equal_to(
-            [("k007", "duplicate_key"), ("k011", "duplicate_key")]))
+            [("k007", "conflicting_key"), ("k007", "conflicting_key"), ("k011", "duplicate_key")]))
     return {name: open(os.path.join(output, name), "rb").read() for name in sorted(os.listdir(output))}
 
 
@@ -37,7 +37,7 @@ def _records(files):
     return got
 
 
-def test_spilled_records_give_the_same_shards_and_duplicates_keep_the_first_in_byte_order(tmp_path):
+def test_spilled_records_give_the_same_shards_and_a_repeated_key_keeps_one_copy_or_none(tmp_path):
     spill = SpillWriter(str(tmp_path))
     as_refs = [(key, spill.put(data), info) for key, data, info in ITEMS + DUPLICATES]
     spill.close()
@@ -45,8 +45,8 @@ def test_spilled_records_give_the_same_shards_and_duplicates_keep_the_first_in_b
     spilled = _write(as_refs, str(tmp_path / "spilled"))
     assert direct == spilled and len(direct) == 3  # ceil(42 / 16)
     stored = set(_records(os.path.join(tmp_path, "direct", name) for name in direct))
-    expected = {data for key, data, _ in ITEMS if key != "k007"} | {b"a smaller duplicate"}
-    assert stored == expected  # k007 kept the smaller duplicate, k011 its original ("r" < "~")
+    expected = {data for key, data, _ in ITEMS if key != "k007"}
+    assert stored == expected  # k007: two different items, neither written; k011: its one copy
 
 
 def test_a_spill_file_cut_short_is_an_error_not_a_short_record(tmp_path):
