@@ -163,7 +163,10 @@ TOY_EPISODES = [
     (16, "hang the towel", ("truncated_jpeg", 15)),
     (16, "fold the cloth", ("missing_image", 8)),
 ]
-TOY_EXPECT = dict(episodes=4, read_rejections={}, records=1,
+# The val split reuses a train episode's `episode_id`, as the Bridge RLDS builder's per-file counter does: ids are
+# unique within a split only (TFDS checks keys per split).
+TOY_VAL_EPISODES = [(16, "stack the cups", None), (16, "open the box", None)]
+TOY_EXPECT = dict(episodes=6, read_rejections={}, records=3,
                   rejected_reasons={"missing_image": 1, "non_finite_control": 1, "truncated_image": 1})
 
 
@@ -182,9 +185,9 @@ def write_toy_oxe(data_dir: str) -> str:
         }),
     })
 
-    def examples():
+    def examples(episodes=TOY_EPISODES):
         rng = np.random.default_rng(7)
-        for e, (steps, instruction, defect) in enumerate(TOY_EPISODES):
+        for e, (steps, instruction, defect) in enumerate(episodes):
             step_dicts = []
             for t in range(steps):
                 img = frame(e, t, (64, 80))
@@ -202,4 +205,5 @@ def write_toy_oxe(data_dir: str) -> str:
             yield f"ep{e}", {"episode_metadata": {"episode_id": f"toy-{e:04d}", "language_instruction": instruction},
                              "steps": step_dicts}
 
-    return write_tfds_dataset(data_dir, "toy_oxe", "1.0.0", features, {"train": examples}, num_shards=2)
+    return write_tfds_dataset(data_dir, "toy_oxe", "1.0.0", features,
+                              {"train": examples, "val": lambda: examples(TOY_VAL_EPISODES)}, num_shards=2)

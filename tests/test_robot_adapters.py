@@ -92,9 +92,11 @@ def test_generic_rlds_passes_the_kit_with_per_episode_text(tmp_path):
     options = {"fps": 10, "episode_id": "episode_metadata/episode_id"}
     report = check_adapter(Expectation(dataset="rlds", source=source, options=options, **rf.TOY_EXPECT),
                            str(tmp_path))
-    assert sorted(e.episode_id for e in report.episodes) == ["toy-0000", "toy-0001", "toy-0002", "toy-0003"]
+    # The id feature is unique within a split only: keys carry the split, so val's toy-0000 is not train's.
+    assert sorted(e.episode_id for e in report.episodes) == ["train/toy-0000", "train/toy-0001", "train/toy-0002",
+                                                             "train/toy-0003", "val/toy-0000", "val/toy-0001"]
     assert {e.text for e in report.episodes} == {"pour water into the cup", "wipe the plate", "hang the towel",
-                                                 "fold the cloth"}
+                                                 "fold the cloth", "stack the cups", "open the box"}
     assert report.manifest.dataset == "toy_oxe" and report.manifest.options["adapter_options"] == options
     assert list(report.manifest.control_stats.names) == ["action_0", "action_1", "action_2", "action_3"]
 
