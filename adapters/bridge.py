@@ -8,9 +8,13 @@
 `<collection>/<env>/<task>/<NN>/<date>/raw/traj_group*/traj*/` (any depth; paths containing `lmdb` are skipped, as
 in the official conversion script) and each is one work unit. A trajectory has `images{camera}/im_{t}.jpg`
 (t = 0…T), `policy_out.pkl` (T actions: a list of arrays or of dicts with "actions") and, when labelled, `lang.txt`
-(the instruction is the first line that is not a `confidence` line). It becomes: frames = im_0…im_{T-1} (the last
-image has no action, as in the RLDS release), controls = the T actions, 5 Hz. Data collected before 2021-07-23 has a
-one-step action latency: there, image t+1 is paired with action t, as the official script does.
+(instructions, one a line, beside `confidence` lines). It becomes: frames = im_0…im_{T-1} (the last image has no
+action, as in the RLDS release), controls = the T actions, 5 Hz. A trajectory labelled with several instructions
+becomes one episode per instruction (`<id>`, then `<id>#1`, `<id>#2`, …): the authors' conversion keeps every
+line but the `confidence` ones as the trajectory's `language` list and their loader draws one of them per example
+(bridge_data_v2: `data_processing/bridgedata_raw_to_numpy.py`, `jaxrl_m/data/bridge_dataset.py`), while a record
+here holds one text. The RLDS release keeps the first line only (`language_instruction`). Data collected before
+2021-07-23 has a one-step action latency: there, image t+1 is paired with action t, as the official script does.
 
 Pickles are untrusted: `policy_out.pkl` is read with `safe_pickle` (numpy arrays and builtins only); one that names
 anything else is rejected as `unsafe_pickle` and never run. `obs_dict.pkl` (robot state) is not needed and not read.
@@ -92,12 +96,9 @@ def parse_actions(policy_out) -> np.ndarray:
     return np.stack(rows)
 
 
-def first_instruction(data: bytes) -> str:
-    """lang.txt → its instruction: the first non-empty line that is not a `confidence: …` line."""
-    for line in decode_text(data).splitlines():
-        if line.strip() and "confidence" not in line:
-            return line.strip()
-    return ""
+def instructions(data: bytes) -> list[str]:
+    """lang.txt → its instructions: every non-empty line that is not a `confidence: …` line, in order."""
+    return [line.strip() for line in decode_text(data).splitlines() if line.strip() and "confidence" not in line]
 
 
 def has_latency_shift(trajectory: str) -> bool:
@@ -153,9 +154,18 @@ class Bridge(DatasetAdapter):
         if self._rlds:
             yield from self._rlds.read(unit)
         else:
-            yield self._read_trajectory(unit)
+            yield from self._read_trajectory(unit)
 
-    def _read_trajectory(self, traj: str) -> Episode | Rejection:
+    def _read_trajectory(self, traj: str) -> list[Episode | Rejection]:
+        """The trajectory's episodes, one per instruction (or one without any), or its rejection."""
+        read = self._read_steps(traj)
+        if isinstance(read, Rejection):
+            return [read]
+        episode, texts = read
+        return [dataclasses.replace(episode, episode_id=episode.episode_id + (f"#{i}" if i else ""), text=text)
+                for i, text in enumerate(texts or [""])]
+
+    def _read_steps(self, traj: str) -> tuple[Episode, list[str]] | Rejection:
         episode_id = traj[len(self.root) + 1:].replace("/raw/", "/")
 
         def reject(reason: str, detail: str) -> Rejection:
@@ -184,9 +194,9 @@ class Bridge(DatasetAdapter):
         if not paths:
             return reject("missing_images", f"no {camera}/im_*.jpg")
         try:
-            text = first_instruction(fileio.read_bytes(f"{traj}/lang.txt"))
+            texts = instructions(fileio.read_bytes(f"{traj}/lang.txt"))
         except FileNotFoundError:  # unlabelled trajectory
-            text = ""
+            texts = []
         except TextError as e:
             return reject(e.reason, f"lang.txt: {e}")
         steps = len(actions)
@@ -199,5 +209,5 @@ class Bridge(DatasetAdapter):
             paths = paths[:steps]
         if not paths:
             return reject("empty_episode", "no image–action pairs")
-        return Episode(episode_id=episode_id, frames=files.FileFrames(paths), fps=CONTROL_HZ, text=text,
-                       controls=actions, split="train", source_file=traj, source_index=0)
+        return Episode(episode_id=episode_id, frames=files.FileFrames(paths), fps=CONTROL_HZ, text="",
+                       controls=actions, split="train", source_file=traj, source_index=0), texts

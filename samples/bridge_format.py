@@ -35,7 +35,8 @@ def write_raw_trajectory(traj_dir: str, images: Sequence[np.ndarray | bytes | No
                          instruction: str | None, actions_as_dicts: bool = True,
                          policy_out: bytes | None = None) -> str:
     """One raw trajectory. `images[t]` is an RGB array, encoded bytes, or None (file left out);
-    `instruction` None leaves lang.txt out; `policy_out` replaces the pickled actions (for planted defects)."""
+    `instruction` None leaves lang.txt out (several lines: several instructions); `policy_out` replaces the pickled
+    actions (for planted defects)."""
     os.makedirs(os.path.join(traj_dir, "images0"), exist_ok=True)
     for t, image in enumerate(images):
         if image is None:

@@ -119,7 +119,7 @@ class _Payload:
 
 # trajectory (relative to the root) → (images, instruction, defect)
 BRIDGE_RAW_TRAJECTORIES = {
-    f"{RAW_2023}/traj_group0/traj0": (17, "put the spoon in the drawer", None),
+    f"{RAW_2023}/traj_group0/traj0": (17, "put the spoon in the drawer\nplace the spoon inside the drawer", None),
     f"{RAW_2023}/traj_group0/traj1": (17, "close the drawer", "malicious_pickle"),
     f"{RAW_2023}/traj_group0/traj2": (17, "open the drawer", ("missing_image", 7)),
     f"{RAW_2023}/traj_group1/traj0": (17, "take out the pot", ("truncated_jpeg", 11)),
@@ -128,7 +128,7 @@ BRIDGE_RAW_TRAJECTORIES = {
     f"{RAW_2021}/traj_group0/traj0": (18, None, "arrays"),  # no lang.txt, actions as bare arrays, latency shift
     "datacol2_toykitchen7/drawer_pnp/01/2023-04-19_09-18-15_lmdb/raw/traj_group0/traj0": (17, "skipped", None),
 }
-BRIDGE_RAW_EXPECT = dict(episodes=5, read_rejections={"unreadable_pickle": 1, "unsafe_pickle": 1}, records=2,
+BRIDGE_RAW_EXPECT = dict(episodes=6, read_rejections={"unreadable_pickle": 1, "unsafe_pickle": 1}, records=3,
                          rejected_reasons={"missing_image": 1, "non_finite_control": 1, "truncated_image": 1,
                                            "unreadable_pickle": 1, "unsafe_pickle": 1})
 
