@@ -6,8 +6,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from unisim.adapters.base import DatasetAdapter
+from unisim.schemas.errors import UserError
 
 _ADAPTERS: dict[str, type[DatasetAdapter]] = {}
+
+
+class UnknownDatasetError(UserError, KeyError):
+    """`--dataset NAME` names no registered adapter (a KeyError too, for callers that look names up)."""
+
+    def __str__(self) -> str:  # KeyError's own would quote the message
+        return str(self.args[0]) if self.args else ""
 
 
 def register(cls: type[DatasetAdapter]) -> type[DatasetAdapter]:
@@ -23,8 +31,8 @@ def get(name: str) -> type[DatasetAdapter]:
     try:
         return _ADAPTERS[name]
     except KeyError:
-        raise KeyError(f"unknown dataset {name!r}; known: {', '.join(sorted(_ADAPTERS))} "
-                       "(see `unisim adapters`)") from None
+        raise UnknownDatasetError(f"unknown dataset {name!r}; known: {', '.join(sorted(_ADAPTERS))} "
+                                  "(see `unisim adapters`)") from None
 
 
 def create(name: str, source: str, split: str | None = None,

@@ -14,6 +14,7 @@ import numpy as np
 from unisim import fileio
 from unisim.schemas import record as rec
 from unisim.schemas.dead_letter import Rejection
+from unisim.schemas.errors import UserError
 from unisim.schemas.manifest import MANIFEST_NAME, Manifest
 from unisim.schemas.text_embeddings import TextEmbeddingStore
 
@@ -44,7 +45,7 @@ def _local_copy(path: str) -> Iterator[str]:
         yield _fetch(path, scratch)
 
 
-class ShardIntegrityError(ValueError):
+class ShardIntegrityError(UserError):
     """A directory whose shards are not what its manifest records (missing, resized, replaced, corrupt)."""
 
 

@@ -14,12 +14,13 @@ import json
 from typing import Any
 
 from unisim.schemas.controls import ControlStats
+from unisim.schemas.errors import UserError
 
 RUN_DESCRIPTION_NAME = "run.json"
 RUN_DESCRIPTION_VERSION = 1
 
 
-class RunDescriptionError(ValueError):
+class RunDescriptionError(UserError):
     """A run description that cannot be read: another version, a missing field, a wrong type."""
 
 

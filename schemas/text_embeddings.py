@@ -48,6 +48,8 @@ from typing import Any
 
 import numpy as np
 
+from unisim.schemas.errors import UserError
+
 MAGIC = b"UTE2"
 MAGIC_V1 = b"UTE1"  # float16 only, no "dtype" in the header: decoded, never written
 EMBEDDING_PREFIX = "text_embeddings"
@@ -58,7 +60,7 @@ INT8_BLOCK_PREFIX = "int8_block"
 _FP16_MAX = float(np.finfo(np.float16).max)
 
 
-class EncoderMismatchError(ValueError):
+class EncoderMismatchError(UserError):
     """Directories whose embeddings come from different text encoders (or that have none) were to be mixed."""
 
 

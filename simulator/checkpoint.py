@@ -18,11 +18,12 @@ import jax
 import ml_collections
 
 from unisim import fileio
+from unisim.schemas.errors import UserError
 from unisim.schemas.run import RUN_DESCRIPTION_NAME, RunDescription, RunDescriptionError
 from unisim.trainer import stage
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A path that holds no usable trained stage."""
 
 

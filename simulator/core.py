@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from unisim.schemas.controls import ControlTokenizer
+from unisim.schemas.errors import UserError
 from unisim.schemas.options import option
 from unisim.schemas.text_embeddings import stored
 from unisim.simulator.checkpoint import Stage, load_stage
@@ -43,7 +44,7 @@ from unisim.trainer import diffusion
 from unisim.trainer import stage as trainer_stage
 
 
-class ActionError(ValueError):
+class ActionError(UserError):
     """An action the simulator cannot take (no text and no controls, wrong control width, non-finite values, …)."""
 
 

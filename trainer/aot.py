@@ -27,6 +27,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from unisim.schemas.errors import UserError
 from unisim.trainer import data, train
 
 GiB = 1024**3
@@ -83,7 +84,7 @@ def _tpu_target(name: str) -> Target:
 TARGETS = {name: _tpu_target(name) for name in _TPU_SLICES}
 
 
-class TargetError(ValueError):
+class TargetError(UserError):
     """An unknown target name, or a target this installation cannot compile for; says what to do."""
 
 

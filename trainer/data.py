@@ -51,11 +51,13 @@ import numpy as np
 from unisim import fileio
 from unisim.fileio import images
 from unisim.schemas import record as rec
+from unisim.schemas.errors import UserError
 from unisim.schemas.manifest import MANIFEST_NAME, Manifest, ShardInfo
 from unisim.schemas.text_embeddings import TextEmbeddingStore, check_same_encoder
 from unisim.trainer.streams import Layout, Share, Stream, mix_positions, plan
 
-class MixtureError(ValueError):
+
+class MixtureError(UserError):
     """A mixture that cannot be trained on: bad spec, missing or incomplete directory, mismatched shards."""
 
 

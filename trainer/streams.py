@@ -22,12 +22,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from unisim.schemas.errors import UserError
+
 ENDLESS = 2**62  # length of an endless index stream (grain datasets need a length)
 PERMUTATION_LIMIT = 1 << 24  # sources up to this many records keep a permutation array per epoch (64 MiB at most)
 LAYOUT_SEED_STRIDE = 1 << 20  # epoch seeds of layout m start m × this above layout 0's: new orders after a resume
 
 
-class LayoutError(ValueError):
+class LayoutError(UserError):
     """A resume on a different number of processes that cannot keep the epoch's guarantee: says why and what to do."""
 
 

@@ -8,8 +8,10 @@ import os
 import runpy
 from collections.abc import Sequence
 
+from unisim.schemas.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError):
     """A config file or an override that cannot be applied; the message names it."""
 
 

@@ -12,7 +12,9 @@ whose fields carry their help (`schemas.options`), the flags generated from it, 
     unisim play --checkpoint DIR [--data CONVERTED_DIR] [--port 8472]
     unisim eval --checkpoint DIR --data HELD_OUT_CLIPS [--history_ablation DIR] [--output eval.json]
 
-`unisim COMMAND --help` lists every option with its default.
+`unisim COMMAND --help` lists every option with its default. A mistake in what you gave (a flag, a path, a config)
+is one line and exit status 2; add `--debug` (or set UNISIM_DEBUG=1) for its traceback. Anything else is a bug of
+ours: it prints its traceback and asks you to report it (exit status 1).
 """
 
 from __future__ import annotations
@@ -43,8 +45,24 @@ def plural(count: int, noun: str) -> str:
     return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
-class CommandError(Exception):
-    """A user error a command reports as one line, exit status 2."""
+REPORT = "docs/development.md, 'Reporting a bug'"  # what to do with a bug's traceback
+DEBUG_ENV = "UNISIM_DEBUG"  # set to 1 (or pass --debug) for the full traceback of a user error too
+
+
+def _users_mistake(error: BaseException) -> bool:
+    """True for what a user can fix from a one-line message: a `UserError`, an OSError (a path, a disk, a network),
+    or a ValueError that the project's own code raised (its message is written for the user). Anything else —
+    KeyError, TypeError, a ValueError from inside numpy or JAX — is a bug of ours."""
+    from unisim.schemas.errors import UserError
+
+    if isinstance(error, (UserError, OSError)):
+        return True
+    if type(error) is ValueError or (isinstance(error, ValueError) and type(error).__module__.startswith("unisim")):
+        tb = error.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        return tb is not None and tb.tb_frame.f_globals.get("__name__", "").startswith("unisim")
+    return False
 
 
 def _quiet_tensorflow() -> None:
@@ -75,6 +93,8 @@ def _top_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     _quiet_tensorflow()
     argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0] not in COMMANDS:
         top = _top_parser()
         if not argv or argv[0] in ("-h", "--help"):
@@ -95,7 +115,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognised arguments: {' '.join(rest)}")
     try:
         return module.run(args, rest)
-    except (CommandError, OSError, KeyError, ValueError, ArithmeticError) as e:  # one line, not a traceback
-        message = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"unisim {name}: error: {message}", file=sys.stderr)
-        return 2
+    except Exception as e:
+        if _users_mistake(e) and not debug:  # one line: what to change
+            print(f"unisim {name}: error: {e}", file=sys.stderr)
+            return 2
+        import traceback
+
+        traceback.print_exc()
+        if _users_mistake(e):
+            return 2
+        print(f"unisim {name}: internal error ({type(e).__name__}): this is a bug in unisim, not in what you gave it. "
+              f"Please report it with the traceback above and the command line ({REPORT}).", file=sys.stderr)
+        return 1
