@@ -37,7 +37,7 @@ class RldsMapping:
     actions: tuple[str, ...]  # step features, e.g. ("action/world_vector", "action/rotation_delta")
     fps: float  # control rate of the steps
     text: str = ""  # step feature (first step's value) or top-level feature; "" for none
-    episode_id: str = ""  # top-level text feature with a stable id (keys: "<split>/<id>"); "": the TFDS record id
+    episode_id: str = ""  # top-level text feature with a stable id ("<split>/<id>" given several splits); "": TFDS's
     control_names: tuple[str, ...] = ()  # () → derived: "<field>" or "<field>_<i>"
 
 
@@ -237,9 +237,11 @@ class RldsAdapter(DatasetAdapter):
         file_name, _, index = tfds_id.rpartition("__")
         source_file, source_index = f"{self.builder_dir}/{file_name}", int(index)
         # An id feature is unique within its split only (TFDS checks keys per split; the Bridge RLDS builder counts
-        # episodes per file): the key carries the split. TFDS's record id names its split's file already.
+        # episodes per file): in a release of several splits the key carries the split. TFDS's record id names its
+        # split's file already.
         feature = _get(example, m.episode_id).decode() if m.episode_id else ""
-        episode_id = f"{split}/{feature}" if feature else tfds_id
+        several = len(self._builder.info.splits) > 1
+        episode_id = (f"{split}/{feature}" if several else feature) if feature else tfds_id
         try:
             steps = list(example["steps"])
             if not steps:

@@ -41,7 +41,7 @@ from unisim.pipelines import clips as clip_planning
 from unisim.pipelines import dead_letter
 from unisim.pipelines import frames as frame_ops
 from unisim.pipelines import output as out
-from unisim.pipelines import shards
+from unisim.pipelines import resume, shards
 from unisim.pipelines.embed import EmbedTexts, EncoderSettings
 from unisim.pipelines.lanes import OrderedLanes
 from unisim.pipelines.progress import Progress
@@ -172,13 +172,15 @@ class ReadEpisodes(beam.PTransform):
 @dataclasses.dataclass(frozen=True)
 class _EpisodeDone:
     frames: int  # frames the episode encoded
+    resumed: bool = False  # its outputs were kept by an earlier, unfinished run (`pipelines/resume.py`)
 
 
 class _MakeClipsFn(beam.DoFn):
     def __init__(self, config: ConvertConfig, dataset_name: str, control_dims: int, requires_text: bool,
-                 conditioning: text_rules.ConditioningSpec, threads: int):
+                 conditioning: text_rules.ConditioningSpec, threads: int, resume_folder: str | None = None):
         self._config = config
         self._threads = threads
+        self._resume_folder = resume_folder
         self._dataset_name = dataset_name
         self._control_dims = control_dims
         self._requires_text = requires_text
@@ -191,6 +193,9 @@ class _MakeClipsFn(beam.DoFn):
         self.records = Metrics.counter(_NAMESPACE, "clips_made")
         self.frames = Metrics.counter(_NAMESPACE, "frames_encoded")
         self.rejected = Metrics.counter(_NAMESPACE, "rejected_clips")
+        self.resumed = Metrics.counter(_NAMESPACE, "episodes_resumed")
+        self.converted = Metrics.counter(_NAMESPACE, "episodes_converted")
+        self.kept = resume.EpisodeStore(self._resume_folder)
         self.progress = Progress("convert")
         self.lanes = OrderedLanes(self._threads, self._episode_outputs)
 
@@ -211,6 +216,7 @@ class _MakeClipsFn(beam.DoFn):
         """Counts on the caller's thread: Beam's metrics are bound to it, not to the lanes."""
         for value in outputs:
             if isinstance(value, _EpisodeDone):
+                (self.resumed if value.resumed else self.converted).inc()
                 self.frames.inc(value.frames)
                 self.progress.add(episodes=1, frames=value.frames)
                 continue
@@ -225,9 +231,22 @@ class _MakeClipsFn(beam.DoFn):
                                                             episode.source_file, episode.source_index))
 
     def _episode_outputs(self, episode: Episode):
-        """Everything one episode gives, ending with an `_EpisodeDone`; runs on a lane."""
+        """Everything one episode gives, ending with an `_EpisodeDone`; runs on a lane. With a resume folder, an
+        episode an earlier run finished gives its kept outputs, and one made here is kept once it is complete."""
         try:
-            yield from self._clips(episode)
+            kept = self.kept.get(episode.episode_id)
+            if kept is not None:
+                for tag, value in kept:
+                    yield value if tag is None else beam.pvalue.TaggedOutput(tag, value)
+                yield _EpisodeDone(0, resumed=True)
+                return
+            if self._resume_folder is None:
+                yield from self._clips(episode)
+                return
+            outputs = list(self._clips(episode))  # the episode's clips, rejections and rows, then _EpisodeDone
+            self.kept.put(episode.episode_id, [(v.tag, v.value) if isinstance(v, beam.pvalue.TaggedOutput)
+                                               else (None, v) for v in outputs[:-1]])
+            yield from outputs
         finally:  # lazy frames (a video window) may hand their decoder on to the next episode of the same video
             finished = getattr(episode.frames, "finished", None)
             if finished is not None:
@@ -328,9 +347,10 @@ class MakeClips(beam.PTransform):
     """Episodes → clip records with frames resized and encoded (tokens not yet set), control rows, rejections."""
 
     def __init__(self, config: ConvertConfig, dataset_name: str, control_dims: int, requires_text: bool,
-                 conditioning: text_rules.ConditioningSpec, threads: int = 1):
+                 conditioning: text_rules.ConditioningSpec, threads: int = 1, resume_folder: str | None = None):
         super().__init__()
-        self._fn = _MakeClipsFn(config, dataset_name, control_dims, requires_text, conditioning, threads)
+        self._fn = _MakeClipsFn(config, dataset_name, control_dims, requires_text, conditioning, threads,
+                                resume_folder)
 
     def expand(self, episodes):
         return episodes | "Clip" >> beam.ParDo(self._fn).with_outputs(REJECTED, CONTROL_ROWS, main="clips")
@@ -445,17 +465,19 @@ class _FinishFn(beam.DoFn):
 
 
 def build(pipeline: beam.Pipeline, config: ConvertConfig, adapter: DatasetAdapter, units: list[str], command: str,
-          encoder_identity: dict | None = None, clip_threads: int = 1, spill_dir: str | None = None):
+          encoder_identity: dict | None = None, clip_threads: int = 1, spill_dir: str | None = None,
+          resume_folder: str | None = None):
     """Adds the whole conversion to `pipeline`; returns the PCollection holding the one Manifest.
 
-    `clip_threads` (threads making clips inside each worker, `pipelines.lanes`) and `spill_dir` (local runs: a
-    folder parking encoded records during the shuffle, `pipelines.spill`) change speed, not output, so they are
-    not part of the config the manifest records."""
+    `clip_threads` (threads making clips inside each worker, `pipelines.lanes`), `spill_dir` (local runs: a
+    folder parking encoded records during the shuffle, `pipelines.spill`) and `resume_folder` (finished episodes
+    kept for a re-run, `pipelines.resume`) change speed, not output, so they are not part of the config the
+    manifest records."""
     name = adapter.dataset_name
     conditioning = config.text.conditioning(name, bool(adapter.control_names))
     read = pipeline | "ReadEpisodes" >> ReadEpisodes(config, units)
     made = read.episodes | "MakeClips" >> MakeClips(config, name, len(adapter.control_names), adapter.requires_text,
-                                                    conditioning, clip_threads)
+                                                    conditioning, clip_threads, resume_folder)
     stats = (made[CONTROL_ROWS]
              | "ControlStats" >> beam.CombineGlobally(
                  _ControlStatsFn(tuple(adapter.control_names), config.low_percentile, config.high_percentile,
@@ -546,9 +568,14 @@ def is_dry_run(beam_args: list[str] | None) -> bool:
 
 
 def run(config: ConvertConfig, beam_args: list[str] | None = None, runner: str = "local", clip_threads: int = 1,
-        command: str | None = None, worker_processes: int = 1) -> tuple[Manifest, dict[str, int]] | DryRun:
+        command: str | None = None, worker_processes: int = 1,
+        keep_finished: bool = True) -> tuple[Manifest, dict[str, int]] | DryRun:
     """Converts one dataset; returns the manifest it wrote and the Beam counters of the run — or, with `--dry_run`
     in `beam_args` and a remote runner, the `DryRun` of the job it built without touching the output.
+
+    `keep_finished`: each finished episode's outputs are kept beside the output (`pipelines/resume.py`) until the
+    run completes, so that the same command run again after a failure redoes only the episodes that did not finish
+    (counters `episodes_resumed` / `episodes_converted`) and writes the same bytes.
 
     Raises early, with a clear message, on a bad setup (unknown dataset, missing source, foreign output files).
     """
@@ -568,8 +595,16 @@ def run(config: ConvertConfig, beam_args: list[str] | None = None, runner: str =
         from unisim.encoders.t5 import encoder_identity
 
         identity = encoder_identity(config.text.encoder.path, config.text.encoder.max_tokens)
+    resume_folder = resume.folder(config.output) if keep_finished else None  # the dry run's job keeps it too
     if not dry_run:  # a dry run never touches the output (which may be a bucket this machine cannot reach)
-        out.prepare_output_dir(config.output)
+        run_fingerprint = resume.fingerprint(config.to_json(), units)
+        kept = keep_finished and resume.matches(config.output, run_fingerprint)
+        out.prepare_output_dir(config.output, keep=resume.RESUME_NAME if kept else None)
+        if keep_finished:
+            finished = resume.start(config.output, run_fingerprint)
+            if finished:
+                print(f"[convert] resuming: {finished:,} episodes finished by an earlier run of this command are "
+                      f"kept; the rest are converted", file=sys.stderr)
     command = command if command is not None else shlex.join(sys.argv)
     runner_obj, options = pipeline_options(beam_args or [], runner, worker_processes)
     if dry_run:
@@ -579,7 +614,7 @@ def run(config: ConvertConfig, beam_args: list[str] | None = None, runner: str =
     spill_dir = _spill_folder(config.output) if runner in LOCAL_RUNNERS else None
     try:
         pipeline = beam.Pipeline(runner=runner_obj, options=options)
-        build(pipeline, config, adapter, units, command, identity, clip_threads, spill_dir)
+        build(pipeline, config, adapter, units, command, identity, clip_threads, spill_dir, resume_folder)
         result = pipeline.run()
         result.wait_until_finish()
     except RuntimeError as e:
@@ -595,6 +630,8 @@ def run(config: ConvertConfig, beam_args: list[str] | None = None, runner: str =
                 if c.key.metric.namespace == _NAMESPACE}
     manifest = Manifest.loads(fileio.read_text(fileio.join(config.output, MANIFEST_NAME)))
     check_nothing_lost(config.output, manifest, counters)
+    if resume_folder:
+        resume.finish(config.output)
     return manifest, counters
 
 

@@ -22,9 +22,10 @@ from unisim.schemas.text_embeddings import EMBEDDING_PREFIX, KEYS_SUFFIX
 TMP_PREFIX = fileio.TMP_PREFIX  # files (and folders) a run is still writing
 
 
-# What this tool names its temporaries: `fileio.temporary_name` (".tmp-" + 12 hex digits + "-" + the final name) and
-# the local spill folder (".tmp-spill-…"). Another ".tmp-…" (a user's ".tmp-notes/") is not ours.
-_OUR_TEMPORARY = re.compile(re.escape(TMP_PREFIX) + r"([0-9a-f]{12}-.+|spill-.+)")
+# What this tool names its temporaries: `fileio.temporary_name` (".tmp-" + 12 hex digits + "-" + the final name),
+# the local spill folder (".tmp-spill-…") and the kept episodes of an unfinished run (".tmp-resume",
+# `pipelines/resume.py`). Another ".tmp-…" (a user's ".tmp-notes/") is not ours.
+_OUR_TEMPORARY = re.compile(re.escape(TMP_PREFIX) + r"([0-9a-f]{12}-.+|spill-.+|resume)")
 
 
 def _ours(name: str) -> bool:
@@ -43,8 +44,9 @@ def _our_manifest(path: str) -> bool:
     return isinstance(data, dict) and {"schema_version", "dataset", "shards"} <= set(data)
 
 
-def prepare_output_dir(output: str) -> None:
-    """Makes `output` ready for a fresh run: clears a previous (complete or killed) run's files.
+def prepare_output_dir(output: str, keep: str | None = None) -> None:
+    """Makes `output` ready for a fresh run: clears a previous (complete or killed) run's files, except the one
+    named `keep` (a resumed run's kept episodes).
 
     The old manifest goes first, so an interrupted clean-up never leaves a manifest pointing at missing shards.
     Refuses a directory holding files this tool did not write, rather than deleting or mixing with them.
@@ -58,7 +60,8 @@ def prepare_output_dir(output: str) -> None:
             "choose an empty or new directory")
     manifest = [p for p in names if fileio.basename(p) == MANIFEST_NAME]
     fileio.remove(manifest)  # first: an interrupted clean-up must not leave a manifest naming missing shards
-    fileio.remove([p for p in names if p not in manifest])  # a killed run's spill folder too (`pipelines.spill`)
+    fileio.remove([p for p in names if p not in manifest  # a killed run's spill folder too (`pipelines.spill`)
+                   and fileio.basename(p) != keep])
     fileio.makedirs(output)
 
 

@@ -34,6 +34,8 @@ class RunOptions:
     direct_num_workers: int = option(1, "local runs: use this many cores, as clip threads in one Beam worker")
     worker_processes: int = option(1, "local runs: N >= 2 runs N Beam SDK worker processes (FnApiRunner "
                                       "multi_processing), the same bytes as one")
+    resume: bool = option(True, "keep each finished episode's outputs beside the output (.tmp-resume/, deleted when "
+                                "the run completes), so that the same command after a failure redoes only the rest")
 
 
 def add_arguments(parser) -> None:
@@ -85,7 +87,8 @@ def run(args, beam_args: list[str]) -> int:
     threads = run_options.clip_threads or (run_options.direct_num_workers
                                            if run_options.runner in convert.LOCAL_RUNNERS else 1)
     result = convert.run(config, beam_args, runner=run_options.runner, clip_threads=threads,
-                         command=shlex.join(["unisim", *args.argv]), worker_processes=run_options.worker_processes)
+                         command=shlex.join(["unisim", *args.argv]), worker_processes=run_options.worker_processes,
+                         keep_finished=run_options.resume)
     if isinstance(result, convert.DryRun):
         top = sorted({step.split("/")[0] for step in result.steps})
         print(f"dry run: built the {result.runner} job for {result.units} work units in {time.monotonic() - start:.1f} "
@@ -107,6 +110,9 @@ def run(args, beam_args: list[str]) -> int:
           f"{manifest.rejected} rejected {manifest.rejected_reasons or ''}")
     print(f"{elapsed:.1f} s: {manifest.source_episodes / elapsed:.2f} episodes/s, {frames / elapsed:.1f} frames/s "
           f"({frames} frames encoded, {threads} clip thread(s))")
+    if counters.get("episodes_resumed"):
+        print(f"resumed: {plural(counters['episodes_resumed'], 'episode')} kept from an earlier run of this command, "
+              f"{plural(counters.get('episodes_converted', 0), 'episode')} converted now")
     if manifest.text_encoder:
         print(f"texts: {manifest.unique_texts} unique, {manifest.encoder_calls} through the encoder "
               f"({manifest.texts_truncated} truncated at {config.text.encoder.max_tokens} tokens), "
