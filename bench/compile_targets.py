@@ -44,7 +44,9 @@ def compile_once(stage: str, topology: str, fsdp: int, remat: bool, utilization:
         seconds = time.monotonic() - began
         if result.returncode != 0 or not os.path.exists(report):
             last = [line for line in result.stderr.splitlines() if line.strip()][-1:] or ["(no output)"]
-            return {"stage": stage, "topology": topology, "fsdp": fsdp, "remat": remat, "error": last[0],
+            error = (f"killed by signal {-result.returncode} after {seconds:.0f} s (out of memory, or stopped)"
+                     if result.returncode < 0 else last[0])
+            return {"stage": stage, "topology": topology, "fsdp": fsdp, "remat": remat, "error": error,
                     "wall_seconds": seconds}
         with open(report, encoding="utf-8") as f:
             return {"stage": stage, "topology": topology, "fsdp": fsdp, "remat": remat, "wall_seconds": seconds,

@@ -373,13 +373,11 @@ class _StageSampler:
             denoise = lambda z, logsnr: model.apply(params, z, logsnr, conditioning)  # noqa: E731
         size = (config.input.height, config.input.width)
         noise = jax.vmap(lambda k: jax.random.normal(k, (frames, *size, 3)))(split[:, 1])
-        residual = bool(config.get("residual", False))
-        bound = 2.0 if residual else 1.0
+        bound = trainer_stage.sample_bound(config)
         prediction = diffusion.prediction_of(config)
         if sampler.sampler == "ancestral":
             x = diffusion.ancestral_sample(denoise, noise, split[:, 2], sampler.steps, sampler.gamma, prediction,
                                            bound)
         else:
             x = diffusion.ddim_sample(denoise, noise, sampler.steps, prediction, bound)
-        return jnp.clip(x + trainer_stage.anchor(config, cond["history"], cond["history_mask"], conditioning), -1.0,
-                        1.0)
+        return trainer_stage.finish_sample(config, x, cond["history"], cond["history_mask"], conditioning)

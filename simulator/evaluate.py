@@ -78,25 +78,26 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def held_out_clips(directory: str, size: tuple[int, int], frames: int, count: int, min_targets: int = 4,
-                   history: int = 4, segments: int = 1) -> list[dict]:
+                   history: int = 4, segments: int = 1, cache_dir: str | None = None) -> list[dict]:
     """Up to `count` clips with at least `min_targets` target frames (at most `frames`): history (the context
     frames, or the first `history` frames of a clip without), targets, text and the [frames, D] controls leading to
     each target (the last row repeated past the clip's end, since the model always makes `frames`), at `size`.
 
     `segments` > 1: only clips with `segments` × `frames` target frames, all of them kept (an autoregressive
-    rollout of that many steps), with their controls [segments × frames, D]."""
+    rollout of that many steps), with their controls [segments × frames, D]. A remote `directory` (gs://) has its
+    shards copied to `cache_dir` (default: the trainer's shard cache)."""
     if segments > 1:
         frames, min_targets = segments * frames, segments * frames
     import grain
 
     from unisim.schemas import record as rec
-    from unisim.schemas.manifest import MANIFEST_NAME, Manifest
-    from unisim.trainer.data import decode_resized
+    from unisim.trainer.data import InputConfig, decode_resized, localize, read_manifest
 
-    with open(os.path.join(directory, MANIFEST_NAME), encoding="utf-8") as f:
-        manifest = Manifest.loads(f.read())
-    source = grain.sources.ArrayRecordDataSource([os.path.join(directory, s.path) for s in manifest.shards
-                                                  if s.records])
+    # Read as training reads a converted directory: local in place, a remote one (gs://) copied to the cache.
+    manifest = read_manifest(directory)
+    filled = [s for s in manifest.shards if s.records]
+    local, _ = localize(directory, manifest, [(s.path, s.bytes) for s in filled], cache_dir or InputConfig().cache_dir)
+    source = grain.sources.ArrayRecordDataSource([os.path.join(local, s.path) for s in filled])
     clips = []
     for i in range(len(source)):
         record = rec.decode(source[i], validate_record=False)

@@ -75,6 +75,25 @@ def test_unisim_eval_prints_and_writes_the_table(tiny_workdirs, tabletop_held_ou
     assert all(np.isfinite(row["psnr"]) and -1 <= row["ssim"] <= 1 and row["fvd"] >= 0 for row in table["rows"])
 
 
+def test_held_out_clips_read_from_a_non_local_filesystem_as_from_disk(tabletop_held_out, tmp_path):
+    """`unisim eval --data gs://…`: the clips are read through fileio (here fsspec's memory://) as training reads them,
+    only the shards copied to the cache, and equal the local directory's."""
+    import memfs
+
+    remote = "memory://bucket/held_out"
+    for name in os.listdir(tabletop_held_out):
+        memfs.put(f"{remote}/{name}", open(os.path.join(tabletop_held_out, name), "rb").read())
+    try:
+        far = evaluate.held_out_clips(remote, (24, 40), 16, 2, cache_dir=str(tmp_path / "cache"))
+    finally:
+        memfs.clear()
+    near = evaluate.held_out_clips(tabletop_held_out, (24, 40), 16, 2)
+    assert [c["key"] for c in far] == [c["key"] for c in near] and len(near) == 2
+    for a, b in zip(far, near):
+        np.testing.assert_array_equal(a["history"], b["history"])
+        np.testing.assert_array_equal(a["targets"], b["targets"])
+
+
 def test_unisim_eval_refuses_data_without_usable_clips(tiny_workdirs, tmp_path):
     result = subprocess.run([sys.executable, "-m", "unisim.cli", "eval", "--checkpoint", tiny_workdirs["base"],
                              "--data", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)

@@ -200,10 +200,7 @@ def localize(path: str, manifest: Manifest, files: Sequence[tuple[str, int | Non
     with ThreadPoolExecutor(max(1, threads)) as pool:
         fetched = sum(pool.map(fetch, files))
     if not os.path.exists(os.path.join(local, MANIFEST_NAME)):  # the directory's name holds its hash: same bytes
-        partial = os.path.join(local, f"{MANIFEST_NAME}.partial-{os.getpid()}")
-        with open(partial, "wb") as f:
-            f.write(manifest_bytes)
-        os.replace(partial, os.path.join(local, MANIFEST_NAME))
+        fileio.publish(manifest_bytes, os.path.join(local, MANIFEST_NAME))
     return local, fetched
 
 

@@ -58,6 +58,19 @@ def anchor(config, history: jax.Array, history_mask: jax.Array, cond: Conditioni
     return diffusion.residual_anchor(to_unit(history), history_mask)
 
 
+def sample_bound(config) -> float:
+    """What a stage's sampler clips its estimate of the clean video to: [-1, 1], or [-2, 2] for a residual stage
+    (it predicts frames minus their anchor)."""
+    return 2.0 if config.get("residual", False) else 1.0
+
+
+def finish_sample(config, x: jax.Array, history: jax.Array, history_mask: jax.Array,
+                  cond: Conditioning | None = None) -> jax.Array:
+    """A sampler's output → frames in [-1, 1]: the anchor added back (residual stages), clipped. Training's sample
+    videos and the simulator end sampling here."""
+    return jnp.clip(x + anchor(config, history, history_mask, cond), -1.0, 1.0)
+
+
 def conditioning(config, parts, drop: jax.Array, keys: jax.Array | None = None,
                  lowres: jax.Array | None = None) -> Conditioning:
     """The model's conditioning from `parts` (a batch, or the simulator's action and history: `history` uint8,

@@ -31,8 +31,15 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from unisim import fileio
+from unisim.schemas.errors import UserError
 from unisim.schemas.run import RUN_DESCRIPTION_NAME, RunDescription, SourceDescription
 from unisim.trainer import data, diffusion, stage, streams
+
+
+class DivergedError(UserError, FloatingPointError):
+    """The loss or the gradient stopped being finite: the message names the last checkpoint and what to change."""
+
 
 # ------------------------------------------------------------------------------------------------ state
 
@@ -235,7 +242,7 @@ def train(config, workdir: str, mixture: str | None = None, steps: int | None = 
             first = done - len(window) + 1  # the window holds steps first … done
             bad, m = next(((first + i, m) for i, m in enumerate(window) if not bool(m["finite"])), (None, None))
             if bad is not None:
-                raise FloatingPointError(
+                raise DivergedError(
                     f"step {bad}: the loss or the gradient is not finite (loss {float(m['loss'])}, gradient norm "
                     f"{float(m['grad_norm'])}); the update was skipped and training stops. The last checkpoint is "
                     f"step {manager.latest_step()}: lower the learning rate (--config.optimizer.learning_rate) or "
@@ -320,10 +327,7 @@ def write_run_description(workdir: str, config, train_input: data.TrainInput) ->
                                         fps=m.fps)
                       for name, s, m, w in zip(train_input.names(), train_input.sources, train_input.manifests,
                                                train_input.weights)))
-    path = os.path.join(workdir, RUN_DESCRIPTION_NAME)
-    with open(path + ".partial", "w", encoding="utf-8") as f:
-        f.write(description.dumps())
-    os.replace(path + ".partial", path)
+    fileio.publish(description.dumps().encode("utf-8"), fileio.join(workdir, RUN_DESCRIPTION_NAME))
 
 
 def _sample(model, ema_params, local_batch, config, rng):
@@ -333,11 +337,10 @@ def _sample(model, ema_params, local_batch, config, rng):
     cond_key, noise_key = jax.random.split(rng)
     cond = stage.conditioning(config, batch, jnp.zeros((n,), bool), jax.random.split(cond_key, n))
     denoise = lambda z, logsnr: model.apply(ema_params, z, logsnr, cond)  # noqa: E731
-    residual = config.get("residual", False)
     x = jax.jit(functools.partial(diffusion.ddim_sample, denoise, steps=config.sample_steps,
-                                  prediction=diffusion.prediction_of(config), bound=2.0 if residual else 1.0))(
+                                  prediction=diffusion.prediction_of(config), bound=stage.sample_bound(config)))(
         jax.random.normal(noise_key, batch["frames"].shape))
-    return stage.to_uint8(x + stage.anchor(config, batch["history"], batch["history_mask"], cond))
+    return stage.to_uint8(stage.finish_sample(config, x, batch["history"], batch["history_mask"], cond))
 
 
 class _Writer:
