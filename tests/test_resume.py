@@ -11,7 +11,7 @@ import time
 from fixtures import write_language_table
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EPISODES = 32
+EPISODES = 24
 
 
 def _command(source, output):
@@ -25,7 +25,7 @@ def _files(folder):
 
 
 def test_a_killed_conversion_resumes_its_unfinished_episodes_and_ends_with_the_same_bytes(tmp_path):
-    source = write_language_table(str(tmp_path / "release"), num_episodes=EPISODES, steps=20, plant_defects=False)
+    source = write_language_table(str(tmp_path / "release"), num_episodes=EPISODES, steps=16, plant_defects=False)
     output = str(tmp_path / "clips")
     run = lambda: subprocess.run(_command(source, output), capture_output=True, text=True, cwd=ROOT)  # noqa: E731
     first = run()
