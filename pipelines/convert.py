@@ -177,10 +177,11 @@ class _EpisodeDone:
 
 class _MakeClipsFn(beam.DoFn):
     def __init__(self, config: ConvertConfig, dataset_name: str, control_dims: int, requires_text: bool,
-                 conditioning: text_rules.ConditioningSpec, threads: int, resume_folder: str | None = None):
+                 conditioning: text_rules.ConditioningSpec, threads: int,
+                 kept: resume.EpisodeStore = resume.EpisodeStore()):
         self._config = config
         self._threads = threads
-        self._resume_folder = resume_folder
+        self.kept = kept
         self._dataset_name = dataset_name
         self._control_dims = control_dims
         self._requires_text = requires_text
@@ -195,7 +196,6 @@ class _MakeClipsFn(beam.DoFn):
         self.rejected = Metrics.counter(_NAMESPACE, "rejected_clips")
         self.resumed = Metrics.counter(_NAMESPACE, "episodes_resumed")
         self.converted = Metrics.counter(_NAMESPACE, "episodes_converted")
-        self.kept = resume.EpisodeStore(self._resume_folder)
         self.progress = Progress("convert")
         self.lanes = OrderedLanes(self._threads, self._episode_outputs)
 
@@ -240,7 +240,7 @@ class _MakeClipsFn(beam.DoFn):
                     yield value if tag is None else beam.pvalue.TaggedOutput(tag, value)
                 yield _EpisodeDone(0, resumed=True)
                 return
-            if self._resume_folder is None:
+            if self.kept.folder is None:
                 yield from self._clips(episode)
                 return
             outputs = list(self._clips(episode))  # the episode's clips, rejections and rows, then _EpisodeDone
@@ -347,10 +347,10 @@ class MakeClips(beam.PTransform):
     """Episodes → clip records with frames resized and encoded (tokens not yet set), control rows, rejections."""
 
     def __init__(self, config: ConvertConfig, dataset_name: str, control_dims: int, requires_text: bool,
-                 conditioning: text_rules.ConditioningSpec, threads: int = 1, resume_folder: str | None = None):
+                 conditioning: text_rules.ConditioningSpec, threads: int = 1,
+                 kept: resume.EpisodeStore = resume.EpisodeStore()):
         super().__init__()
-        self._fn = _MakeClipsFn(config, dataset_name, control_dims, requires_text, conditioning, threads,
-                                resume_folder)
+        self._fn = _MakeClipsFn(config, dataset_name, control_dims, requires_text, conditioning, threads, kept)
 
     def expand(self, episodes):
         return episodes | "Clip" >> beam.ParDo(self._fn).with_outputs(REJECTED, CONTROL_ROWS, main="clips")
@@ -466,18 +466,18 @@ class _FinishFn(beam.DoFn):
 
 def build(pipeline: beam.Pipeline, config: ConvertConfig, adapter: DatasetAdapter, units: list[str], command: str,
           encoder_identity: dict | None = None, clip_threads: int = 1, spill_dir: str | None = None,
-          resume_folder: str | None = None):
+          kept: resume.EpisodeStore = resume.EpisodeStore()):
     """Adds the whole conversion to `pipeline`; returns the PCollection holding the one Manifest.
 
     `clip_threads` (threads making clips inside each worker, `pipelines.lanes`), `spill_dir` (local runs: a
-    folder parking encoded records during the shuffle, `pipelines.spill`) and `resume_folder` (finished episodes
-    kept for a re-run, `pipelines.resume`) change speed, not output, so they are not part of the config the
+    folder parking encoded records during the shuffle, `pipelines.spill`) and `kept` (finished episodes kept for
+    a re-run, `pipelines.resume`) change speed, not output, so they are not part of the config the
     manifest records."""
     name = adapter.dataset_name
     conditioning = config.text.conditioning(name, bool(adapter.control_names))
     read = pipeline | "ReadEpisodes" >> ReadEpisodes(config, units)
     made = read.episodes | "MakeClips" >> MakeClips(config, name, len(adapter.control_names), adapter.requires_text,
-                                                    conditioning, clip_threads, resume_folder)
+                                                    conditioning, clip_threads, kept)
     stats = (made[CONTROL_ROWS]
              | "ControlStats" >> beam.CombineGlobally(
                  _ControlStatsFn(tuple(adapter.control_names), config.low_percentile, config.high_percentile,
@@ -595,13 +595,14 @@ def run(config: ConvertConfig, beam_args: list[str] | None = None, runner: str =
         from unisim.encoders.t5 import encoder_identity
 
         identity = encoder_identity(config.text.encoder.path, config.text.encoder.max_tokens)
-    resume_folder = resume.folder(config.output) if keep_finished else None  # the dry run's job keeps it too
+    kept = resume.EpisodeStore(resume.folder(config.output) if keep_finished else None)  # the dry run's job too
     if not dry_run:  # a dry run never touches the output (which may be a bucket this machine cannot reach)
         run_fingerprint = resume.fingerprint(config.to_json(), units)
-        kept = keep_finished and resume.matches(config.output, run_fingerprint)
-        out.prepare_output_dir(config.output, keep=resume.RESUME_NAME if kept else None)
+        reuse = keep_finished and resume.matches(config.output, run_fingerprint)
+        out.prepare_output_dir(config.output, keep=resume.RESUME_NAME if reuse else None)
         if keep_finished:
             finished = resume.start(config.output, run_fingerprint)
+            kept = dataclasses.replace(kept, look=finished > 0)
             if finished:
                 print(f"[convert] resuming: {finished:,} episodes finished by an earlier run of this command are "
                       f"kept; the rest are converted", file=sys.stderr)
@@ -614,7 +615,7 @@ def run(config: ConvertConfig, beam_args: list[str] | None = None, runner: str =
     spill_dir = _spill_folder(config.output) if runner in LOCAL_RUNNERS else None
     try:
         pipeline = beam.Pipeline(runner=runner_obj, options=options)
-        build(pipeline, config, adapter, units, command, identity, clip_threads, spill_dir, resume_folder)
+        build(pipeline, config, adapter, units, command, identity, clip_threads, spill_dir, kept)
         result = pipeline.run()
         result.wait_until_finish()
     except RuntimeError as e:
@@ -630,7 +631,7 @@ def run(config: ConvertConfig, beam_args: list[str] | None = None, runner: str =
                 if c.key.metric.namespace == _NAMESPACE}
     manifest = Manifest.loads(fileio.read_text(fileio.join(config.output, MANIFEST_NAME)))
     check_nothing_lost(config.output, manifest, counters)
-    if resume_folder:
+    if kept.folder:
         resume.finish(config.output)
     return manifest, counters
 

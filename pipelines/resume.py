@@ -3,7 +3,6 @@ re-run of the same command redoes only the episodes that did not finish and ends
 
     <output>/.tmp-resume/fingerprint           the run it belongs to: a hash of the options, the work units and
                                                RESUME_VERSION (another run's folder is cleared, never reused)
-    <output>/.tmp-resume/kept                  how many it held when this run started (0: nothing to look up)
     <output>/.tmp-resume/episodes/<hash>.pkl   one finished episode's outputs, published whole (atomically)
 
 Decoding, resizing and encoding frames is the cost of a conversion (`docs/scale.md`); everything after it —
@@ -15,6 +14,7 @@ The folder is `.tmp-`named, so `unisim inspect` and the trainer never see it; th
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import pickle
@@ -47,14 +47,10 @@ def matches(output: str, expected: str) -> bool:
 
 
 def start(output: str, run_fingerprint: str) -> int:
-    """Marks the (cleaned) output's resume folder as this run's; returns how many finished episodes it holds. The
-    count is written down too: a fresh run's workers then never look for kept episodes (on a bucket, one failed
-    request an episode)."""
+    """Marks the (cleaned) output's resume folder as this run's; returns how many finished episodes it holds."""
     fileio.makedirs(fileio.join(folder(output), "episodes"))
     fileio.publish(run_fingerprint.encode("utf-8"), fileio.join(folder(output), "fingerprint"))
-    kept = len(fileio.listdir(fileio.join(folder(output), "episodes")))
-    fileio.publish(str(kept).encode("utf-8"), fileio.join(folder(output), "kept"))
-    return kept
+    return len(fileio.listdir(fileio.join(folder(output), "episodes")))
 
 
 def finish(output: str) -> None:
@@ -62,27 +58,21 @@ def finish(output: str) -> None:
     fileio.remove(folder(output))
 
 
+@dataclasses.dataclass(frozen=True)
 class EpisodeStore:
-    """Kept outputs by episode id, under a resume folder (None: keep nothing)."""
+    """Kept outputs by episode id, under a resume folder (None: keep nothing). `look`: whether an earlier run left
+    any (`start`'s count) — a fresh run never looks episodes up (on a bucket, one failed request an episode)."""
 
-    def __init__(self, resume_folder: str | None):
-        self._folder = resume_folder
-        self._any_kept: bool | None = None  # read from `start`'s count on the first lookup
+    folder: str | None = None
+    look: bool = True
 
     def _path(self, episode_id: str) -> str:
         name = hashlib.sha256(episode_id.encode("utf-8")).hexdigest()[:40]
-        return fileio.join(self._folder, "episodes", f"{name}.pkl")
+        return fileio.join(self.folder, "episodes", f"{name}.pkl")
 
     def get(self, episode_id: str) -> list | None:
         """The episode's kept outputs, or None (not finished by an earlier run, or keeping is off)."""
-        if self._folder is None:
-            return None
-        if self._any_kept is None:
-            try:
-                self._any_kept = int(fileio.read_text(fileio.join(self._folder, "kept")).strip() or 0) > 0
-            except (FileNotFoundError, ValueError):
-                self._any_kept = True  # no count: look
-        if not self._any_kept:
+        if self.folder is None or not self.look:
             return None
         try:
             data = fileio.read_bytes(self._path(episode_id))
@@ -92,5 +82,5 @@ class EpisodeStore:
         return outputs if kept_id == episode_id else None
 
     def put(self, episode_id: str, outputs: Iterable) -> None:
-        if self._folder is not None:
+        if self.folder is not None:
             fileio.publish(pickle.dumps((episode_id, list(outputs)), protocol=5), self._path(episode_id))
