@@ -10,8 +10,7 @@ from unisim.trainer.streams import Layout
 
 def test_each_epoch_is_a_new_permutation_split_between_processes():
     length = 10
-    index = lambda position, process: streams.epoch_index(position, length=length, seed=3, process_index=process,  # noqa: E731
-                                                       process_count=2)
+    index = lambda position, process: streams.Stream(length, seed=3, rank=process, readers=2)(position)  # noqa: E731
     for epoch in range(3):
         seen = [index(epoch * 5 + k, p) for p in range(2) for k in range(5)]
         assert sorted(seen) == list(range(length))  # both processes together cover the epoch once
@@ -19,7 +18,7 @@ def test_each_epoch_is_a_new_permutation_split_between_processes():
     assert first != second
     # Past PERMUTATION_LIMIT the same contract holds through grain's index_shuffle (no array).
     big = streams.PERMUTATION_LIMIT + 5
-    seen = {streams.epoch_index(k, length=big, seed=1, process_index=0, process_count=1) for k in range(1000)}
+    seen = {streams.Stream(big, seed=1)(k) for k in range(1000)}
     assert len(seen) == 1000 and max(seen) < big
 
 

@@ -63,15 +63,9 @@ def host_share(records_per_shard: Sequence[int], process_index: int, process_cou
                  readers=len(range(shard, process_count, len(filled))))
 
 
-def epoch_index(position: int, *, length: int, seed: int, process_index: int, process_count: int) -> int:
-    """The record index at `position` of this process's endless stream over its share: epoch after epoch, each a
-    fresh permutation of the share, the processes reading one share taking interleaved positions of it (so they
-    never see the same record in an epoch). `process_index`/`process_count` are the `Share`'s rank and readers."""
-    return _in_epochs(position * process_count + process_index, length, seed)
-
-
 def _in_epochs(j: int, length: int, seed: int) -> int:
-    """Record index at position `j` of the share's epochs (all readers' positions together).
+    """Record index at position `j` of the share's epochs (all readers' positions together): epoch after epoch, each
+    a fresh permutation of the share.
 
     Up to `PERMUTATION_LIMIT` records the epoch's permutation is an int32 array made once (grain's `index_shuffle`,
     evaluated per element, took 15 % of the loader's time at 24×40); larger sources (LAION's 400M) use
@@ -171,9 +165,7 @@ def _plan_source(shards: tuple[int, ...], weights: tuple[float, ...], global_bat
     carry = np.zeros(0, np.int64)
     if m > 0:
         unread = _unread_globally(shards, weights, global_batch, layouts, source, seed)
-        offsets = np.concatenate([[0], np.cumsum(shards)])
-        mine = np.concatenate([np.arange(offsets[s], offsets[s + 1]) for s in share.shards])  # share → global
-        local = np.flatnonzero(np.isin(mine, unread))  # share indices of the carried records, in share order
+        local = np.flatnonzero(np.isin(_global_indices(shards, share), unread))  # the carried records, share order
         carry = np.random.default_rng([seed, m]).permutation(local)
     length = sum(shards[s] for s in share.shards)
     return share, Stream(length, seed + m * LAYOUT_SEED_STRIDE, share.rank, share.readers, carry)
@@ -189,13 +181,17 @@ def _unread_globally(shards: tuple[int, ...], weights: tuple[float, ...], global
         raise LayoutError(f"the batch {global_batch} does not split over {previous.processes} processes")
     items = (now.start_step - previous.start_step) * (global_batch // previous.processes)
     consumed = int(mixture_counts(weights, items)[source])
-    offsets = np.concatenate([[0], np.cumsum(shards)])
     unread, seen = [], set()
     for p in range(previous.processes):
         share, stream = _plan_source(shards, weights, global_batch, layouts[:-1], p, seed, source)
         if share.shards in seen:  # its readers hold one stream between them
             continue
         seen.add(share.shards)
-        mine = np.concatenate([np.arange(offsets[s], offsets[s + 1]) for s in share.shards])
-        unread.append(mine[stream.unread(consumed)])
+        unread.append(_global_indices(shards, share)[stream.unread(consumed)])
     return np.concatenate(unread) if unread else np.zeros(0, np.int64)
+
+
+def _global_indices(shards: tuple[int, ...], share: Share) -> np.ndarray:
+    """The source-wide index (shard offset + index in the shard) of each record of `share`, in share order."""
+    offsets = np.concatenate([[0], np.cumsum(shards)])
+    return np.concatenate([np.arange(offsets[s], offsets[s + 1]) for s in share.shards])
