@@ -60,8 +60,9 @@ class VideoChecks:
             return "undecodable_video", f"{path} does not open as a video"
         if info.frames <= 0:
             return "empty_video", f"{path} has no frames"
-        if info.width * info.height > images.MAX_PIXELS:  # every frame would be decoded at this size
-            return "image_too_large", f"{path} has {info.width}×{info.height} frames, over {images.MAX_PIXELS:,} pixels"
+        if info.width * info.height > images.DECOMPRESSION_BOMB_PIXELS:  # every frame would be decoded at this size
+            return "image_too_large", (f"{path} has {info.width}×{info.height} frames, over "
+                                       f"{images.DECOMPRESSION_BOMB_PIXELS:,} pixels")
         return info
 
 

@@ -70,8 +70,8 @@ class LaionOptions:
     caption: str = option("", "the caption column of a metadata parquet (default: guessed, see the module docs)")
     key: str = option("", "the key column (default: guessed, else the row number)")
     image: str = option("", "the image-path column (default: guessed, else KEY.jpg beside the parquet)")
-    max_pixels: int = option(images.MAX_PIXELS, "images with more pixels are rejected before decoding (Pillow's "
-                                                "bomb limit)")
+    max_pixels: int = option(images.DECOMPRESSION_BOMB_PIXELS, "images with more pixels are rejected before "
+                                                                "decoding (Pillow's bomb limit)")
     max_member_bytes: int = option(MAX_MEMBER_BYTES, "tar members larger than this are rejected unread")
 
 

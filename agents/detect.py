@@ -3,10 +3,10 @@ learned simulator knows anything about its world (rewards from generated frames)
 pybullet frame. Positions are world metres on the board (`samples.tabletop_spec.pixel_to_world`), so one success
 rule (`agents.tasks.succeeded`) serves frames and physics state alike.
 
-The effector is found by the simulator's own detector (`simulator.evaluate.effector_centroid`, magenta). A block is
-the largest connected blob of pixels whose colour lies along the line from the board's grey toward the block's
-colour (the projection on that line, less twice the distance off it: a pixel half block, half board still counts,
-a red-and-magenta mixture at the effector's rim does not), its centroid weighted by that score.
+The effector is found by the simulator's own detector (`simulator.evaluation.evaluate.effector_centroid`, magenta).
+A block is the largest connected blob of pixels whose colour lies along the line from the board's grey toward the
+block's colour (the projection on that line, less twice the distance off it: a pixel half block, half board still
+counts, a red-and-magenta mixture at the effector's rim does not), its centroid weighted by that score.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 
 from unisim.agents.tasks import Positions
 from unisim.samples.tabletop_spec import BLOCK_COLORS, BLOCK_HALF, BOARD_RGB, EFFECTOR_HEIGHT, pixel_to_world
-from unisim.simulator.evaluate import effector_centroid
+from unisim.simulator.evaluation.evaluate import effector_centroid
 
 MIN_BLOCK_MASS = 0.4  # a blob's summed score, in pixels of pure block colour: less is noise, not a block
 OFF_LINE_WEIGHT = 2.0

@@ -138,7 +138,7 @@ def recorded_demos(clips: str, config: PolicyConfig = PolicyConfig(), limit: int
     an episode's first frame included (a clip at an episode's start is read with one history frame). Clips whose
     text names no task are skipped."""
     from unisim.agents.tasks import task_of
-    from unisim.simulator.evaluate import held_out_clips
+    from unisim.simulator.evaluation.evaluate import held_out_clips
 
     samples = []
     for clip in held_out_clips(clips, config.size, 64, limit, min_targets=config.chunk, history=1):

@@ -18,10 +18,10 @@ import math
 
 import numpy as np
 
+from unisim.fileio import images
 from unisim.agents.tasks import COLOURS, Positions, Task, succeeded
 from unisim.samples import tabletop
 from unisim.samples.tabletop_spec import BLOCK_HALF, DIRECTIONS, EFFECTOR_RADIUS, SCRIPTED_MAX_STEP
-from unisim.simulator.core import resize_frames
 
 POINT_STANDOFF = EFFECTOR_RADIUS + BLOCK_HALF + 0.01  # where the scripted point stops: just short of contact
 
@@ -43,7 +43,7 @@ def state(world: tabletop.TabletopWorld) -> Positions:
 def observe(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """A rendered frame as the policy sees it: resized as the simulator resizes its observations (INTER_AREA, as the
     converter and the trainer's input do)."""
-    return resize_frames(frame[None], size)[0]
+    return images.resize(frame, size)
 
 
 def scripted_action(world: tabletop.TabletopWorld, task: Task, pushing: list[bool]) -> np.ndarray:

@@ -16,19 +16,17 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
 
 def fixtures(workdir: str) -> dict[str, tuple[str, str, dict]]:
     """name → (dataset, source, options); written on first use."""
-    import fixtures as lt_fixtures
-    import robot_fixtures as rf
-    import image_fixtures as imf
-    import test_episode_folders as ef
+    from unisim.samples.fixtures import language_table as lt_fixtures
+    from unisim.samples.fixtures import robots as rf
+    from unisim.samples.fixtures import images as imf
+    from unisim.samples.fixtures import episode_folders as ef
 
     def once(name, write):
         path = os.path.join(workdir, name)

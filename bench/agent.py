@@ -74,7 +74,7 @@ def train_bc(clips: str, out: str, steps: int):
 
 def training_starts(clips: str, size, limit: int = 100_000) -> list[np.ndarray]:
     """Recorded start frames for imagined episodes: every training clip's history (its first frames)."""
-    from unisim.simulator.evaluate import held_out_clips
+    from unisim.simulator.evaluation.evaluate import held_out_clips
 
     return [c["history"] for c in held_out_clips(clips, size, 8, limit, min_targets=1)]
 

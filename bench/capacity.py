@@ -41,7 +41,6 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
 D_MODEL = 4096  # t5-v1_1-xxl
 # T5-XXL encoder FLOPs per token: 2 × its matmul parameters (24 layers × (4·4096·4096 attention + 3·4096·10240
@@ -155,9 +154,9 @@ def convert(dataset: str, source: str, output: str, extra: list[str]) -> dict:
         sys.exit(f"{' '.join(command)} failed:\n{stderr[-3000:]}")
     line = next(line for line in stdout.splitlines() if "frames encoded" in line)
     manifest = json.load(open(os.path.join(output, "manifest.json")))
-    from unisim.pipelines import inspect
+    from unisim.shards import reader
 
-    frames = sum(r.num_frames for r in inspect.iter_records(output))
+    frames = sum(r.num_frames for r in reader.iter_records(output))
     return {"wall_s": time.monotonic() - start, "records": manifest["records"], "record_frames": frames,
             "frames_encoded": int(line.split("(")[1].split()[0]),
             "record_bytes": sum(s["bytes"] for s in manifest["shards"])}

@@ -12,7 +12,7 @@ default 192×320 JPEG frames), with the tiny random T5 stand-in embedding every 
 own `ru_maxrss` (os.wait4), so nothing else on the machine counts; RSS is also sampled every 0.5 s.
 
 Hosts: on the largest output, each of H training processes builds its input (`trainer.data.build_input`, process
-p of H) from the output through a non-local filesystem that counts the bytes each read (`tests/countfs.py`, a
+p of H) from the output through a non-local filesystem that counts the bytes each read (`samples/fixtures/countfs.py`, a
 stand-in for gs://); printed per H: the most and fewest bytes one process fetched, against the output's size / H.
 """
 
@@ -30,7 +30,6 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 SHARD_ROWS = 10_000  # img2dataset's default --number_sample_per_shard
 WORDS = ("red blue green old new small large wooden metal glass dog cat house car street beach city tree chair lamp "
          "kitchen garden river mountain bicycle boat window door table cup").split()
@@ -111,14 +110,15 @@ def convert(source: str, output: str, text_encoder: str) -> dict:
 
 def bytes_per_host(output: str, hosts: list[int], workdir: str) -> dict[int, dict]:
     """Bytes each of H processes fetches to read its share of `output` through `countfs` (module docstring)."""
-    import countfs
+    from unisim.samples.fixtures import countfs
 
+    from unisim.shards import reader
     from unisim.trainer import data
 
     root = os.path.dirname(output)
     remote = f"{countfs.PREFIX}{os.path.basename(output)}"
     os.environ["COUNTFS_ROOT"] = root
-    total = sum(s.bytes for s in (lambda m: m.shards + m.text_embeddings)(data.read_manifest(output)))
+    total = sum(s.bytes for s in (lambda m: m.shards + m.text_embeddings)(reader.read_manifest(output)))
     results = {}
     for count in hosts:
         fetched = []

@@ -114,7 +114,7 @@ def contact_sheet(workdir: str, run: str, heldout: str, clips: int = 6) -> list[
     import numpy as np
     from PIL import Image
 
-    from unisim.simulator import evaluate
+    from unisim.simulator.evaluation import evaluate
     from unisim.simulator.core import SamplerSettings, Simulator
 
     sim = Simulator.from_checkpoints(run, sampler=SamplerSettings(steps=8), max_batch=clips)
@@ -233,7 +233,7 @@ def format_result(result: dict) -> str:
         figure = goal.get("ratio", goal.get("gap"))
         lines.append(f"goal {name}: {figure:.3f} (want {goal['goal']}): {'MET' if goal['met'] else 'NOT MET'}")
     if "rollout" in result:
-        from unisim.simulator.evaluate import format_rollout
+        from unisim.simulator.evaluation.evaluate import format_rollout
 
         lines += ["", format_rollout(result["rollout"])]
     return "\n".join(lines)

@@ -16,9 +16,8 @@ import time
 
 CASES = {
     "png_30000x30000_bad_text_crc": """
-import struct, zlib, sys
-sys.path.insert(0, "tests")
-import image_fixtures as imf
+import struct, zlib
+from unisim.samples.fixtures import images as imf
 from unisim.pipelines import frames
 bomb = imf.png_bomb(30_000, 30_000)
 text = b"Comment\\0hello"
@@ -31,9 +30,7 @@ except frames.FrameError as e:
     print("rejected:", e.reason)
 """,
     "png_header_100000x100000": """
-import sys
-sys.path.insert(0, "tests")
-import image_fixtures as imf
+from unisim.samples.fixtures import images as imf
 from unisim.pipelines import frames
 try:
     frames.decode_rgb(imf.png_bomb(100_000, 100_000))

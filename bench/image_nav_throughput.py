@@ -26,7 +26,6 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
 
 def _jpeg(rng, height: int, width: int) -> bytes:
@@ -49,7 +48,7 @@ def write_laion(root: str, images: int, height: int = 384, width: int = 512) -> 
 
 
 def write_r2r(root: str, scans: int, face_size: int = 512) -> None:
-    import nav_fixtures as nf
+    from unisim.samples.fixtures import navigation as nf
 
     rng = np.random.default_rng(1)
     entries = []

@@ -275,7 +275,7 @@ def main() -> None:
     tf_examples = os.path.join(args.workdir, f"clips-{args.episodes}.examples.tfrecord")
     write_tf_examples(clips, tf_examples)
     (manifest,) = data.load_manifests([data.Source(clips, 1.0)])
-    text_dim = int(manifest.text_encoder["d_model"])
+    text_dim = manifest.text_encoder.d_model
     control_dims = len(manifest.control_stats.names) if manifest.control_stats else 0
     print(f"machine: {os.cpu_count()} cores; {manifest.records} records of up to 20 frames at 192×320 JPEG; batch "
           f"{args.batch}, {args.threads} loader threads, {args.batches} batches timed after 5 (batches/s)")

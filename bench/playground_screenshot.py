@@ -1,4 +1,4 @@
-"""A screenshot of `unisim play` (simulator/playground.py) after one text action and one arrow key, taken in
+"""A screenshot of `unisim play` (simulator/serving/playground.py) after one text action and one arrow key, taken in
 headless Debian Chromium through Playwright — the picture in docs/simulator.md.
 
     python bench/playground_screenshot.py [--checkpoint DIR --data CONVERTED_DIR] [--output docs/playground.png]
@@ -31,7 +31,7 @@ def main() -> None:
 
     from simulator_throughput import tiny_checkpoint
     from unisim.simulator.core import SamplerSettings, Simulator
-    from unisim.simulator.playground import serve_playground
+    from unisim.simulator.serving.playground import serve_playground
 
     checkpoint = args.checkpoint or tiny_checkpoint(args.workdir)
     data = args.data or (None if args.checkpoint else os.path.join(args.workdir, "clips"))

@@ -72,10 +72,10 @@ def step_latency(checkpoint: str, sampler, repeats: int) -> list[float]:
 
 
 def server_throughput(checkpoint: str, sampler, envs: list[int], rounds: int) -> list[dict]:
-    from unisim.simulator.client import RemoteSimulator
     from unisim.simulator.core import Simulator
     from unisim.simulator.envs import SimulatorGymEnv
-    from unisim.simulator.server import serve
+    from unisim.simulator.serving.client import RemoteSimulator
+    from unisim.simulator.serving.http import serve
 
     simulator = Simulator.from_checkpoints(checkpoint, sampler=sampler, max_batch=max(envs))
     server = serve(simulator, port=0, batch_window_s=0.02)

@@ -72,14 +72,14 @@ def beam_stage(path: str, texts: list[str], batch_size: int) -> tuple[float, int
     from unisim.encoders.t5 import encoder_identity
     from unisim.schemas.record import text_key
 
-    fingerprint = encoder_identity(path, 64)["fingerprint"]
+    identity = encoder_identity(path, 64)
     with tempfile.TemporaryDirectory() as output:
         runner, options = pipeline_options([], "local")
         start = time.perf_counter()
         with beam.Pipeline(runner=runner, options=options) as p:
             summary, _ = (p | beam.Create([(text_key(t), t) for t in texts])
                           | EmbedTexts(output, "bench", EncoderSettings(path, batch_size=batch_size), 1024,
-                                       fingerprint))
+                                       identity))
         elapsed = time.perf_counter() - start
         size = sum(os.path.getsize(os.path.join(output, f)) for f in os.listdir(output))
     return elapsed, size

@@ -76,19 +76,19 @@ def run_convert(table: str, output: str, workers: int) -> tuple[float, int, int]
     elapsed = time.monotonic() - start
     if result.returncode:
         sys.exit(result.stderr[-3000:])
-    from unisim.pipelines import inspect
+    from unisim.shards import reader
 
-    manifest = inspect.load_manifest(output)
-    frames = sum(r.num_frames for r in inspect.iter_records(output, manifest))
+    manifest = reader.read_manifest(output)
+    frames = sum(r.num_frames for r in reader.iter_records(output, manifest))
     return elapsed, frames, manifest.records
 
 
 def needed_frames(output: str) -> dict[str, list[int]]:
     """Source video → the frame indices the records hold, in decode order (one entry per record frame)."""
-    from unisim.pipelines import inspect
+    from unisim.shards import reader
 
     by_video = collections.defaultdict(list)
-    for record in inspect.iter_records(output):
+    for record in reader.iter_records(output):
         by_video[record.source_file].extend(int(i) for i in record.frame_indices)
     return {video: sorted(indices) for video, indices in sorted(by_video.items())}
 

@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from unisim import fileio
-from unisim.schemas.text_embeddings import EMBEDDING_DTYPE, STORED_DTYPE, TextEmbedding
+from unisim.schemas.text_embeddings import (EMBEDDING_DTYPE, STORED_DTYPE, EncoderIdentity, EncoderMismatchError,
+                                             TextEmbedding)
 
 CONFIG_NAME = "config.json"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".ckpt")
@@ -108,7 +109,7 @@ def _sha256_json(value: Any) -> str:
                           .encode("utf-8")).hexdigest()
 
 
-def encoder_identity(path: str, max_tokens: int) -> dict[str, Any]:
+def encoder_identity(path: str, max_tokens: int) -> EncoderIdentity:
     """The identity recorded in the manifest (see the module docstring). Reads config and tokenizer, not weights."""
     files = _list_checkpoint(path)
     local = local_checkpoint(path, with_weights=False)
@@ -122,11 +123,23 @@ def encoder_identity(path: str, max_tokens: int) -> dict[str, Any]:
         "vocab_sha256": _sha256_json(sorted(tokenizer.get_vocab().items())),
         "weights": weights,
     }
-    identity["fingerprint"] = _sha256_json(identity)
-    identity.update(path=path, model_type=config.get("model_type", ""), d_model=int(config["d_model"]),
-                    vocab_size=len(tokenizer), max_tokens=int(max_tokens), dtype=EMBEDDING_DTYPE.name,
-                    stored_dtype=STORED_DTYPE)  # dtype: what readers get; stored_dtype: the store's layout
-    return identity
+    return EncoderIdentity(fingerprint=_sha256_json(identity), path=path, model_type=config.get("model_type", ""),
+                           d_model=int(config["d_model"]), vocab_size=len(tokenizer), max_tokens=int(max_tokens),
+                           dtype=EMBEDDING_DTYPE.name, stored_dtype=STORED_DTYPE,
+                           config_sha256=identity["config_sha256"], vocab_sha256=identity["vocab_sha256"],
+                           weights=tuple((name, int(size)) for name, size in weights))
+
+
+def check_encoder(path: str, recorded: EncoderIdentity, recorded_as: str) -> EncoderIdentity:
+    """The identity of the encoder at `path`, after checking that it is the `recorded` one (the one fingerprint
+    check: the converter's workers against the launcher's encoder, the simulator against its training data's).
+    `recorded_as` names where `recorded` comes from in the error, e.g. "the one the training data was embedded
+    with". Raises `EncoderMismatchError`."""
+    found = encoder_identity(path, recorded.max_tokens)
+    if not found.same_as(recorded):
+        raise EncoderMismatchError(f"the text encoder at {path} (fingerprint {found.fingerprint[:12]}) is not "
+                                   f"{recorded_as} ({recorded.path}, fingerprint {recorded.fingerprint[:12]})")
+    return found
 
 
 class T5TextEncoder:

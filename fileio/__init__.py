@@ -183,3 +183,14 @@ def fetch(path: str, local_path: str) -> int:
         copied = dst.tell()
     os.replace(partial, local_path)
     return copied
+
+
+def sha256(path: str) -> str:
+    """The SHA-256 of a file's bytes (any filesystem), read in chunks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(8 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -16,9 +16,10 @@ import struct
 
 import numpy as np
 
-MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb threshold (~ 9459 × 9459): far above any real frame
+# What every decode is protected against: a small file whose header promises a huge image (a decompression bomb).
+DECOMPRESSION_BOMB_PIXELS = 89_478_485  # Pillow's own threshold (~ 9459 × 9459): far above any real frame
 # OpenCV reads this once, when it first decodes an image: set before any decode in this process.
-os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(DECOMPRESSION_BOMB_PIXELS))
 
 
 class ImageError(ValueError):
@@ -105,7 +106,7 @@ def image_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def check(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[int, int] | None:
+def check(data: bytes, max_pixels: int = DECOMPRESSION_BOMB_PIXELS) -> tuple[int, int] | None:
     """The header's (width, height), after refusing empty data and sizes over `max_pixels` (`ImageError`)."""
     if len(data) == 0:
         raise ImageError("the source has no bytes for this image", "missing_image")
@@ -120,7 +121,7 @@ def check(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[int, int] | None:
     return size
 
 
-def decode(data: bytes, flags: int | None = None, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+def decode(data: bytes, flags: int | None = None, max_pixels: int = DECOMPRESSION_BOMB_PIXELS) -> np.ndarray:
     """`cv2.imdecode` behind the gate: the size is checked first, and a decoder that fails or raises gives
     `ImageError("undecodable_image")`."""
     import cv2
@@ -135,3 +136,24 @@ def decode(data: bytes, flags: int | None = None, max_pixels: int = MAX_PIXELS) 
         raise ImageError(f"{len(data)} bytes do not decode as an image (starts with {bytes(data[:8])!r})",
                          "undecodable_image")
     return image
+
+
+# ---------------------------------------------------------------------------- frames at a size
+# The one resize rule for frames that a model reads (training input, held-out clips, start frames, a world's frames,
+# feature networks): INTER_AREA when shrinking — it averages the source pixels, so no aliasing — and INTER_LINEAR
+# when enlarging (INTER_AREA enlarges like nearest neighbour). The conversion's own resize (`pipelines/frames.py`:
+# aspect ratio kept, then crop or pad, with a user-chosen filter) makes the stored frames; this one only changes
+# their size.
+
+def resize(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 frames [..., h, w, 3] → [..., *size, 3] by the rule above; the input itself when already that size."""
+    import cv2
+
+    h, w = frames.shape[-3:-1]
+    if (h, w) == tuple(size):
+        return frames
+    method = cv2.INTER_AREA if size[0] <= h and size[1] <= w else cv2.INTER_LINEAR
+    flat = frames.reshape(-1, h, w, 3)
+    out = np.stack([cv2.resize(f, (size[1], size[0]), interpolation=method) for f in flat])
+    return out.reshape(*frames.shape[:-3], *size, 3)
+

@@ -86,7 +86,8 @@ def _check_episode(episode: Episode, control_dims: int) -> None:
 
 def check_adapter(expect: Expectation, scratch: str) -> Report:
     """Runs every rule (module docstring) and returns what it saw; `scratch` receives the pipeline's output."""
-    from unisim.pipelines import convert, inspect
+    from unisim.pipelines import convert
+    from unisim.shards import reader
 
     def make():
         return registry.create(expect.dataset, expect.source, expect.split, expect.options)
@@ -121,9 +122,9 @@ def check_adapter(expect: Expectation, scratch: str) -> Report:
                                                            output=output, split=expect.split,
                                                            adapter_options=dict(expect.options)),
                                      command="conformance")
-    records = list(inspect.iter_records(output, manifest))  # decode() validates every record
+    records = list(reader.iter_records(output, manifest))  # decode() validates every record
     written = {r.episode_id for r in records}
-    dead = list(inspect.iter_dead_letter(output, manifest))
+    dead = list(reader.iter_dead_letter(output, manifest))
     _require(dict(collections.Counter(r.reason for r in dead)) == manifest.rejected_reasons, "accounted for",
              f"the dead-letter files ({len(manifest.dead_letter)}) do not hold what the manifest counts")
     dead_keys = {r.key for r in dead}

@@ -27,7 +27,7 @@ from apache_beam.utils import shared
 from unisim.pipelines import shards
 from unisim.pipelines.spill import SpillWriter
 from unisim.schemas.options import option
-from unisim.schemas.text_embeddings import EMBEDDING_PREFIX, encode_entry
+from unisim.schemas.text_embeddings import EMBEDDING_PREFIX, EncoderIdentity, encode_entry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,20 +96,18 @@ def batches(pairs, batch_size: int) -> list[list[tuple[str, str]]]:
 class _LockedEncoder:
     """One encoder per process, shared by the DoFn threads of that process; forward passes take turns."""
 
-    def __init__(self, settings: EncoderSettings, fingerprint: str):
-        from unisim.encoders.t5 import T5TextEncoder, encoder_identity
+    def __init__(self, settings: EncoderSettings, identity: EncoderIdentity):
+        from unisim.encoders.t5 import T5TextEncoder, check_encoder
 
-        found = encoder_identity(settings.path, settings.max_tokens)["fingerprint"]
-        if found != fingerprint:  # the manifest will name the launcher's encoder: it must be the one that ran
-            raise RuntimeError(f"text encoder {settings.path} changed since the run started "
-                               f"(fingerprint {found[:12]}, expected {fingerprint[:12]})")
+        # The manifest names the launcher's encoder: it must be the one that ran here.
+        check_encoder(settings.path, identity, "the one the run started with (it changed since)")
         self.encoder = T5TextEncoder(settings.path, settings.max_tokens, settings.torch_device(), settings.threads)
         self.lock = threading.Lock()
 
 
 class _EncodeFn(beam.DoFn):
-    def __init__(self, settings: EncoderSettings, fingerprint: str, spill_dir: str | None = None):
-        self._settings, self._fingerprint, self._spill_dir = settings, fingerprint, spill_dir
+    def __init__(self, settings: EncoderSettings, identity: EncoderIdentity, spill_dir: str | None = None):
+        self._settings, self._identity, self._spill_dir = settings, identity, spill_dir
         self._shared = shared.Shared()
 
     def start_bundle(self):
@@ -122,7 +120,7 @@ class _EncodeFn(beam.DoFn):
             self._spill.close()
 
     def setup(self):
-        self._handle = self._shared.acquire(lambda: _LockedEncoder(self._settings, self._fingerprint))
+        self._handle = self._shared.acquire(lambda: _LockedEncoder(self._settings, self._identity))
         self.inputs = Metrics.counter(shards.NAMESPACE, "encoder_inputs")
         self.batches = Metrics.counter(shards.NAMESPACE, "encoder_batches")
         self.truncated = Metrics.counter(shards.NAMESPACE, "texts_truncated")
@@ -172,18 +170,19 @@ class EmbedTexts(beam.PTransform):
     """(record key, text_key, conditioning_text) per record → a one-element summary (shards, unique_texts, …).
 
     `record_shards` is the record shard count (a singleton side input): the store has as many shards, aligned with
-    them. With `settings` None (no --text_encoder) texts are only counted. Also returns the rejected items (only
+    them, embedded by the encoder `settings` loads, which must be `identity` (the one the manifest records). With
+    `settings` None (no --text_encoder) texts are only counted. Also returns the rejected items (only
     duplicate keys, which deduplication makes impossible, could land there).
     """
 
     def __init__(self, output: str, dataset_name: str, settings: EncoderSettings | None, record_shards,
-                 fingerprint: str = "", spill_dir: str | None = None):
+                 identity: EncoderIdentity | None = None, spill_dir: str | None = None):
         super().__init__()
         self._output, self._dataset_name, self._settings = output, dataset_name, settings
-        self._record_shards, self._fingerprint, self._spill_dir = record_shards, fingerprint, spill_dir
+        self._record_shards, self._identity, self._spill_dir = record_shards, identity, spill_dir
 
     def _encode(self) -> beam.ParDo:
-        encode = beam.ParDo(_EncodeFn(self._settings, self._fingerprint, self._spill_dir))
+        encode = beam.ParDo(_EncodeFn(self._settings, self._identity, self._spill_dir))
         if self._settings.accelerator:  # this step only: the rest of the job keeps its CPU workers
             encode = encode.with_resource_hints(accelerator=self._settings.accelerator)
         return encode

@@ -11,7 +11,9 @@ from unisim.fileio import images
 from unisim.schemas.options import option
 
 INTERPOLATIONS = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR}
-MAX_FRAME_SIDE = 4096  # stored frames: the paper's cascade ends at 192×320; 4096 leaves room for 4K, not for bombs
+# What it protects: shards and every reader's memory from a mistyped --height/--width (the cascade ends at 192×320;
+# 4096 leaves room for 4K).
+MAX_STORED_FRAME_SIDE = 4096
 
 
 class FrameError(ValueError):
@@ -47,8 +49,8 @@ class FrameSpec:
     jpeg_quality: int = option(95, "JPEG quality of stored frames, 1–100")
 
     def __post_init__(self):
-        if not (0 < self.height <= MAX_FRAME_SIDE and 0 < self.width <= MAX_FRAME_SIDE):
-            raise ValueError(f"stored frame size must be 1 to {MAX_FRAME_SIDE} pixels a side, got "
+        if not (0 < self.height <= MAX_STORED_FRAME_SIDE and 0 < self.width <= MAX_STORED_FRAME_SIDE):
+            raise ValueError(f"stored frame size must be 1 to {MAX_STORED_FRAME_SIDE} pixels a side, got "
                              f"{self.height}x{self.width}")
         if self.fit not in ("crop", "pad"):
             raise ValueError(f"fit must be 'crop' or 'pad', got {self.fit!r}")

@@ -2,106 +2,21 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import tempfile
 from collections import Counter
-from collections.abc import Iterator
 
 import cv2
 import numpy as np
 
 from unisim import fileio
 from unisim.schemas import record as rec
-from unisim.schemas.dead_letter import Rejection
-from unisim.schemas.errors import UserError
-from unisim.schemas.manifest import MANIFEST_NAME, Manifest
-from unisim.schemas.text_embeddings import TextEmbeddingStore
+from unisim.schemas.manifest import Manifest
+from unisim.schemas.text_embeddings import TextEmbeddingStore, keys_path
+from unisim.shards.reader import (ShardIntegrityError, iter_dead_letter, iter_records, localize, read_manifest,
+                                  shard_problems)
 
 MAX_TEXTS = 50
-
-
-def load_manifest(directory: str) -> Manifest:
-    path = fileio.join(directory, MANIFEST_NAME)
-    if not fileio.exists(path):
-        raise FileNotFoundError(f"{directory} has no {MANIFEST_NAME}: not a converted directory, or its run did "
-                                "not finish")
-    return Manifest.loads(fileio.read_text(path))
-
-
-def _fetch(path: str, scratch: str) -> str:
-    """A local path for `path`: itself if local, else a copy in `scratch` (ArrayRecord reads local files only)."""
-    if not fileio.is_remote(path):
-        return path
-    local = os.path.join(scratch, os.path.basename(path))
-    fileio.fetch(path, local)
-    return local
-
-
-@contextlib.contextmanager
-def _local_copy(path: str) -> Iterator[str]:
-    """`path` as a local file for the duration of the block."""
-    with tempfile.TemporaryDirectory(prefix="unisim-inspect-") as scratch:
-        yield _fetch(path, scratch)
-
-
-class ShardIntegrityError(UserError):
-    """A directory whose shards are not what its manifest records (missing, resized, replaced, corrupt)."""
-
-
-def verify_shards(directory: str, manifest: Manifest, content: bool = False) -> list[str]:
-    """One line per shard (records and text embeddings) that is not what the manifest records: missing, another
-    size, another record count — and with `content`, other bytes than its recorded SHA-256. [] when all match.
-    Sizes are checked first, without reading a shard, so a truncated file never reaches the ArrayRecord reader."""
-    from array_record.python.array_record_module import ArrayRecordReader
-
-    from unisim.pipelines.output import file_sha256
-
-    problems = []
-    for shard in manifest.shards + manifest.text_embeddings:
-        path = fileio.join(directory, shard.path)
-        size = fileio.size(path) if fileio.exists(path) else None
-        problem = shard.problem(size)
-        if problem is None:
-            with _local_copy(path) as local:
-                try:
-                    reader = ArrayRecordReader(local, "readahead_buffer_size:0")
-                    records = reader.num_records()
-                    reader.close()
-                except RuntimeError as e:  # a corrupt footer or chunk
-                    problem = f"shard {shard.path} does not read as ArrayRecord: {str(e).strip().splitlines()[0]}"
-                else:
-                    problem = shard.problem(size, records, file_sha256(local) if content else None)
-        if problem:
-            problems.append(problem)
-    return problems
-
-
-def iter_records(directory: str, manifest: Manifest | None = None) -> Iterator[rec.ClipRecord]:
-    """Every record of the directory's shards, in manifest order."""
-    from array_record.python.array_record_module import ArrayRecordReader
-
-    manifest = manifest or load_manifest(directory)
-    for shard in manifest.shards:
-        with _local_copy(fileio.join(directory, shard.path)) as local:
-            try:
-                reader = ArrayRecordReader(local, "readahead_buffer_size:0")
-                try:
-                    records = reader.read_all()
-                finally:
-                    reader.close()
-            except RuntimeError as e:  # riegeli checks every chunk's hash: altered bytes fail here
-                raise ShardIntegrityError(f"shard {shard.path} is corrupt: {str(e).strip().splitlines()[0]}") from None
-            for data in records:
-                yield rec.decode(data)
-
-
-def iter_dead_letter(directory: str, manifest: Manifest | None = None) -> Iterator[Rejection]:
-    """Every rejection in the directory's dead-letter files, in manifest order (one file in memory at a time)."""
-    manifest = manifest or load_manifest(directory)
-    for name in manifest.dead_letter:
-        for line in fileio.read_text(fileio.join(directory, name)).splitlines():
-            yield Rejection.from_json_line(line)
 
 
 def _dead_letter_summary(directory: str, manifest: Manifest) -> dict:
@@ -114,8 +29,8 @@ def _dead_letter_summary(directory: str, manifest: Manifest) -> dict:
 def summarize(directory: str, verify: bool = False) -> dict:
     """The `inspect --json` object (keys documented in docs/datasets.md). Raises `ShardIntegrityError` listing every
     shard that is not what the manifest records (sizes and counts always; content hashes with `verify`)."""
-    manifest = load_manifest(directory)
-    problems = verify_shards(directory, manifest, content=verify)
+    manifest = read_manifest(directory)
+    problems = shard_problems(directory, manifest.shards + manifest.text_embeddings, content=verify)
     if problems:
         raise ShardIntegrityError(f"{directory}: {len(problems)} shard(s) are not what the manifest records:\n  "
                                   + "\n  ".join(problems))
@@ -167,7 +82,8 @@ def _text_summary(directory: str, manifest: Manifest, text_keys: Counter, record
     """Text-embedding figures; every record's text key is looked up, so a missing embedding is counted."""
     embedding_bytes = sum(s.bytes for s in manifest.text_embeddings)
     summary = {
-        "text_encoder": manifest.text_encoder, "conditioning": manifest.conditioning,
+        "text_encoder": manifest.text_encoder.to_json() if manifest.text_encoder else None,
+        "conditioning": manifest.conditioning,
         "unique_texts": manifest.unique_texts, "encoder_calls": manifest.encoder_calls,
         "texts_truncated": manifest.texts_truncated, "embedding_shards": len(manifest.text_embeddings),
         "embedding_bytes": embedding_bytes, "embedding_bytes_per_record": embedding_bytes / records if records else 0.0,
@@ -175,10 +91,10 @@ def _text_summary(directory: str, manifest: Manifest, text_keys: Counter, record
     }
     if not manifest.text_encoder:
         return summary
-    with tempfile.TemporaryDirectory(prefix="unisim-inspect-") as scratch:
-        store = TextEmbeddingStore.from_manifest(directory, manifest,
-                                                 open_local=lambda rel: _fetch(fileio.join(directory, rel), scratch),
-                                                 read_text=lambda rel: fileio.read_text(fileio.join(directory, rel)))
+    with tempfile.TemporaryDirectory(prefix="unisim-inspect-") as scratch:  # every key is looked up: fetch all
+        files = [(s.path, s.bytes) for s in manifest.text_embeddings]
+        local, _ = localize(directory, manifest, files + [(keys_path(path), None) for path, _ in files], scratch)
+        store = TextEmbeddingStore.from_manifest(local, manifest)
         inline = 0
         for key, count in text_keys.items():
             if key == "":
@@ -195,7 +111,7 @@ def _text_summary(directory: str, manifest: Manifest, text_keys: Counter, record
 
 def contact_sheet(directory: str, path: str, clips: int = 6, frames_per_row: int = 8) -> str:
     """Writes a PNG: one row per sample clip (spread over the directory), its action text above it."""
-    manifest = load_manifest(directory)
+    manifest = read_manifest(directory)
     total = manifest.records
     if total == 0:
         raise ValueError(f"{directory} holds no records to preview")

@@ -1,9 +1,9 @@
 """Ordered lanes: a generator function run over a stream of items on a few threads of one process.
 
 Why it exists: a default local run is one Beam worker (Beam 2.77's multi-worker modes lost records until the
-workaround in `pipelines.convert.flush_runner_data_by_size`; README, Reliability). The costly part of a conversion —
-decode, resize, JPEG encode — runs in OpenCV, which releases the GIL, so threads inside that one worker use the other
-cores without Beam's multi-worker machinery.
+workaround in `pipelines.beam_workarounds.flush_runner_data_by_size`; README, Reliability). The costly part of a
+conversion — decode, resize, JPEG encode — runs in OpenCV, which releases the GIL, so threads inside that one worker
+use the other cores without Beam's multi-worker machinery.
 
 What it guarantees:
 - outputs come back on the caller's thread (Beam's metrics and output receivers are bound to it), item by item in

@@ -80,7 +80,7 @@ def write_shard(records: Iterable[bytes], destination: str) -> tuple[int, int, s
             count += 1
         writer.close()
         size = os.path.getsize(local_path)
-        digest = file_sha256(local_path)  # of the bytes uploaded: `inspect --verify` recomputes it
+        digest = fileio.sha256(local_path)  # of the bytes uploaded: `inspect --verify` recomputes it
         fileio.upload(local_path, destination)
     finally:
         if os.path.exists(local_path):
@@ -88,14 +88,3 @@ def write_shard(records: Iterable[bytes], destination: str) -> tuple[int, int, s
         if remote:
             shutil.rmtree(local_dir, ignore_errors=True)
     return count, size, digest
-
-
-def file_sha256(path: str) -> str:
-    """The SHA-256 of a file's bytes (any filesystem), read in chunks."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with fileio.open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(8 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

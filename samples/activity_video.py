@@ -5,7 +5,7 @@ pushed, pulled, moved up or down, or lifted and dropped by a skin-coloured hand 
 reaching in from the edge of the frame). Its label is the real SSv2 template for that motion with the
 placeholder filled in: "Pushing [something] from left to right" → "pushing red cup from left to right".
 
-Layout, as released (see /work/shared/reference/dataset-formats.md):
+Layout, as released (the dataset's download page and its labels README; docs/datasets.md):
 
     <root>/labels/labels.json                     {"Pushing something from left to right": "93", …}
     <root>/labels/{train,validation}.json         [{"id", "label", "template", "placeholders"}, …]

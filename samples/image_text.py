@@ -5,8 +5,8 @@ white table, captioned with what it shows, objects named left to right ("a red b
 grey table"). Some input rows fail to download, as in any real img2dataset run: the parquet records them
 (status `failed_to_download` and the error message) and the tar has no files for their keys.
 
-Layout of `img2dataset --output_format webdataset` (see /work/shared/reference/dataset-formats.md), one shard per
-`SHARD_SIZE` input rows:
+Layout of `img2dataset --output_format webdataset` (img2dataset's README, "Output format choice"; docs/datasets.md),
+one shard per `SHARD_SIZE` input rows:
 
     <root>/00000.tar          000000000.jpg, 000000000.json, 000000000.txt, 000000001.jpg, …
     <root>/00000.parquet      every input row: url, caption, key, status, error_message, width, height, …

@@ -13,6 +13,7 @@ from typing import Any
 
 from unisim.schemas.controls import ControlStats
 from unisim.schemas.record import SCHEMA_VERSION
+from unisim.schemas.text_embeddings import EncoderIdentity
 
 MANIFEST_NAME = "manifest.json"
 SHARD_SUFFIX = ".array_record"
@@ -86,7 +87,7 @@ class Manifest:
     # that made `text_embeddings` (None: converted without one); `encoder_calls` counts texts that went through
     # the encoder (each unique text once), `texts_truncated` those cut at the encoder's token limit.
     conditioning: dict[str, Any] = dataclasses.field(default_factory=dict)
-    text_encoder: dict[str, Any] | None = None
+    text_encoder: EncoderIdentity | None = None
     text_embeddings: list[ShardInfo] = dataclasses.field(default_factory=list)
     # True: text_embeddings[j] holds every text that shards[j] uses (`pipelines.embed`), so a reader of some record
     # shards needs only the same embedding shards. False (older outputs): hashed by text key, read all of them.
@@ -104,6 +105,7 @@ class Manifest:
         data = dataclasses.asdict(self)
         data["frames_per_record"] = list(self.frames_per_record)
         data["control_stats"] = self.control_stats.to_json() if self.control_stats else None
+        data["text_encoder"] = self.text_encoder.to_json() if self.text_encoder else None
         return data
 
     def dumps(self) -> str:
@@ -121,6 +123,8 @@ class Manifest:
         for shard in data["shards"] + data["text_embeddings"]:
             check_plain_name(shard.path, "shard")
         data["control_stats"] = ControlStats.from_json(data["control_stats"]) if data["control_stats"] else None
+        if data.get("text_encoder"):
+            data["text_encoder"] = EncoderIdentity.from_json(data["text_encoder"], "manifest text_encoder")
         if isinstance(data.get("dead_letter"), str):  # written before the dead letter was sharded: one file
             data["dead_letter"] = [data["dead_letter"]]
         for name in data.get("dead_letter", []):

@@ -15,6 +15,7 @@ from typing import Any
 
 from unisim.schemas.controls import ControlStats
 from unisim.schemas.errors import UserError
+from unisim.schemas.text_embeddings import EncoderIdentity
 
 RUN_DESCRIPTION_NAME = "run.json"
 RUN_DESCRIPTION_VERSION = 1
@@ -54,7 +55,7 @@ class RunDescription:
     config: dict[str, Any]  # the trainer config as JSON (ml_collections `to_json_best_effort`)
     text_dim: int  # the text encoder's width (d_model)
     control_dims: int  # control tokens per frame (the widest source's)
-    text_encoder: dict[str, Any] | None  # the encoder identity of the training data (None: no text)
+    text_encoder: EncoderIdentity | None  # the encoder identity of the training data (None: no text)
     sources: tuple[SourceDescription, ...]
     version: int = RUN_DESCRIPTION_VERSION
 
@@ -64,7 +65,8 @@ class RunDescription:
 
     def to_json(self) -> dict[str, Any]:
         return {"version": self.version, "config": self.config, "text_dim": self.text_dim,
-                "control_dims": self.control_dims, "text_encoder": self.text_encoder,
+                "control_dims": self.control_dims,
+                "text_encoder": self.text_encoder.to_json() if self.text_encoder else None,
                 "sources": [s.to_json() for s in self.sources]}
 
     def dumps(self) -> str:
@@ -86,8 +88,9 @@ class RunDescription:
             _require(data, {"config": dict, "text_dim": int, "control_dims": int, "sources": list}, where)
             if data.get("text_encoder") is not None and not isinstance(data["text_encoder"], dict):
                 raise RunDescriptionError(f"{where}: text_encoder must be an object or null")
+            encoder = data.get("text_encoder")
             return cls(config=data["config"], text_dim=data["text_dim"], control_dims=data["control_dims"],
-                       text_encoder=data.get("text_encoder"),
+                       text_encoder=EncoderIdentity.from_json(encoder) if encoder else None,
                        sources=tuple(SourceDescription.from_json(s) for s in data["sources"]), version=version)
         except (KeyError, TypeError, ValueError) as e:
             if isinstance(e, RunDescriptionError):

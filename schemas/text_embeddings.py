@@ -212,12 +212,52 @@ def stored(entry: TextEmbedding, dtype: str = STORED_DTYPE) -> TextEmbedding:
     return decode_entry(encode_entry(entry, dtype))
 
 
-def check_same_encoder(manifests: Sequence[Any], names: Sequence[str] | None = None) -> dict[str, Any]:
+@dataclasses.dataclass(frozen=True)
+class EncoderIdentity:
+    """Which text encoder embedded a directory's texts: recorded in its manifest and in every run.json.
+
+    Two identities are the same encoder when their `fingerprint`s are equal (`same_as`): a hash of the model config,
+    the vocabulary and the weight files' names and sizes (`encoders/t5.py` computes it). The `path` is where it was
+    loaded from, recorded but not compared: a local copy of a gs:// checkpoint is the same encoder."""
+
+    fingerprint: str
+    path: str
+    d_model: int  # the embedding width the model is built for
+    max_tokens: int  # texts are cut at this many tokens (EOS included)
+    model_type: str = ""
+    vocab_size: int = 0
+    dtype: str = "float32"  # what the encoder gives
+    stored_dtype: str = "float16"  # how the store keeps it (runs from before the int8 store recorded none)
+    config_sha256: str = ""
+    vocab_sha256: str = ""
+    weights: tuple[tuple[str, int], ...] = ()
+
+    def same_as(self, other: "EncoderIdentity") -> bool:
+        return self.fingerprint == other.fingerprint
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["weights"] = [list(w) for w in self.weights]
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], where: str = "text_encoder") -> "EncoderIdentity":
+        if not isinstance(data, dict):
+            raise ValueError(f"{where} must be an object, not {type(data).__name__}")
+        missing = [k for k in ("fingerprint", "path", "d_model", "max_tokens") if k not in data]
+        if missing:
+            raise ValueError(f"{where} lacks {', '.join(missing)}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}  # fields a newer writer added are ignored
+        values["weights"] = tuple((str(n), int(size)) for n, size in data.get("weights", ()))
+        return cls(**values)
+
+
+def check_same_encoder(manifests: Sequence[Any], names: Sequence[str] | None = None) -> EncoderIdentity:
     """Returns the one encoder identity shared by all `manifests`; raises `EncoderMismatchError` otherwise.
 
-    Identities match when their `fingerprint`s do (a hash of the model config, the vocabulary and the weight
-    files' names and sizes; the checkpoint path is recorded but may differ, e.g. a local copy of a gs:// one).
-    `names` label the manifests in the error (default: their dataset names).
+    Identities match when their `fingerprint`s do (`EncoderIdentity.same_as`). `names` label the manifests in the
+    error (default: their dataset names).
     """
     if not manifests:
         raise ValueError("no manifests to check")
@@ -229,8 +269,8 @@ def check_same_encoder(manifests: Sequence[Any], names: Sequence[str] | None = N
     by_fingerprint: dict[str, list[str]] = {}
     path_of: dict[str, str] = {}
     for n, m in zip(names, manifests):
-        by_fingerprint.setdefault(m.text_encoder["fingerprint"], []).append(n)
-        path_of.setdefault(m.text_encoder["fingerprint"], m.text_encoder["path"])
+        by_fingerprint.setdefault(m.text_encoder.fingerprint, []).append(n)
+        path_of.setdefault(m.text_encoder.fingerprint, m.text_encoder.path)
     if len(by_fingerprint) > 1:
         groups = "; ".join(f"{fp[:12]} ({path_of[fp]}): {', '.join(ns)}" for fp, ns in sorted(by_fingerprint.items()))
         raise EncoderMismatchError(f"text embeddings come from {len(by_fingerprint)} different encoders: {groups}. "

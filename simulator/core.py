@@ -35,10 +35,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from unisim.fileio import images
 from unisim.schemas.controls import ControlTokenizer
 from unisim.schemas.errors import UserError
 from unisim.schemas.options import option
-from unisim.schemas.text_embeddings import stored
+from unisim.schemas.text_embeddings import EncoderMismatchError, stored
 from unisim.simulator.checkpoint import Stage, load_stage
 from unisim.trainer import diffusion
 from unisim.trainer import stage as trainer_stage
@@ -91,15 +92,6 @@ def _bucket(n: int, limit: int) -> int:
     return min(1 << max(0, (n - 1).bit_length()), limit)
 
 
-def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """uint8 frames [n, h, w, 3] → [n, *size, 3] (INTER_AREA, as the training input resizes)."""
-    import cv2
-
-    if frames.shape[1:3] == tuple(size):
-        return frames
-    return np.stack([cv2.resize(f, (size[1], size[0]), interpolation=cv2.INTER_AREA) for f in frames])
-
-
 class Simulator:
     def __init__(self, base: Stage, super_resolution: Sequence[Stage] = (), *, text_encoder: str | None = None,
                  check_text_encoder: bool = True, sampler: SamplerSettings = SamplerSettings(), seed: int = 0,
@@ -124,7 +116,8 @@ class Simulator:
         self.control_dims = base.description.control_dims
         self.controls = base.description.controls()
         self._tokenizers = {name: ControlTokenizer(stats) for name, stats in self.controls.items()}
-        self._encoder_path = text_encoder or (base.description.text_encoder or {}).get("path")
+        recorded = base.description.text_encoder
+        self._encoder_path = text_encoder or (recorded.path if recorded else None)
         self._check_text_encoder = check_text_encoder
         self._encoder = None
         # Text embeddings by the SHA-256 of the text (a long text is not kept as a key), the last 1024; the lock lets
@@ -159,9 +152,9 @@ class Simulator:
                                   f"{frames.dtype} {list(frames.shape)}")
             frames = frames[-self.history_frames:] if self.history_frames else frames[-1:]
             if self.history_frames:
-                history[self.history_frames - len(frames):] = resize_frames(frames, (h, w))
+                history[self.history_frames - len(frames):] = images.resize(frames, (h, w))
                 mask[self.history_frames - len(frames):] = True
-            first = resize_frames(frames[-1:], self.output_size)
+            first = images.resize(frames[-1:], self.output_size)
         seed = next(self._seeds) if seed is None else int(seed)
         return Session(history, mask, seed, placeholder=observation is None, last_frames=first)
 
@@ -276,9 +269,8 @@ class Simulator:
             if self._encoder is None:
                 self._encoder = self._load_encoder()
             # As the store gives it back (quantized the way the training data's store was), not the encoder's float32:
-            # the model was trained on the stored embeddings. Runs from before the int8 store recorded no
-            # stored_dtype.
-            stored_dtype = (self.base.description.text_encoder or {}).get("stored_dtype", "float16")
+            # the model was trained on the stored embeddings.
+            stored_dtype = self.base.description.text_encoder.stored_dtype
             embedding = stored(self._encoder.encode([""], [text])[0], stored_dtype).embedding
             self._text_cache[key] = embedding
             if len(self._text_cache) > 1024:
@@ -286,18 +278,17 @@ class Simulator:
             return embedding
 
     def _load_encoder(self):
-        from unisim.encoders.t5 import T5TextEncoder, encoder_identity
+        from unisim.encoders.t5 import T5TextEncoder, check_encoder
 
         recorded = self.base.description.text_encoder
         if not self._encoder_path or recorded is None:
             raise ActionError("this model was trained without a text encoder: it takes control actions only")
-        if self._check_text_encoder and recorded.get("fingerprint"):
-            found = encoder_identity(self._encoder_path, int(recorded["max_tokens"]))["fingerprint"]
-            if found != recorded["fingerprint"]:
-                raise ActionError(f"the text encoder at {self._encoder_path} is not the one the training data was "
-                                  f"embedded with ({recorded.get('path')}); pass that one, or check_text_encoder="
-                                  "False to use it anyway")
-        return T5TextEncoder(self._encoder_path, max_tokens=int(recorded["max_tokens"]))
+        if self._check_text_encoder:
+            try:
+                check_encoder(self._encoder_path, recorded, "the one the training data was embedded with")
+            except EncoderMismatchError as e:
+                raise ActionError(f"{e}; pass that one, or check_text_encoder=False to use it anyway") from None
+        return T5TextEncoder(self._encoder_path, max_tokens=recorded.max_tokens)
 
     # ------------------------------------------------------------------------------------------ sampling
 

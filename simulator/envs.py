@@ -18,7 +18,7 @@ environments (and of many actor processes) into one sampling call:
     obs, reward, terminated, truncated, info = env.step({"text": "", "controls": np.array([0.01, -0.02])})
     info["frames"]                           # the whole generated segment [frames, H, W, 3]
 
-    from unisim.simulator.client import RemoteSimulator
+    from unisim.simulator.serving.client import RemoteSimulator
     env = SimulatorGymEnv(RemoteSimulator("http://host:8000"), initial_images, max_steps=20)
 
 Observation: the last `observation_frames` output frames as uint8, [H, W, 3] for 1 (the default), else

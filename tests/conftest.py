@@ -4,7 +4,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest
 
-import fixtures
+from unisim.samples.fixtures import language_table as fixtures
 
 
 @pytest.fixture(scope="session")

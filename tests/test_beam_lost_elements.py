@@ -10,7 +10,8 @@ input), or with 60 KB elements. Measured here (2 cores): 692/720 and 710/720 (mu
 
 The runner's buffer held all 552.9 MB before the consumer stage in each of three lossy runs; with the runner's
 periodic data flush off (`DATA_BUFFER_TIME_LIMIT_MS = 0`) 4 of 4 runs kept all 720. The mechanism, and the
-workaround multi-worker conversions use, is `pipelines.convert.flush_runner_data_by_size` (checked by the last test).
+workaround multi-worker conversions use, is `pipelines.beam_workarounds.flush_runner_data_by_size` (checked by
+the last tests).
 """
 
 import os
@@ -65,9 +66,32 @@ def test_one_worker_keeps_every_element(tmp_path):  # the control: the same pipe
 
 
 def test_two_workers_keep_every_element_with_size_based_flushing(tmp_path, monkeypatch):
-    from unisim.pipelines.convert import flush_runner_data_by_size
+    from unisim.pipelines.beam_workarounds import flush_runner_data_by_size
 
     monkeypatch.setattr(worker_handlers, "DATA_BUFFER_TIME_LIMIT_MS", 1000)  # restored after the test
-    flush_runner_data_by_size()
-    assert worker_handlers.DATA_BUFFER_TIME_LIMIT_MS == 0
-    assert _count_after_side_input("multi_threading", tmp_path) == UNITS * PER_UNIT
+    with flush_runner_data_by_size():
+        assert worker_handlers.DATA_BUFFER_TIME_LIMIT_MS == 0
+        assert _count_after_side_input("multi_threading", tmp_path) == UNITS * PER_UNIT
+
+
+def test_the_work_around_is_restored_and_refuses_an_untested_beam(monkeypatch):
+    """Fast: the patch lasts for the `with` block only (error or not), and a Beam release it was not verified on is
+    refused before anything is patched."""
+    from unisim.pipelines import beam_workarounds
+
+    monkeypatch.setattr(worker_handlers, "DATA_BUFFER_TIME_LIMIT_MS", 1234)  # restored after the test
+    with beam_workarounds.flush_runner_data_by_size():
+        assert worker_handlers.DATA_BUFFER_TIME_LIMIT_MS == 0
+    assert worker_handlers.DATA_BUFFER_TIME_LIMIT_MS == 1234
+    with pytest.raises(KeyError), beam_workarounds.flush_runner_data_by_size():
+        raise KeyError("the run failed")
+    assert worker_handlers.DATA_BUFFER_TIME_LIMIT_MS == 1234
+
+    beam_workarounds.check_beam_version("2.77.0")
+    for untested in ("2.76.0", "2.78.0", "2.78.0.dev0", "3.0.0", "nightly"):
+        with pytest.raises(beam_workarounds.UntestedBeamError, match="--worker_processes 1"):
+            beam_workarounds.check_beam_version(untested)
+    monkeypatch.setattr(beam, "__version__", "2.78.0")
+    with pytest.raises(beam_workarounds.UntestedBeamError), beam_workarounds.flush_runner_data_by_size():
+        pass
+    assert worker_handlers.DATA_BUFFER_TIME_LIMIT_MS == 1234

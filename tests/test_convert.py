@@ -10,9 +10,10 @@ import time
 import numpy as np
 import pytest
 
-import fixtures
+from unisim.samples.fixtures import language_table as fixtures
 import memfs
 from unisim.pipelines import convert, inspect
+from unisim.shards import reader
 from unisim.schemas import record as rec
 from unisim.schemas.manifest import MANIFEST_NAME
 
@@ -42,11 +43,11 @@ def converted(language_table_dir, tmp_path_factory):
 
 def test_every_item_is_written_or_rejected_with_a_reason(converted):
     output, manifest, counters = converted
-    records = list(inspect.iter_records(output))
+    records = list(reader.iter_records(output))
     assert {r.key for r in records} == EXPECTED_RECORDS
     assert manifest.records == 5 and manifest.source_episodes == 5
     assert manifest.rejected_reasons == EXPECTED_REASONS and manifest.rejected == 4
-    dead = list(inspect.iter_dead_letter(output, manifest))
+    dead = list(reader.iter_dead_letter(output, manifest))
     assert sorted((r.key, r.reason) for r in dead) == [
         ("episode_001/00000", "non_finite_control"), ("episode_002/00000", "undecodable_image"),
         ("episode_002/00001", "undecodable_image"), ("episode_003", "empty_text")]
@@ -58,7 +59,7 @@ def test_records_are_valid_clips_with_context_and_tokens(converted):
     output, manifest, _ = converted
     stats = manifest.control_stats
     assert stats.names == ("action_dx", "action_dy") and stats.low_percentile == 1.0
-    by_key = {r.key: r for r in inspect.iter_records(output)}
+    by_key = {r.key: r for r in reader.iter_records(output)}
     first, second = by_key["episode_000/00000"], by_key["episode_000/00001"]
     assert (first.context_frames, first.num_frames) == (0, 16)
     assert (second.context_frames, second.num_frames) == (4, 13)

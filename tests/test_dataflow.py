@@ -15,11 +15,11 @@ import tarfile
 
 import pytest
 
-import image_fixtures as imf
-import nav_fixtures as nf
-import robot_fixtures as rf
-import video_fixtures as vf
-from fixtures import write_language_table
+from unisim.samples.fixtures import images as imf
+from unisim.samples.fixtures import navigation as nf
+from unisim.samples.fixtures import robots as rf
+from unisim.samples.fixtures import videos as vf
+from unisim.samples.fixtures.language_table import write_language_table
 from test_episode_folders import write_fixture as write_episode_folders
 from unisim.adapters import registry
 from unisim.pipelines.recipes import RECIPES

@@ -1,5 +1,6 @@
-"""The dependency rule of `../shared/design/architecture.md` (and the README's picture), read from the source: every
-import of every module — those inside functions too — points only at the layers its folder may use."""
+"""The dependency rule of docs/architecture.md, read from the source: every import of every module — those inside
+functions too — points only at the layers its folder may use. Every top-level folder holding Python is covered;
+`tests/` may import anything, and nothing imports `tests/`."""
 
 import ast
 import os
@@ -11,23 +12,29 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ALLOWED = {
     "fileio": set(),
     "schemas": set(),
+    # Reading a converted directory (manifest, shards, records, frames at a size): every reader above the seam.
+    "shards": {"schemas", "fileio"},
     "encoders": {"schemas", "fileio"},
     "adapters": {"schemas", "fileio"},
     "samples": {"adapters", "schemas", "fileio"},
-    "pipelines": {"adapters", "encoders", "schemas", "fileio"},
-    "trainer": {"schemas", "fileio"},
-    "simulator": {"trainer", "encoders", "schemas", "fileio"},
+    "pipelines": {"adapters", "encoders", "shards", "schemas", "fileio"},
+    "trainer": {"shards", "schemas", "fileio"},
+    "simulator": {"trainer", "encoders", "shards", "schemas", "fileio"},
     # Agents use the simulator's public interface; samples/ for the world's facts (tabletop_spec) and, in
     # agents/world.py only, the physics world they are judged in (test_agents checks learning never loads it).
-    "agents": {"simulator", "samples", "schemas", "fileio"},
+    "agents": {"simulator", "samples", "shards", "schemas", "fileio"},
     # The command line (`unisim/`: `unisim.cli`, `unisim.demo`) sits on top: it may use every layer, none may use it.
-    "unisim": {"adapters", "pipelines", "trainer", "simulator", "agents", "samples", "encoders", "schemas", "fileio"},
+    "unisim": {"adapters", "pipelines", "trainer", "simulator", "agents", "samples", "encoders", "shards", "schemas",
+               "fileio"},
 }
+# Benchmarks measure every layer from outside, as a user's script would: anything of ours but tests/.
+ALLOWED["bench"] = set(ALLOWED) | {"unisim"}
 CLI_MODULES = {"cli", "demo"}  # `unisim.cli…` and `unisim.demo` live in the folder unisim/
 # Third-party packages a folder must never import: the trainer and simulator run without Beam or TensorFlow.
 FORBIDDEN = {
     "fileio": {"apache_beam", "tensorflow", "tensorflow_datasets"},
     "schemas": {"apache_beam", "tensorflow", "tensorflow_datasets", "jax"},
+    "shards": {"apache_beam", "tensorflow", "tensorflow_datasets", "jax", "torch"},
     "encoders": {"apache_beam", "tensorflow", "tensorflow_datasets", "jax"},
     "adapters": {"apache_beam", "jax"},
     "trainer": {"apache_beam", "tensorflow", "tensorflow_datasets", "torch"},
@@ -69,6 +76,21 @@ def test_imports_point_down_the_layers_only(folder):
             bad.append(f"{os.path.relpath(path, ROOT)} imports {name}")
         for name in sorted(imported & FORBIDDEN.get(folder, set())):
             bad.append(f"{os.path.relpath(path, ROOT)} imports {name}")
+    assert not bad, "\n".join(bad)
+
+
+def test_every_folder_with_python_is_covered():
+    folders = {name for name in os.listdir(ROOT) if os.path.isdir(os.path.join(ROOT, name))
+               and not name.startswith(".") and not name.endswith(".egg-info") and any(_modules(name))}
+    assert folders - set(ALLOWED) - {"tests"} == set()
+
+
+def test_nothing_imports_the_tests():
+    """The tests' helpers are not a library: what a benchmark needs (fixture writers, countfs) lives in
+    samples/fixtures/. A module outside tests/ that imports one of tests/' modules (through `sys.path`) fails here."""
+    test_modules = {name[:-3] for name in os.listdir(os.path.join(ROOT, "tests")) if name.endswith(".py")}
+    bad = [f"{os.path.relpath(path, ROOT)} imports {sorted(_imports(path) & test_modules)}"
+           for folder in sorted(ALLOWED) for path in _modules(folder) if _imports(path) & test_modules]
     assert not bad, "\n".join(bad)
 
 

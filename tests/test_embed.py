@@ -9,9 +9,10 @@ import sys
 import numpy as np
 import pytest
 
-import fixtures
+from unisim.samples.fixtures import language_table as fixtures
 import memfs
 from unisim.pipelines import convert, inspect
+from unisim.shards import reader
 from unisim.pipelines.embed import EncoderSettings
 from unisim.encoders.t5 import T5TextEncoder, encoder_identity
 from unisim.samples import tabletop
@@ -31,7 +32,7 @@ def test_a_repeated_string_reaches_the_encoder_once(language_table_dir, tiny_t5_
     # Language only (no controls text): 5 records from 3 episodes share 3 instructions.
     manifest, counters = run(language_table_dir, output, tiny_t5_dir, controls_as_text=False,
                              domain_prefix="language_table")
-    records = list(inspect.iter_records(output))
+    records = list(reader.iter_records(output))
     texts = {r.conditioning_text for r in records}
     assert len(records) == 5 and texts == {f"language_table: push the block {e} to the left" for e in (0, 1, 4)}
     assert counters["encoder_inputs"] == 3 and manifest.encoder_calls == 3 and manifest.unique_texts == 3
@@ -41,7 +42,7 @@ def test_a_repeated_string_reaches_the_encoder_once(language_table_dir, tiny_t5_
     # The store follows the record shards: embedding shard j holds exactly the texts record shard j uses.
     assert manifest.text_embeddings_by_record_shard and len(manifest.text_embeddings) == len(manifest.shards) == 3
     for shard, embeddings in zip(manifest.shards, manifest.text_embeddings):
-        used = {r.text_key for r in inspect.iter_records(output, dataclasses.replace(manifest, shards=[shard]))}
+        used = {r.text_key for r in reader.iter_records(output, dataclasses.replace(manifest, shards=[shard]))}
         assert set(TextEmbeddingStore(output, [embeddings.path]).keys()) == used
     direct = T5TextEncoder(tiny_t5_dir)
     for record in records:
@@ -113,7 +114,7 @@ def test_encoder_and_output_on_an_object_store(language_table_dir, tiny_t5_dir, 
     for name in os.listdir(tiny_t5_dir):
         memfs.put(f"memory://models/t5/{name}", open(os.path.join(tiny_t5_dir, name), "rb").read())
     manifest, _ = run(language_table_dir, "memory://bucket/embedded", "memory://models/t5")
-    assert manifest.text_embeddings and manifest.text_encoder["path"] == "memory://models/t5"
+    assert manifest.text_embeddings and manifest.text_encoder.path == "memory://models/t5"
     local_manifest, _ = run(language_table_dir, str(tmp_path / "local"), tiny_t5_dir)
     stored = memfs.objects("memory://bucket/embedded/")
     for shard in local_manifest.text_embeddings:

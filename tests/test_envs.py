@@ -222,8 +222,8 @@ def test_spaces_follow_what_the_model_takes(sim):
 
 
 def test_gym_env_over_the_server(sim):
-    from unisim.simulator.client import RemoteSimulator
-    from unisim.simulator.server import serve
+    from unisim.simulator.serving.client import RemoteSimulator
+    from unisim.simulator.serving.http import serve
 
     server = serve(sim, "127.0.0.1", 0)
     try:

@@ -2,73 +2,22 @@
 option checking, and reading through a non-local filesystem."""
 
 import json
-import os
 
-import cv2
 import numpy as np
 import pytest
 
-from fixtures import copy_tree
+from unisim.samples.fixtures import episode_folders as ef
+from unisim.samples.fixtures.language_table import copy_tree
 from unisim.adapters import registry
 from unisim.adapters.base import Episode
 from unisim.schemas.dead_letter import Rejection
 
-FRAMES = 30  # 2 clips at 20 frames per clip, 4 of context: targets 0–15, then 12–29 (context 12–15)
-OPTIONS = {"control_names": "dx,dy"}
-
-
-def _image(seed: int, t: int, ext: str) -> bytes:
-    """A small real image (a gradient that moves with t), encoded as JPEG or PNG."""
-    y, x = np.mgrid[0:48, 0:64]
-    bgr = np.stack([(x * 4 + t * 3) % 256, (y * 5 + seed * 40) % 256, np.full_like(x, 80 + seed)], -1)
-    ok, buf = cv2.imencode(f".{ext}", bgr.astype(np.uint8))
-    assert ok
-    return buf.tobytes()
-
-
-def _write_episode(folder, seed: int, frames: int = FRAMES, instruction="push the block left", ext="jpg",
-                   actions=None, metadata: bytes | None = None, skip=(), truncate=(), nan_at=None, no_json=False):
-    os.makedirs(folder)
-    for t in range(frames):
-        if t in skip:
-            continue
-        data = _image(seed, t, ext)
-        if t in truncate:
-            data = data[: len(data) // 2]  # cut mid-scan: no end-of-image marker
-        with open(os.path.join(folder, f"frame_{t:05d}.{ext}"), "wb") as f:
-            f.write(data)
-    if actions is None:
-        actions = np.random.default_rng(seed).uniform(-0.05, 0.05, (frames, 2)).round(4).tolist()
-    if nan_at is not None:
-        actions[nan_at][0] = float("nan")  # json.dumps writes NaN, which json.loads reads back
-    if metadata is None:
-        metadata = json.dumps({"instruction": instruction, "fps": 10.0, "actions": actions}).encode()
-    if not no_json:
-        with open(os.path.join(folder, "episode.json"), "wb") as f:
-            f.write(metadata)
-
-
-def write_fixture(root: str) -> str:
-    """The official layout, with one planted defect per episode except the clean ones (see the kit test)."""
-    train, val = os.path.join(root, "train"), os.path.join(root, "val")
-    _write_episode(f"{train}/ep_000", 0)  # clean
-    _write_episode(f"{train}/ep_001", 1, skip={20})  # frame 20's file is missing: a gap in the numbering
-    _write_episode(f"{train}/ep_002", 2, truncate={5})  # frame 5 is a cut-short JPEG
-    _write_episode(f"{train}/ep_003", 3, nan_at=25)  # a NaN action in the second clip
-    good = json.dumps({"instruction": "x", "fps": 10.0, "actions": [[0.0, 0.0]] * FRAMES}).encode()
-    _write_episode(f"{train}/ep_004", 4, metadata=good[: len(good) // 2])  # episode.json cut short
-    _write_episode(f"{train}/ep_005", 5, instruction="")  # empty instruction
-    _write_episode(f"{train}/ep_006", 6, metadata=good.replace(b'"x"', b'"caf\xe9"'))  # Latin-1, not UTF-8
-    _write_episode(f"{train}/ep_007", 7, actions=[[0.0, 0.0]] * (FRAMES - 1))  # one action row short
-    _write_episode(f"{train}/ep_008", 8, frames=0, actions=[])  # episode.json but no frames
-    _write_episode(f"{train}/ep_009", 9, no_json=True)  # frames but no episode.json
-    _write_episode(f"{val}/ep_000", 10, frames=10, ext="png")  # clean, PNG; same folder name as in train
-    return root
+OPTIONS = ef.OPTIONS
 
 
 @pytest.fixture
 def fixture_dir(tmp_path) -> str:
-    return write_fixture(str(tmp_path / "episode_folders"))
+    return ef.write_fixture(str(tmp_path / "episode_folders"))
 
 
 def test_episode_folders_passes_the_conformance_kit(fixture_dir, tmp_path):
@@ -104,10 +53,10 @@ def test_episodes_read_back(fixture_dir):
     (episode,) = adapter.read(adapter.work_units()[0])
     assert isinstance(episode, Episode) and episode.split == "val" and episode.fps == 10.0
     assert episode.controls.shape == (10, 2) and episode.controls.dtype == np.float32
-    assert episode.frames[3] == _image(10, 3, "png")
+    assert episode.frames[3] == ef.image(10, 3, "png")
     gap = registry.create("episode_folders", fixture_dir, "train", OPTIONS)
     (episode,) = gap.read(f"{fixture_dir}/train/ep_001")
-    assert len(episode.frames) == FRAMES and episode.frames[20] == b""  # → missing_image for that frame's clips
+    assert len(episode.frames) == ef.FRAMES and episode.frames[20] == b""  # → missing_image for that frame's clips
     (rejection,) = gap.read(f"{fixture_dir}/train/ep_007")
     assert isinstance(rejection, Rejection) and "[29, 2], expected [30, 2]" in rejection.detail
     assert registry.create("episode_folders", fixture_dir, options={"require_text": "false"}).requires_text is False
@@ -160,8 +109,8 @@ def test_one_frame_rate_written_two_ways_is_one_rate_in_the_manifest(tmp_path, c
     assert merge_frame_rates({59.94: 1, 60000 / 1001: 3, 29.97: 2, 30.0: 2}) == [29.97, 30.0, 60000 / 1001]
     root = str(tmp_path / "rates")
     for name, fps in (("a", 59.94), ("b", 60000 / 1001)):
-        actions = np.zeros((FRAMES, 2)).tolist()
-        _write_episode(f"{root}/train/{name}", 0, metadata=json.dumps(
+        actions = np.zeros((ef.FRAMES, 2)).tolist()
+        ef.write_episode(f"{root}/train/{name}", 0, metadata=json.dumps(
             {"instruction": "wave", "fps": fps, "actions": actions}).encode())
     output = str(tmp_path / "out")
     manifest, _ = convert.run(convert.ConvertConfig(dataset="episode_folders", source=root, output=output,

@@ -1,5 +1,5 @@
-"""`unisim eval` (simulator/evaluate.py) on held-out tabletop clips, its measures, and `unisim demo` end to end at a
-smoke-test size."""
+"""`unisim eval` (simulator/evaluation/evaluate.py) on held-out tabletop clips, its measures, and `unisim demo` end
+to end at a smoke-test size."""
 
 import json
 import os
@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from unisim.simulator import evaluate
+from unisim.simulator.evaluation import evaluate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

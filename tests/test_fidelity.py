@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from unisim.simulator.fidelity import (FeatureStats, RandomConvFeatures, TorchScriptFeatures, feature_network,
-                                       feature_stats, features_frechet_distance, fid, frechet_distance, fvd)
+from unisim.simulator.evaluation.fidelity import (FeatureStats, RandomConvFeatures, TorchScriptFeatures,
+                                                  feature_network, feature_stats, features_frechet_distance, fid,
+                                                  frechet_distance, fvd)
 
 
 def _diag_closed_form(mu1, var1, mu2, var2):

@@ -10,7 +10,7 @@ import tarfile
 import numpy as np
 import pytest
 
-import image_fixtures as imf
+from unisim.samples.fixtures import images as imf
 from unisim.adapters import files, registry, safe_pickle
 from unisim.adapters.base import Episode
 from unisim.pipelines import frames
@@ -95,7 +95,7 @@ def test_frame_numbers_far_past_the_files_are_refused_not_allocated(tmp_path):
 def test_a_damaged_tfrecord_counts_every_episode_it_no_longer_gives(tmp_path, damage):
     """Issue 21, item 3: a TFRecord cut short or corrupted half-way — the episodes after the damage are each a
     rejection (dataset_info.json's shardLengths say how many the file held), so input = written + rejected."""
-    import fixtures
+    from unisim.samples.fixtures import language_table as fixtures
 
     source = fixtures.write_language_table(str(tmp_path / "release"), num_episodes=12, steps=6, plant_defects=False,
                                            num_shards=1)

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-import image_fixtures as imf
+from unisim.samples.fixtures import images as imf
 from unisim.fileio import images
 
 

@@ -4,11 +4,12 @@ import os
 
 import pytest
 
-import image_fixtures as imf
-from fixtures import copy_tree
+from unisim.samples.fixtures import images as imf
+from unisim.samples.fixtures.language_table import copy_tree
 from unisim.adapters import registry
 from unisim.adapters.laion import image_pixels
 from unisim.pipelines import inspect
+from unisim.shards import reader
 from unisim.pipelines.conformance import Expectation, check_adapter
 
 
@@ -17,7 +18,7 @@ def test_img2dataset_tars_pass_the_kit_with_every_bad_item_rejected(tmp_path):
     report = check_adapter(Expectation(dataset="laion", source=root, **imf.LAION_TAR_EXPECT), str(tmp_path))
     summary = inspect.summarize(report.output)
     assert summary["frames_per_record"] == [1, 1]
-    records = {r.episode_id: r for r in inspect.iter_records(report.output, report.manifest)}
+    records = {r.episode_id: r for r in reader.iter_records(report.output, report.manifest)}
     assert records["000000000"].text == "a red mug on a wooden table" and records["000000000"].is_image
     assert records["000000001"].text == "Ein Hund im Schnee — ❄"
     reasons = {r.key: r.reason for r in report.dead_letter}

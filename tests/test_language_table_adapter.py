@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-import fixtures
+from unisim.samples.fixtures import language_table as fixtures
 from unisim.adapters import registry
 from unisim.adapters.base import Episode
 from unisim.adapters.language_table import LanguageTable, find_builder_dir

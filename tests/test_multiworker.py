@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-import image_fixtures as imf
-import video_fixtures as vf
+from unisim.samples.fixtures import images as imf
+from unisim.samples.fixtures import videos as vf
 from unisim.pipelines import convert
 from unisim.pipelines.embed import EncoderSettings
 from unisim.schemas.manifest import MANIFEST_NAME

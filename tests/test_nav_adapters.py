@@ -5,10 +5,10 @@ import math
 import numpy as np
 import pytest
 
-import nav_fixtures as nf
-from fixtures import copy_tree
+from unisim.samples.fixtures import navigation as nf
+from unisim.samples.fixtures.language_table import copy_tree
 from unisim.adapters import panorama, registry
-from unisim.pipelines import inspect
+from unisim.shards import reader
 from unisim.pipelines.conformance import Expectation, check_adapter
 
 
@@ -32,7 +32,7 @@ def test_r2r_passes_the_kit(tmp_path):
     reasons = {r.key: r.reason for r in report.dead_letter}
     assert reasons["train/path/2/0"] == "unknown_viewpoint" and reasons["train/path/3/2"] == "missing_skybox"
     assert reasons["train/path/5/1"] == "missing_connectivity" and reasons["train@3"] == "malformed_annotation"
-    records = list(inspect.iter_records(report.output, report.manifest))
+    records = list(reader.iter_records(report.output, report.manifest))
     assert {r.episode_id for r in records} == set(by_id)
     assert report.manifest.control_stats is not None
 
@@ -76,7 +76,7 @@ def test_habitat_objectnav_passes_the_kit(tmp_path):
     reasons = {r.key: r.reason for r in report.dead_letter}
     assert reasons["train/sceneA/2"] == "unknown_action" and reasons["train/sceneA/4"] == "observation_count_mismatch"
     assert reasons["train/sceneA/1/00000"] == "undecodable_image"
-    records = {r.episode_id: r for r in inspect.iter_records(report.output, report.manifest)}
+    records = {r.episode_id: r for r in reader.iter_records(report.output, report.manifest)}
     assert records["train/sceneB/6"].conditioning_text.startswith("habitat_objectnav")  # the domain identifier
     remote = copy_tree(root, "memory://habitat-kit")
     check_adapter(Expectation(dataset="habitat_objectnav", source=remote, **nf.HABITAT_EXPECT), str(tmp_path / "r"))

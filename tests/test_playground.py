@@ -1,5 +1,5 @@
-"""`unisim play` (simulator/playground.py): the page driven in a real headless browser — Playwright with Debian's
-Chromium (`make test` installs it; Playwright's own browser download is never used) — asserting that the frames
+"""`unisim play` (simulator/serving/playground.py): the page driven in a real headless browser — Playwright with
+Debian's Chromium (`make test` installs it; Playwright's own browser download is never used) — asserting that the frames
 change after a text action and after an arrow key, that reset and the start frame choice work (issue 22)."""
 
 import json
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from unisim.simulator.core import SamplerSettings, Simulator
-from unisim.simulator.playground import serve_playground, start_frames
+from unisim.simulator.serving.playground import serve_playground, start_frames
 
 CHROMIUM = os.environ.get("UNISIM_CHROMIUM", "/usr/bin/chromium")
 # As root in a closed network: no sandbox, and none of Chromium's background connections.

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from fixtures import write_language_table
+from unisim.samples.fixtures.language_table import write_language_table
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EPISODES = 24

@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
-import fixtures
-import robot_fixtures as rf
+from unisim.samples.fixtures import language_table as fixtures
+from unisim.samples.fixtures import robots as rf
 from unisim.adapters import registry
 from unisim.adapters.base import Episode
 from unisim.pipelines.conformance import Expectation, check_adapter

@@ -1,4 +1,4 @@
-"""simulator/rpc.py: the simulator over dm_env_rpc (gRPC) on 127.0.0.1 — dm_env_rpc's own compliance suites, its
+"""simulator/serving/rpc.py: the simulator over dm_env_rpc (gRPC) on 127.0.0.1 — dm_env_rpc's own compliance suites, its
 `DmEnvAdaptor` as the client, steps of several connections (and of an HTTP client on the same pool) sampled in one
 batch, and the hostile-input limits (issue 22)."""
 
@@ -11,11 +11,11 @@ from dm_env_rpc.v1 import connection, dm_env_adaptor, dm_env_rpc_pb2, error, ten
 from dm_env_rpc.v1.compliance import create_destroy_world, join_leave_world, reset, reset_world, step
 from google.rpc import code_pb2
 
-from unisim.simulator.batching import SessionPool
-from unisim.simulator.client import RemoteSimulator
 from unisim.simulator.core import Action, SamplerSettings, Simulator
-from unisim.simulator.rpc import DmEnvRpcServer
-from unisim.simulator.server import SimulatorServer
+from unisim.simulator.serving.client import RemoteSimulator
+from unisim.simulator.serving.http import SimulatorServer
+from unisim.simulator.serving.rpc import DmEnvRpcServer
+from unisim.simulator.serving.sessions import SessionPool
 
 H, W = 24, 40
 IMAGE = np.random.default_rng(0).integers(0, 256, (H, W, 3), dtype=np.uint8)

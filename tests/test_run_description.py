@@ -7,6 +7,7 @@ import pytest
 
 from unisim.schemas.controls import ControlStats
 from unisim.schemas.run import RunDescription, RunDescriptionError, SourceDescription
+from unisim.schemas.text_embeddings import EncoderIdentity
 
 
 def _description() -> RunDescription:
@@ -14,7 +15,7 @@ def _description() -> RunDescription:
                          high_percentile=99.0, count=10, mean=(0.0, 0.0), std=(1.0, 1.0), min=(-1.0, -1.0),
                          max=(1.0, 1.0), percentile_rows=10)
     return RunDescription(config={"stage": "base", "input": {"frames": 16}}, text_dim=32, control_dims=2,
-                          text_encoder={"fingerprint": "abc", "path": "/t5", "max_tokens": 64},
+                          text_encoder=EncoderIdentity(fingerprint="abc", path="/t5", d_model=32, max_tokens=64),
                           sources=(SourceDescription("tabletop", "language_table", "/clips", 0.6, stats, (192, 320),
                                                      10.0),
                                    SourceDescription("images", "laion", "/images", 0.4, None, (192, 320), 0.0)))

@@ -9,7 +9,7 @@ import tarfile
 import pyarrow.parquet as pq
 
 from unisim.adapters import video
-from unisim.pipelines import inspect
+from unisim.shards import reader
 from unisim.pipelines.conformance import Expectation, check_adapter
 from unisim.samples import activity_video, image_text
 
@@ -43,7 +43,7 @@ def test_activity_video_sample_is_the_ssv2_layout_and_each_video_becomes_one_rec
     report = check_adapter(Expectation(dataset="ssv2", source=root, episodes=count, read_rejections={},
                                        records=count, rejected_reasons={}), str(tmp_path))
     assert report.units == ["train:0", "validation:0"]
-    records = list(inspect.iter_records(report.output, report.manifest))
+    records = list(reader.iter_records(report.output, report.manifest))
     expected = {f"{split}/{e['id']}": e["label"] for split, entries in labels.items() for e in entries}
     assert {r.episode_id: r.text for r in records} == expected
     assert all(r.fps == 12.0 and len(r.frames) == 20 and not r.is_image for r in records)
@@ -82,7 +82,7 @@ def test_image_text_sample_is_the_img2dataset_layout_and_failed_downloads_are_re
                                        read_rejections={"download_failed": 4}, records=60,
                                        rejected_reasons={"download_failed": 4}), str(tmp_path))
     assert {r.key for r in report.dead_letter} == {r["key"] for r in failed}
-    records = {r.episode_id: r for r in inspect.iter_records(report.output, report.manifest)}
+    records = {r.episode_id: r for r in reader.iter_records(report.output, report.manifest)}
     captions = {r["key"]: r["caption"] for r in rows if r["status"] == "success"}
     assert {key: r.text for key, r in records.items()} == captions
     assert all(r.is_image and len(r.frames) == 1 for r in records.values())

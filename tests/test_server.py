@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 
 from unisim.schemas.controls import ControlStats
-from unisim.simulator.client import RemoteSimulator, ServerError, UnknownSession, encode_array
 from unisim.simulator.core import Action, ActionError, SamplerSettings, Simulator
-from unisim.simulator.server import SimulatorServer, serve
+from unisim.simulator.serving.client import RemoteSimulator, UnknownSession
+from unisim.simulator.serving.http import SimulatorServer, serve
+from unisim.simulator.serving.protocol import ServerError, encode_array
 
 PUSH = Action(controls=[0.01, -0.02])
 
@@ -262,8 +263,8 @@ def test_cli_serves_until_interrupted(tiny_workdirs):
 def test_oversized_texts_and_image_bombs_are_refused_before_any_work(server):
     import base64
 
-    import image_fixtures as imf
-    from unisim.simulator.server import MAX_TEXT_CHARS
+    from unisim.samples.fixtures import images as imf
+    from unisim.simulator.serving.protocol import MAX_TEXT_CHARS
 
     status, session = _http(server, "POST", "/v1/sessions", {"observation": None, "seed": 1})
     step = f"/v1/sessions/{session['session']}/step"
@@ -325,7 +326,7 @@ def test_another_clients_steps_stay_fast_while_one_client_floods(sim, tmp_path):
     import base64
     import socket
 
-    import image_fixtures as imf
+    from unisim.samples.fixtures import images as imf
 
     with SimulatorServer(sim, port=0, max_sessions_per_client=4, read_timeout_s=2.0) as target:
         victim = RemoteSimulator(target.url, timeout=300)

@@ -49,9 +49,9 @@ def test_identity_is_the_same_for_a_copy_on_an_object_store(tiny_t5_dir):
     for name in os.listdir(tiny_t5_dir):
         memfs.put(f"memory://models/tiny-t5/{name}", open(os.path.join(tiny_t5_dir, name), "rb").read())
     remote = te.encoder_identity("memory://models/tiny-t5", 64)
-    assert remote["fingerprint"] == local["fingerprint"] and remote["path"] != local["path"]
-    assert local["d_model"] == 32 and local["dtype"] == "float16" and local["weights"][0][0] == "model.safetensors"
-    assert local["stored_dtype"] == emb.STORED_DTYPE
+    assert remote.fingerprint == local.fingerprint and remote.path != local.path and remote.same_as(local)
+    assert local.d_model == 32 and local.dtype == "float16" and local.weights[0][0] == "model.safetensors"
+    assert local.stored_dtype == emb.STORED_DTYPE
     # The worker-side load from the object store gives the same embeddings as the local checkpoint.
     a = te.T5TextEncoder("memory://models/tiny-t5").encode(["k"], ["push the block 2 to the left"])[0]
     b = te.T5TextEncoder(tiny_t5_dir).encode(["k"], ["push the block 2 to the left"])[0]
@@ -59,11 +59,16 @@ def test_identity_is_the_same_for_a_copy_on_an_object_store(tiny_t5_dir):
 
 
 def test_identity_changes_with_the_config_or_vocabulary(tiny_t5_dir, tmp_path):
-    base = te.encoder_identity(tiny_t5_dir, 64)["fingerprint"]
+    base = te.encoder_identity(tiny_t5_dir, 64).fingerprint
     wider = tiny_t5.write_tiny_t5(str(tmp_path / "wider"), d_model=48)
     other_vocab = tiny_t5.write_tiny_t5(str(tmp_path / "vocab"), corpus=["open the drawer"] * 3)
-    assert len({base, te.encoder_identity(wider, 64)["fingerprint"],
-                te.encoder_identity(other_vocab, 64)["fingerprint"]}) == 3
+    assert len({base, te.encoder_identity(wider, 64).fingerprint,
+                te.encoder_identity(other_vocab, 64).fingerprint}) == 3
+    # The one check that a loaded encoder is the recorded one (converter workers, the simulator).
+    recorded = te.encoder_identity(tiny_t5_dir, 64)
+    assert te.check_encoder(tiny_t5_dir, recorded, "the recorded one").same_as(recorded)
+    with pytest.raises(emb.EncoderMismatchError, match=f"at {wider} .* is not the recorded one \\({tiny_t5_dir}"):
+        te.check_encoder(wider, recorded, "the recorded one")
 
 
 def test_a_directory_that_is_not_a_checkpoint_fails_clearly(tmp_path):
@@ -91,13 +96,13 @@ def test_entry_codec_round_trips_and_pads_with_a_mask():  # the int8 layout: tes
 @dataclasses.dataclass
 class _M:  # the two fields of a Manifest the check reads
     dataset: str
-    text_encoder: dict | None
+    text_encoder: emb.EncoderIdentity | None
 
 
 def test_check_same_encoder_refuses_mixed_or_missing_encoders():
-    a = {"fingerprint": "a" * 64, "path": "gs://m/t5-xxl"}
-    same = {"fingerprint": "a" * 64, "path": "/local/t5-xxl"}
-    other = {"fingerprint": "b" * 64, "path": "/local/t5-small"}
+    a = emb.EncoderIdentity(fingerprint="a" * 64, path="gs://m/t5-xxl", d_model=4096, max_tokens=64)
+    same = emb.EncoderIdentity(fingerprint="a" * 64, path="/local/t5-xxl", d_model=4096, max_tokens=64)
+    other = emb.EncoderIdentity(fingerprint="b" * 64, path="/local/t5-small", d_model=512, max_tokens=64)
     assert emb.check_same_encoder([_M("rt1", a), _M("bridge", same)]) == a
     with pytest.raises(emb.EncoderMismatchError, match="2 different encoders.*t5-small.*ssv2"):
         emb.check_same_encoder([_M("rt1", a), _M("bridge", same), _M("ssv2", other)])

@@ -106,7 +106,7 @@ def test_two_processes_through_jax_distributed_each_fetch_their_own_shards(clips
     They start as docs/accelerators.md's SLURM recipe starts them (`srun … unisim train … --distributed`): SLURM's
     variables as srun sets them for two tasks on one node, 127.0.0.1 as the node, and jax.distributed finding the
     rest; SLURM_JOB_ID is chosen so that the port jax derives from it is free."""
-    import countfs
+    from unisim.samples.fixtures import countfs
     from unisim.schemas.manifest import RECORD_PREFIX, Manifest
 
     job = next(j for j in range(4096) if _port_is_free(61440 + j))  # jax: port = 61440 + SLURM_JOB_ID % 4096
@@ -114,8 +114,7 @@ def test_two_processes_through_jax_distributed_each_fetch_their_own_shards(clips
     env = {**os.environ, "COUNTFS_ROOT": str(tmp_path), "COUNTFS_LOG": str(tmp_path / "reads.log")}
     workdir = str(tmp_path / "two")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    tests = os.path.join(root, "tests")
-    launcher = [sys.executable, "-c", f"import sys; sys.path.insert(0, {tests!r}); import countfs; "
+    launcher = [sys.executable, "-c", "import sys; from unisim.samples.fixtures import countfs; "
                 "from unisim.cli import main; sys.exit(main(sys.argv[1:]))"]
     command = _command(workdir, "countfs://bucket/clips", "--steps", "2", "--config.sample_every=0",
                        f"--config.input.cache_dir={tmp_path / 'cache'}", "--distributed")[3:]  # from "train" on

@@ -10,10 +10,11 @@ import sys
 import numpy as np
 import pytest
 
-import image_fixtures as imf
+from unisim.samples.fixtures import images as imf
 from unisim.pipelines import convert
 from unisim.pipelines.embed import EncoderSettings
 from unisim.schemas.text_embeddings import EncoderMismatchError
+from unisim.shards import reader
 from unisim.trainer import data
 
 CONFIG = data.InputConfig(batch_size=3, threads=2, seed=7)
@@ -161,7 +162,7 @@ def test_reduced_jpeg_decoding_matches_decode_then_area_resize():
     jpeg = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
     full = cv2.cvtColor(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
     for target in ((24, 40), (48, 80), (30, 50), (192, 320)):
-        got = data.decode_resized([jpeg], (192, 320), target)[0]
+        got = reader.decode_resized([jpeg], (192, 320), target)[0]
         expected = cv2.resize(full, (target[1], target[0]), interpolation=cv2.INTER_AREA)
         assert got.shape == (*target, 3)
         assert np.abs(got.astype(int) - expected).mean() < 3.0, target  # the same picture, colour order included

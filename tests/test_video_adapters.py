@@ -7,11 +7,12 @@ import pickle
 import numpy as np
 import pytest
 
-import video_fixtures as vf
+from unisim.samples.fixtures import videos as vf
 from unisim import fileio
 from unisim.adapters import registry, video
 from unisim.adapters.base import Episode, FrameUnavailable
 from unisim.pipelines import inspect
+from unisim.shards import reader
 from unisim.pipelines.frames import FrameSpec, process
 from unisim.pipelines.conformance import Expectation, check_adapter
 from unisim.fileio.video import write_video
@@ -98,7 +99,7 @@ def assert_one_clip_per_annotation(report, annotations: int) -> None:
     """`inspect`'s clip count is the annotation count minus the rejected, and each record is its annotation's."""
     summary = inspect.summarize(report.output)
     assert summary["records"] == annotations - report.manifest.rejected
-    records = list(inspect.iter_records(report.output, report.manifest))
+    records = list(reader.iter_records(report.output, report.manifest))
     assert all(r.clip_index == 0 for r in records) and len({r.episode_id for r in records}) == len(records)
 
 
@@ -130,7 +131,7 @@ def test_ssv2_reads_the_older_release_naming(tmp_path):
 
 
 def _records(report) -> dict:
-    return {r.episode_id: r for r in inspect.iter_records(report.output, report.manifest)}
+    return {r.episode_id: r for r in reader.iter_records(report.output, report.manifest)}
 
 
 def test_ego4d_gives_one_clip_per_narration_centred_on_its_moment(tmp_path):
@@ -239,7 +240,7 @@ def test_epic_kitchens_fits_the_clip_to_the_segment_when_asked(tmp_path):
     vf.write_epic(root)
     manifest, _ = convert.run(convert.ConvertConfig(dataset="epic_kitchens", source=root, split="validation",
                                                     output=str(tmp_path / "out"), fit_spans=True), command="test")
-    (record,) = inspect.iter_records(str(tmp_path / "out"), manifest)
+    (record,) = reader.iter_records(str(tmp_path / "out"), manifest)
     # 0.30-1.10 s at 50 fps = frames [15, 56): 16 targets 2.5625 frames apart cover it.
     assert record.frame_indices[4] == 15 and record.frame_indices[-1] == 53
     assert abs(record.fps - 50 / (41 / 16)) < 1e-3 and manifest.fps_values == [record.fps]

@@ -48,12 +48,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from unisim import fileio
-from unisim.fileio import images
 from unisim.schemas import record as rec
 from unisim.schemas.errors import UserError
-from unisim.schemas.manifest import MANIFEST_NAME, Manifest, ShardInfo
+from unisim.schemas.manifest import Manifest, ShardInfo
 from unisim.schemas.text_embeddings import TextEmbeddingStore, check_same_encoder
+from unisim.shards import reader
 from unisim.trainer.streams import Layout, Share, Stream, mix_positions, plan
 
 
@@ -128,23 +127,14 @@ def parse_mixture(spec: str) -> list[Source]:
     return sources
 
 
-def read_manifest(path: str) -> Manifest:
-    """The manifest of a converted directory, local or remote (`unisim.fileio`)."""
-    try:
-        text = fileio.read_text(fileio.join(path, MANIFEST_NAME))
-    except FileNotFoundError:
-        raise MixtureError(f"{path}: no {MANIFEST_NAME} (not a converted directory, or an unfinished run)") from None
-    try:
-        return Manifest.loads(text)
-    except ValueError as e:  # the schema version check
-        raise MixtureError(f"{path}: {e}") from None
-
-
 def load_manifests(sources: Sequence[Source]) -> list[Manifest]:
     """Each source's manifest; refuses incomplete directories, mixed schema versions and mixed text encoders."""
     manifests = []
     for source in sources:
-        manifest = read_manifest(source.path)
+        try:
+            manifest = reader.read_manifest(source.path)
+        except reader.ManifestError as e:
+            raise MixtureError(str(e)) from None
         if manifest.records == 0:
             raise MixtureError(f"{source.path}: holds no records")
         manifests.append(manifest)
@@ -169,39 +159,6 @@ def share_files(manifest: Manifest, share: Share) -> list[tuple[str, int | None]
     files = [(manifest.shards[i].path, manifest.shards[i].bytes) for i in share.shards]
     files += [(s.path, s.bytes) for s in embeddings] + [(keys_path(s.path), None) for s in embeddings]
     return files
-
-
-def localize(path: str, manifest: Manifest, files: Sequence[tuple[str, int | None]], cache_dir: str,
-             threads: int = 8) -> tuple[str, int]:
-    """(a local directory holding `files` of `path`'s converted output, bytes fetched for it).
-
-    A local path (a FUSE mount included: gcsfuse, as MaxText reads ArrayRecord on GCS) is read where it is and
-    nothing is fetched. A remote one is copied — only `files`, in `threads` parallel streams — into a directory of
-    `cache_dir` named by the source path and its manifest's bytes, so a re-converted source never mixes with an old
-    copy. Each file is renamed into place when complete, so a file present with its recorded size is kept and an
-    interrupted copy resumes; processes on one host may share the cache (they read different shards)."""
-    if not fileio.is_remote(path):
-        return path, 0
-    import hashlib
-    from concurrent.futures import ThreadPoolExecutor
-
-    manifest_bytes = manifest.dumps().encode("utf-8")
-    name = hashlib.sha256(path.rstrip("/").encode() + b"\0" + manifest_bytes).hexdigest()[:16]
-    local = os.path.join(cache_dir, name)
-    os.makedirs(local, exist_ok=True)
-
-    def fetch(file: tuple[str, int | None]) -> int:
-        relative, size = file
-        target = os.path.join(local, relative)
-        if os.path.exists(target) and (size is None or os.path.getsize(target) == size):
-            return 0
-        return fileio.fetch(fileio.join(path, relative), target)
-
-    with ThreadPoolExecutor(max(1, threads)) as pool:
-        fetched = sum(pool.map(fetch, files))
-    if not os.path.exists(os.path.join(local, MANIFEST_NAME)):  # the directory's name holds its hash: same bytes
-        fileio.publish(manifest_bytes, os.path.join(local, MANIFEST_NAME))
-    return local, fetched
 
 
 def empty_batch(c: InputConfig, n: int, text_dim: int, control_dims: int) -> dict[str, np.ndarray]:
@@ -229,7 +186,7 @@ class ExampleMaker:
                         for s, m, share in zip(sources, manifests, shares)]
         self._locks = [threading.Lock() for _ in sources]  # a store's readers are shared by grain's threads
         self.control_dims = max(len(m.control_stats.names) if m.control_stats else 0 for m in manifests)
-        self.text_dim = int(manifests[0].text_encoder["d_model"])  # one encoder for all (`load_manifests` checks)
+        self.text_dim = manifests[0].text_encoder.d_model  # one encoder for all (`load_manifests` checks)
 
     def empty(self, n: int) -> dict[str, np.ndarray]:
         return empty_batch(self._config, n, self.text_dim, self.control_dims)
@@ -255,12 +212,12 @@ class ExampleMaker:
         stored, target = (record.height, record.width), (c.height, c.width)
         history = record.frames[max(0, context - c.history_frames):context]  # none when history_frames is 0 (SR)
         targets = record.frames[context:][: c.frames]
-        decode_resized(history, stored, target, out=batch["history"][i, c.history_frames - len(history):])
+        reader.decode_resized(history, stored, target, out=batch["history"][i, c.history_frames - len(history):])
         if c.history_ghost and len(history) > 1:
             ghost(batch["history"][i, c.history_frames - len(history):], rng.uniform(0, c.history_ghost),
                   int(rng.integers(1, len(history))))
         batch["history_mask"][i, c.history_frames - len(history):] = True
-        decode_resized(targets, stored, target, out=batch["frames"][i, : len(targets)])
+        reader.decode_resized(targets, stored, target, out=batch["frames"][i, : len(targets)])
         batch["frame_mask"][i, : len(targets)] = True
         with self._locks[source]:
             embedding = self._stores[source].lookup(record.text_key).embedding[: c.text_tokens]
@@ -287,31 +244,6 @@ def ghost(history: np.ndarray, weight: float, lag: int) -> None:
     the frame `lag` before it (`InputConfig.history_ghost`)."""
     h = history.astype(np.float32)
     history[lag:] = np.round((1 - weight) * h[lag:] + weight * h[:-lag]).astype(np.uint8)
-
-
-def decode_resized(frames: Sequence[bytes], stored: tuple[int, int], target: tuple[int, int],
-                   out: np.ndarray | None = None) -> np.ndarray:
-    """JPEG/PNG frames → uint8 RGB [n, *target, 3]. When the target is exactly 1/2, 1/4 or 1/8 of the stored size
-    (the cascade's 192×320 → 48×80 → 24×40), a JPEG is decoded straight at that scale: libjpeg scales in the DCT,
-    averaging like INTER_AREA, and skips most of the work. Otherwise frames are decoded whole and resized with
-    INTER_AREA (a reduced decode followed by a second resize measured visibly further from that)."""
-    import cv2
-
-    factor = next((f for f in (8, 4, 2) if (stored[0], stored[1]) == (target[0] * f, target[1] * f)), 1)
-    flag = {1: cv2.IMREAD_COLOR_RGB, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
-            8: cv2.IMREAD_REDUCED_COLOR_8}[factor]
-    out = np.empty((len(frames), *target, 3), np.uint8) if out is None else out
-    for i, frame in enumerate(frames):
-        try:  # the gate every decode passes: a shard is data, and a corrupt one must not allocate without bound
-            image = images.decode(frame, flag)
-        except images.ImageError as e:
-            raise rec.RecordError("frames", f"frame {i}: {e}") from None
-        if factor > 1:  # the reduced modes give BGR
-            image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-        if image.shape[:2] != target:
-            image = cv2.resize(image, (target[1], target[0]), interpolation=cv2.INTER_AREA)
-        out[i] = image
-    return out
 
 
 @dataclasses.dataclass
@@ -355,7 +287,7 @@ def build_input(sources: Sequence[Source], config: InputConfig, process_index: i
     for source, manifest, (share, stream) in zip(sources, manifests, planned):
         files = share_files(manifest, share)
         start = time.monotonic()
-        path, fetched = localize(source.path, manifest, files, config.cache_dir)
+        path, fetched = reader.localize(source.path, manifest, files, config.cache_dir)
         local_sources.append(dataclasses.replace(source, path=path))
         if log:
             records = sum(manifest.shards[i].records for i in share.shards)
@@ -386,22 +318,8 @@ def build_input(sources: Sequence[Source], config: InputConfig, process_index: i
 def check_share(directory: str, manifest: Manifest, share: Share) -> None:
     """Refuses (MixtureError, one line per shard) a share whose record or embedding shards are missing or are not the
     size and record count the manifest recorded: a replaced, truncated or deleted shard, before training reads it."""
-    from array_record.python.array_record_module import ArrayRecordReader
-
-    problems = []
-    for shard in [manifest.shards[i] for i in share.shards] + share_embeddings(manifest, share):
-        path = os.path.join(directory, shard.path)
-        size = os.path.getsize(path) if os.path.exists(path) else None
-        problem = shard.problem(size)
-        if problem is None:
-            try:
-                reader = ArrayRecordReader(path, "readahead_buffer_size:0")
-                problem = shard.problem(size, reader.num_records())
-                reader.close()
-            except RuntimeError as e:
-                problem = f"shard {shard.path} does not read as ArrayRecord: {str(e).strip().splitlines()[0]}"
-        if problem:
-            problems.append(problem)
+    problems = reader.shard_problems(directory, [manifest.shards[i] for i in share.shards]
+                                     + share_embeddings(manifest, share))
     if problems:
         raise MixtureError(f"{directory}: " + "; ".join(problems) + " (re-convert it, or restore the shards)")
 

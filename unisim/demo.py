@@ -114,7 +114,7 @@ def run(workdir: str, *, episodes: int = 200, held_out_episodes: int = 24, budge
 
     # ---- evaluate on held-out clips
     began = time.monotonic()
-    from unisim.simulator import evaluate
+    from unisim.simulator.evaluation import evaluate
 
     result = evaluate.evaluate(trained["base"], converted["tabletop-heldout"]["output"],
                                history_ablation=trained["base-1frame"], clips=eval_clips)
@@ -142,9 +142,9 @@ def _start_image(held_out: str, path: str) -> str:
     """The last history frame of the first held-out record, at its stored size: the README's `--image` example."""
     import cv2
 
-    from unisim.pipelines import inspect
+    from unisim.shards import reader
 
-    record = next(inspect.iter_records(held_out))
+    record = next(reader.iter_records(held_out))
     frame = cv2.imdecode(np.frombuffer(record.frames[max(0, record.context_frames - 1)], np.uint8), cv2.IMREAD_COLOR)
     cv2.imwrite(path, frame)
     return path
@@ -152,7 +152,7 @@ def _start_image(held_out: str, path: str) -> str:
 
 def _rollouts(base: str, held_out: str, workdir: str) -> list[dict]:
     from unisim.simulator.core import Action, SamplerSettings, Simulator
-    from unisim.simulator.evaluate import held_out_clips
+    from unisim.simulator.evaluation.evaluate import held_out_clips
     from unisim.simulator.rollout import write_video
 
     _start_image(held_out, os.path.join(workdir, "start.png"))

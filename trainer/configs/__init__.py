@@ -9,6 +9,7 @@ import runpy
 from collections.abc import Sequence
 
 from unisim.schemas.errors import UserError
+from unisim.schemas.options import coerce
 
 
 class ConfigError(UserError):
@@ -43,20 +44,14 @@ def load(path: str, overrides: Sequence[str] = ()):
 
 
 def _parse(text: str, current, where: str):
+    """`text` as the type of the field's `current` value: scalars by the one option parser (`schemas.options.coerce`,
+    as every command-line flag is read), tuples, lists and None as Python literals."""
     try:
-        if isinstance(current, bool):
-            if text.lower() in ("true", "1", "yes", "on"):
-                return True
-            if text.lower() in ("false", "0", "no", "off"):
-                return False
-            raise ValueError("expected true or false")
-        if isinstance(current, int):
-            return int(text)
-        if isinstance(current, float):
-            return float(text)
-        if isinstance(current, str):
-            return text
+        if type(current) in (bool, int, float, str):
+            return coerce(text, type(current), f"override {where!r}")
         value = ast.literal_eval(text)
         return tuple(value) if isinstance(current, tuple) and isinstance(value, (list, tuple)) else value
-    except (ValueError, SyntaxError) as e:
+    except ValueError as e:  # coerce's message names the override already
+        raise ConfigError(f"{e} (the field is {type(current).__name__})") from None
+    except SyntaxError as e:
         raise ConfigError(f"override {where!r}: {e} (the field is {type(current).__name__})") from None

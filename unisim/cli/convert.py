@@ -116,7 +116,7 @@ def run(args, beam_args: list[str]) -> int:
     if manifest.text_encoder:
         print(f"texts: {manifest.unique_texts} unique, {manifest.encoder_calls} through the encoder "
               f"({manifest.texts_truncated} truncated at {config.text.encoder.max_tokens} tokens), "
-              f"encoder {manifest.text_encoder['fingerprint'][:12]} from {manifest.text_encoder['path']}")
+              f"encoder {manifest.text_encoder.fingerprint[:12]} from {manifest.text_encoder.path}")
     mapping = manifest.adapter.get("mapping")
     if mapping:
         print(f"read: image {mapping['image']}, text {mapping['text'] or '(none)'}, actions "

@@ -1,5 +1,5 @@
 """Does the simulator follow actions? Action-following error, PSNR, SSIM and FVD* on held-out tabletop clips, against
-the null condition, copy-last-frame and shuffled controls (simulator/evaluate.py says what each row is).
+the null condition, copy-last-frame and shuffled controls (simulator/evaluation/evaluate.py says what each row is).
 
     unisim eval --checkpoint runs/base --data demo-output/clips/tabletop-heldout \
         [--history_ablation runs/base-1frame] [--clips 32] [--steps 8] [--segments 4] [--output eval.json]"""
@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+from unisim import fileio
 from unisim.schemas.options import add_flags, from_flags, option
 
 
@@ -27,7 +28,7 @@ class EvalOptions:
                                       metavar="DIR")
     fidelity_net: str = option("random-video", "random-video, i3d:PATH, … or '' for no FVD*")
     seed: int = option(0, "random seed of the samples")
-    output: str | None = option(None, "write the result as JSON here", metavar="FILE.json")
+    output: str | None = option(None, "write the result as JSON here (local or gs://)", metavar="FILE.json")
 
 
 def add_arguments(parser) -> None:
@@ -38,7 +39,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args, _rest) -> int:
-    from unisim.simulator import evaluate
+    from unisim.simulator.evaluation import evaluate
     from unisim.simulator.core import SamplerSettings
 
     options = from_flags(EvalOptions, args)
@@ -51,7 +52,6 @@ def run(args, _rest) -> int:
                                rollout_data=options.rollout_data)
     print(evaluate.format_table(result))
     if options.output:
-        with open(options.output, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=1)
+        fileio.publish(json.dumps(result, indent=1).encode("utf-8"), options.output)  # local or gs://, atomic
         print(f"[eval] wrote {options.output}")
     return 0

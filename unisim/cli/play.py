@@ -1,6 +1,6 @@
-"""Try a trained model in the browser: a local page (simulator/playground.py) that shows the current frame, takes
-a text action or arrow-key control deltas, steps the simulator and plays the new frames, with reset and a choice of
-start frame from a converted directory.
+"""Try a trained model in the browser: a local page (simulator/serving/playground.py) that shows the current frame,
+takes a text action or arrow-key control deltas, steps the simulator and plays the new frames, with reset and a choice
+of start frame from a converted directory.
 
     unisim play --checkpoint runs/base --data demo-output/converted --port 8472   # open http://127.0.0.1:8472/
 
@@ -30,8 +30,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args, _rest) -> int:
-    from unisim.simulator.playground import serve_playground
-    from unisim.simulator.server import serve_forever
+    from unisim.simulator.serving.http import serve_forever
+    from unisim.simulator.serving.playground import serve_playground
 
     stages, options = from_flags(StageOptions, args), from_flags(PlayOptions, args)
     if options.starts < 1 or not options.control_step > 0:

@@ -1,7 +1,7 @@
-"""Serve a trained model to many environments over HTTP/JSON (simulator/server.py; its client is
-simulator/client.py) and, with --grpc_port, over dm_env_rpc (simulator/rpc.py). Both protocols share one session
-pool, so concurrent steps from either are batched into one sampler call. No authentication: it binds 127.0.0.1
-unless told otherwise.
+"""Serve a trained model to many environments over HTTP/JSON (simulator/serving/http.py; its client is
+simulator/serving/client.py) and, with --grpc_port, over dm_env_rpc (simulator/serving/rpc.py). Both protocols share
+one session pool, so concurrent steps from either are batched into one sampler call. No authentication: it binds
+127.0.0.1 unless told otherwise.
 
     unisim serve --checkpoint runs/base --super_resolution runs/sr1 runs/sr2 --port 8470 --grpc_port 8471"""
 
@@ -34,8 +34,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args, _rest) -> int:
-    from unisim.simulator import server as http
-    from unisim.simulator.batching import SessionPool
+    from unisim.simulator.serving import http
+    from unisim.simulator.serving.sessions import SessionPool
 
     stages, options = from_flags(StageOptions, args), from_flags(ServeOptions, args)
     simulator = simulator_of(stages, args, max_batch=options.max_batch)
@@ -46,7 +46,7 @@ def run(args, _rest) -> int:
                                   read_timeout_s=options.read_timeout_s).start()
     extra = []
     if options.grpc_port is not None:
-        from unisim.simulator.rpc import DmEnvRpcServer
+        from unisim.simulator.serving.rpc import DmEnvRpcServer
 
         extra.append(DmEnvRpcServer(None, options.host, options.grpc_port, pool=pool,
                                     max_connections=options.max_connections).start())

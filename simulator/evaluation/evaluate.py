@@ -22,14 +22,13 @@ Each row's `key` names it in JSON: model, null_condition, copy_last_frame, shuff
 Columns: `action error` — |generated − true| end-effector displacement from the last history frame to the last
 target frame, in pixels of the base frame (the effector's centroid by colour; where a generated frame shows no
 effector, its displacement counts as zero and `effector found` drops); PSNR and SSIM against the true frames;
-FVD* — the Fréchet distance of clip features from a FIXED RANDOM video network (simulator/fidelity.py), only for
+FVD* — the Fréchet distance of clip features from a FIXED RANDOM video network (evaluation/fidelity.py), only for
 comparing rows of one run, never published FVD (plug in I3D with --fidelity_net i3d:PATH).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import numpy as np
 
@@ -88,19 +87,15 @@ def held_out_clips(directory: str, size: tuple[int, int], frames: int, count: in
     shards copied to `cache_dir` (default: the trainer's shard cache)."""
     if segments > 1:
         frames, min_targets = segments * frames, segments * frames
-    import grain
-
-    from unisim.schemas import record as rec
-    from unisim.trainer.data import InputConfig, decode_resized, localize, read_manifest
+    from unisim.shards import reader
+    from unisim.trainer.data import InputConfig
 
     # Read as training reads a converted directory: local in place, a remote one (gs://) copied to the cache.
-    manifest = read_manifest(directory)
+    manifest = reader.read_manifest(directory)
     filled = [s for s in manifest.shards if s.records]
-    local, _ = localize(directory, manifest, [(s.path, s.bytes) for s in filled], cache_dir or InputConfig().cache_dir)
-    source = grain.sources.ArrayRecordDataSource([os.path.join(local, s.path) for s in filled])
     clips = []
-    for i in range(len(source)):
-        record = rec.decode(source[i], validate_record=False)
+    for record in reader.iter_records(directory, manifest, filled, validate=False,
+                                      cache_dir=cache_dir or InputConfig().cache_dir):
         # A clip at an episode's start has no context frames: its first frames (up to `history`, leaving
         # `min_targets`) become the history, so that every model sees the history it was built for.
         context = record.context_frames or max(1, min(history, len(record.frames) - min_targets))
@@ -113,8 +108,8 @@ def held_out_clips(directory: str, size: tuple[int, int], frames: int, count: in
             rows = np.asarray(record.controls[context - 1: context - 1 + targets], np.float64)
             controls = np.concatenate([rows, np.repeat(rows[-1:], frames - len(rows), axis=0)])
         clips.append({"key": f"{record.episode_id}/{record.clip_index}", "text": record.conditioning_text,
-                      "history": decode_resized(record.frames[:context], stored, size),
-                      "targets": decode_resized(record.frames[context: context + targets], stored, size),
+                      "history": reader.decode_resized(record.frames[:context], stored, size),
+                      "targets": reader.decode_resized(record.frames[context: context + targets], stored, size),
                       "controls": controls})
         if len(clips) == count:
             break
@@ -205,7 +200,7 @@ def score(name: str, clips: list[dict], generated: list[np.ndarray], net, key: s
            "effector_found": found / len(errors) if errors else None, "psnr": float(np.mean(psnrs)),
            "ssim": float(np.mean(ssims))}
     if net is not None and len(clips) > 1:
-        from unisim.simulator import fidelity
+        from unisim.simulator.evaluation import fidelity
 
         frames = net.frames  # every clip's first `frames` (the shortest clip's length: see `evaluate`)
         row["fvd"] = fidelity.fvd(np.stack([c["targets"][:frames] for c in clips]),
@@ -225,7 +220,7 @@ def evaluate(checkpoint: str, data: str, *, history_ablation: str | None = None,
     held_out = held_out_clips(data, model.base_size, model.frames, clips)
     net = None
     if fidelity_net:
-        from unisim.simulator import fidelity
+        from unisim.simulator.evaluation import fidelity
 
         shortest = min(len(c["targets"]) for c in held_out)
         net = fidelity.feature_network(fidelity_net if "?" in fidelity_net or ":" in fidelity_net

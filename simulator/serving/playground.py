@@ -3,8 +3,8 @@
 
     unisim play --checkpoint runs/base --data demo-output/converted --port 8472   # then open http://127.0.0.1:8472/
 
-The page is one static file (simulator/playground.html, no build step, no external scripts) served by the same
-HTTP server as `unisim serve` (simulator/server.py): it calls the JSON API (/v1/info, /v1/sessions, …) like any
+The page is one static file (serving/playground.html, no build step, no external scripts) served by the same
+HTTP server as `unisim serve` (serving/http.py): it calls the JSON API (/v1/info, /v1/sessions, …) like any
 client, so whatever it does a script can do, under the same limits. Two routes are added: GET / (the page) and
 GET /play/starts (the start frames: up to `starts` clips of a converted directory, their last history frame as a
 PNG, plus a white text-only start).
@@ -17,6 +17,7 @@ manifest's control statistics), with every other dimension at the middle of its 
 from __future__ import annotations
 
 import base64
+import itertools
 import os
 import re
 
@@ -33,24 +34,19 @@ def start_frames(directory: str, size: tuple[int, int], count: int, cache_dir: s
     (its first frame if it has no context), at `size`, as {"name", "frame": uint8 [H, W, 3]}."""
     import tempfile
 
-    import grain
+    from unisim.shards import reader
 
-    from unisim.schemas import record as rec
-    from unisim.trainer.data import decode_resized, localize, read_manifest
-
-    manifest = read_manifest(directory)
+    manifest = reader.read_manifest(directory)
     shards = [s for s in manifest.shards if s.records][:max(1, count)]
     if not shards:
         raise ValueError(f"{directory}: no records to start from")
-    local, _ = localize(directory, manifest, [(s.path, s.bytes) for s in shards],
-                        cache_dir or os.path.join(tempfile.gettempdir(), "unisim-play"))
-    source = grain.sources.ArrayRecordDataSource([os.path.join(local, s.path) for s in shards])
+    records = reader.iter_records(directory, manifest, shards, validate=False,
+                                  cache_dir=cache_dir or os.path.join(tempfile.gettempdir(), "unisim-play"))
     starts = []
-    for i in range(min(count, len(source))):
-        record = rec.decode(source[i], validate_record=False)
+    for record in itertools.islice(records, count):
         frame = record.frames[max(record.context_frames, 1) - 1]
         starts.append({"name": f"{record.episode_id} / clip {record.clip_index}",
-                       "frame": decode_resized([frame], (record.height, record.width), size)[0]})
+                       "frame": reader.decode_resized([frame], (record.height, record.width), size)[0]})
     return starts
 
 
@@ -83,7 +79,7 @@ def routes(simulator: Simulator, starts: list[dict], control_step: float = 0.5):
 def serve_playground(simulator: Simulator, data: str | None = None, *, host: str = "127.0.0.1", port: int = 8472,
                      starts: int = 8, control_step: float = 0.5, **limits):
     """A started `SimulatorServer` with the playground's page; `stop()` it when done."""
-    from unisim.simulator.server import SimulatorServer
+    from unisim.simulator.serving.http import SimulatorServer
 
     frames = start_frames(data, simulator.output_size, starts) if data else []
     return SimulatorServer(simulator, host, port, routes=routes(simulator, frames, control_step), **limits).start()

@@ -1,13 +1,13 @@
-"""A batching HTTP server for a `Simulator` (the paper's "parallel video servers"); its client is simulator/client.py.
+"""A batching HTTP server for a `Simulator` (the paper's "parallel video servers"); its client is serving/client.py.
 
     server = serve(Simulator.from_checkpoints("runs/base"), port=8470)   # background threads; server.url
     sim = client.RemoteSimulator("http://127.0.0.1:8470")                # new_session / step_sessions / describe
     unisim serve --checkpoint runs/base --super_resolution runs/sr1 runs/sr2 --port 8470
 
 Many clients step their sessions concurrently; the sessions, quotas and the batcher that samples every waiting step
-in ONE `step_sessions` call are simulator/batching.py's `SessionPool`, which this HTTP front end shares with the
-dm_env_rpc one (simulator/rpc.py) when both serve: one server, two protocols, the same limits. Stdlib only
-(`http.server`, `http.client`, JSON).
+in ONE `step_sessions` call are serving/sessions.py's `SessionPool`, which this HTTP front end shares with the
+dm_env_rpc one (serving/rpc.py) when both serve: one server, two protocols, the same limits (serving/protocol.py).
+Stdlib only (`http.server`, `http.client`, JSON).
 
   method  path                     body → answer (JSON)
   GET     /healthz                 → {"ok": true}
@@ -27,15 +27,16 @@ white frames. "controls" is a [D] or [frames, D] list of numbers; text and/or co
 
 Errors are always {"error": message}, never internals: 400 malformed JSON, wrong types or fields, a bad observation
 or action (the simulator's ActionError message; a bad action fails only its own request, not the batch it shares),
-a text over MAX_TEXT_CHARS, an image over MAX_IMAGE_PIXELS (read from its header, before decoding), a body shorter
-than its Content-Length (never executed), or a vectorised batch over max_batch; 404 unknown or expired session, or
-no such endpoint; 405 wrong method; 409 the session is already stepping; 411 no Content-Length; 413 body over
-max_request_bytes (checked before reading); 414 a request line too long; 429 this client already holds
+a text over MAX_TEXT_CHARS, an image over MAX_OBSERVATION_PIXELS (read from its header, before decoding), a body
+shorter than its Content-Length (never executed), or a vectorised batch over max_batch; 404 unknown or expired
+session, or no such endpoint; 405 wrong method; 409 the session is already stepping; 411 no Content-Length; 413 body
+over max_request_bytes (checked before reading); 414 a request line too long; 429 this client already holds
 max_sessions_per_client sessions; 503 max_sessions or max_connections reached, or shutting down; 500 the sampler
 failed on the batch (details in the server's log; it keeps serving). Sessions unused for session_timeout_s are
 dropped; a connection silent for read_timeout_s is closed. A client is its address, or the `X-Unisim-Client`
-token it sends. Actions are encoded (text tokenised and embedded) on the request's own thread, so the simulator's
-lock is held only to sample. No authentication: it binds 127.0.0.1 unless told otherwise.
+token it sends (protocol.py's `client_identity`). Actions are encoded (text tokenised and embedded) on the
+request's own thread, so the simulator's lock is held only to sample. No authentication: it binds 127.0.0.1 unless
+told otherwise.
 
     curl -s localhost:8470/v1/info
     curl -s -X POST localhost:8470/v1/sessions -d "{\"observation\": {\"image\": \"$(base64 -w0 start.png)\"}}"
@@ -54,15 +55,15 @@ import urllib.parse
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from unisim.simulator.batching import MAX_IMAGE_PIXELS, MAX_TEXT_CHARS, SessionPool, check_observation, \
-    decode_image, make_action
-from unisim.simulator.client import ServerError, decode_array, encode_array
 from unisim.simulator.core import Action, ActionError, Simulator
+from unisim.simulator.serving.protocol import CLIENT_TOKEN_KEY, ServerError, check_observation, client_identity, \
+    decode_array, decode_image, encode_array, make_action
+from unisim.simulator.serving.sessions import SessionPool
 
 logger = logging.getLogger(__name__)
 
 ACTION_FIELDS = frozenset({"text", "controls", "source"})
-__all__ = ["MAX_IMAGE_PIXELS", "MAX_TEXT_CHARS", "SimulatorServer", "serve", "serve_forever"]
+__all__ = ["SimulatorServer", "serve", "serve_forever"]
 
 
 def _decode_observation(obj):
@@ -245,8 +246,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _client(self) -> str:
         """Who is asking, for per-client quotas: an `X-Unisim-Client` token, else the peer address."""
-        token = self.headers.get("X-Unisim-Client", "")[:64]
-        return f"token:{token}" if token else f"addr:{self.client_address[0]}"
+        return client_identity(self.headers.get(CLIENT_TOKEN_KEY), self.client_address[0])
 
     def _serve(self) -> None:
         app: SimulatorServer = self.server.app

@@ -9,7 +9,7 @@
         env.close(); conn.send(dm_env_rpc_pb2.DestroyWorldRequest(world_name=world))
 
 A world is one simulator session, named by an unguessable id; every connection's steps go to the `SessionPool`
-(simulator/batching.py) that the HTTP server uses too, so concurrent environments on any number of connections are
+(serving/sessions.py) that the HTTP server uses too, so concurrent environments on any number of connections are
 sampled together in one sampler call, with the same limits and per-client quotas (a client is the `x-unisim-client`
 metadata token it sends, else its address).
 
@@ -40,9 +40,10 @@ import numpy as np
 from dm_env_rpc.v1 import dm_env_rpc_pb2, dm_env_rpc_pb2_grpc, tensor_spec_utils, tensor_utils
 from google.rpc import code_pb2, status_pb2
 
-from unisim.simulator.batching import MAX_TEXT_CHARS, SEED_LIMIT, SessionPool, check_seed, make_action
-from unisim.simulator.client import ServerError
 from unisim.simulator.core import Simulator
+from unisim.simulator.serving.protocol import CLIENT_TOKEN_KEY, MAX_TEXT_CHARS, SEED_LIMIT, ServerError, check_seed, \
+    client_identity, make_action
+from unisim.simulator.serving.sessions import SessionPool
 
 logger = logging.getLogger(__name__)
 
@@ -334,11 +335,9 @@ def _error(code: int, message: str) -> dm_env_rpc_pb2.EnvironmentResponse:
 
 def _client_of(context) -> str:
     """Who is asking, for per-client quotas: an `x-unisim-client` metadata token, else the peer's address."""
-    token = dict(context.invocation_metadata()).get("x-unisim-client", "")[:64]
-    if token:
-        return f"token:{token}"
     peer = context.peer()  # "ipv4:127.0.0.1:51234", "ipv6:[::1]:51234"
-    return "addr:" + peer.split(":", 1)[-1].rsplit(":", 1)[0]
+    return client_identity(dict(context.invocation_metadata()).get(CLIENT_TOKEN_KEY),
+                           peer.split(":", 1)[-1].rsplit(":", 1)[0])
 
 
 def serve_dm_env_rpc(simulator: Simulator, host: str = "127.0.0.1", port: int = 8471,

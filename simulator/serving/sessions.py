@@ -1,22 +1,21 @@
 """`SessionPool`: the one server core — sessions, per-client quotas, the batcher and the reaper — behind every
-transport (HTTP/JSON in simulator/server.py, dm_env_rpc over gRPC in simulator/rpc.py, the playground page).
+transport (HTTP/JSON in serving/http.py, dm_env_rpc over gRPC in serving/rpc.py, the playground page).
 
 Many clients step their sessions concurrently; one batcher thread takes every step waiting (up to `max_batch`,
 after waiting `batch_window_s` past the first for more to arrive) and samples them in ONE `step_sessions` call, so
 N environments cost about one sampler call per round instead of N, whichever protocol each arrived by. Actions are
 checked and encoded (text tokenised and embedded) on the caller's thread, so the simulator's lock is held only to
-sample. The limits a hostile client meets are here too, so that every transport enforces the same ones: texts over
-MAX_TEXT_CHARS, observations over MAX_IMAGE_PIXELS (an encoded image is measured from its header, before decoding),
-seeds outside [0, 2**32), max_sessions in all and max_sessions_per_client for one client.
+sample. Every transport meets the same limits: those of a request (texts, observations, seeds) are
+serving/protocol.py's, checked here too; the pool's own are max_sessions in all and max_sessions_per_client for
+one client.
 
-Errors are `ServerError(status, message)` with an HTTP status as the kind (400 bad input, 404 unknown session, 409
-already stepping, 429 this client's quota, 503 full or shutting down, 500 sampling failed); the gRPC front end maps
-them onto gRPC codes.
+Errors are protocol.py's `ServerError(status, message)` with an HTTP status as the kind (400 bad input, 404 unknown
+session, 409 already stepping, 429 this client's quota, 503 full or shutting down, 500 sampling failed); the gRPC
+front end maps them onto gRPC codes.
 """
 
 from __future__ import annotations
 
-import base64
 import collections
 import dataclasses
 import logging
@@ -26,71 +25,11 @@ import time
 
 import numpy as np
 
-from unisim.fileio import images
-from unisim.schemas.text import MAX_TEXT_CHARS  # a text action: what `unisim convert` accepts; longer refused
-from unisim.simulator.client import ServerError
 from unisim.simulator.core import Action, ActionError, Session, Simulator
+from unisim.simulator.serving.protocol import MAX_OBSERVATION_PIXELS, MAX_TEXT_CHARS, ServerError, \
+    check_observation, check_seed
 
 logger = logging.getLogger(__name__)
-
-SEED_LIMIT = 2 ** 32  # JAX keys (without x64) keep 32 bits of a seed: larger ones would silently collide
-MAX_IMAGE_PIXELS = 4096 * 4096  # checked in the header before decoding; frames are resized to the model's size anyway
-_DECODING = threading.BoundedSemaphore(2)  # image observations decoded at once: memory is bounded by 2 × the limit
-
-
-# ------------------------------------------------------------------------------------------- checked inputs
-
-def decode_image(data: bytes | str) -> np.ndarray:
-    """A PNG/JPEG file's bytes (or their base64) → uint8 RGB [H, W, 3], its size checked in the header first."""
-    import cv2
-
-    try:
-        if isinstance(data, str):
-            data = base64.b64decode(data, validate=True)
-        if not isinstance(data, bytes):
-            raise TypeError(f"an image is the bytes of a PNG or JPEG file, not {type(data).__name__}")
-        images.check(data, MAX_IMAGE_PIXELS)  # the header's size, before anything is decoded
-        with _DECODING:
-            return images.decode(data, cv2.IMREAD_COLOR_RGB, MAX_IMAGE_PIXELS)
-    except (ValueError, TypeError) as e:  # binascii.Error and ImageError are ValueErrors
-        raise ServerError(400, f"observation image: {e}") from None
-
-
-def check_observation(frames: np.ndarray) -> np.ndarray:
-    """An initial observation: uint8 [H, W, 3] or [n, H, W, 3] with pixels, within MAX_IMAGE_PIXELS a frame."""
-    if frames.dtype != np.uint8 or frames.ndim not in (3, 4) or frames.shape[-1] != 3 or 0 in frames.shape:
-        raise ServerError(400, "an initial observation is a uint8 image [H, W, 3] or frames [n, H, W, 3] with pixels; "
-                               f"got {frames.dtype} {list(frames.shape)}")
-    if frames.shape[-3] * frames.shape[-2] > MAX_IMAGE_PIXELS:
-        raise ServerError(400, f"observation frames of {frames.shape[-2]}×{frames.shape[-3]} are over "
-                               f"{MAX_IMAGE_PIXELS:,} pixels")
-    return frames
-
-
-def check_seed(seed) -> int | None:
-    if seed is not None and (not isinstance(seed, (int, np.integer)) or isinstance(seed, bool)
-                             or not 0 <= seed < SEED_LIMIT):
-        raise ServerError(400, f"seed must be an integer in [0, 2**32), not {seed!r}")
-    return None if seed is None else int(seed)
-
-
-def make_action(text=None, controls=None, source=None) -> Action:
-    """An `Action` from a client's values, their types and sizes checked (shape and range are the simulator's)."""
-    if text is not None and not isinstance(text, str):
-        raise ServerError(400, f"text must be a string, not {type(text).__name__}")
-    if text is not None and len(text) > MAX_TEXT_CHARS:
-        raise ServerError(400, f"text of {len(text):,} characters is over {MAX_TEXT_CHARS:,}")
-    if source is not None and not isinstance(source, str):
-        raise ServerError(400, f"source must be a string, not {type(source).__name__}")
-    if controls is not None:
-        try:
-            controls = np.asarray(controls)
-        except ValueError:  # ragged
-            controls = None
-        if controls is None or controls.dtype.kind not in "iuf":  # not strings, booleans or nested objects
-            raise ServerError(400, "controls must be a [D] or [frames, D] list of numbers")
-        controls = controls.astype(np.float64)
-    return Action(text=text, controls=controls, source=source)
 
 
 # ---------------------------------------------------------------------------------------------------- pool
@@ -138,7 +77,7 @@ class SessionPool:
         return {"max_batch": self.max_batch, "batch_window_s": self.batch_window_s,
                 "session_timeout_s": self.session_timeout_s, "max_sessions": self.max_sessions,
                 "max_sessions_per_client": self.max_sessions_per_client, "max_text_chars": MAX_TEXT_CHARS,
-                "max_image_pixels": MAX_IMAGE_PIXELS}
+                "max_image_pixels": MAX_OBSERVATION_PIXELS}  # its name in /v1/info, unchanged for clients
 
     def start(self) -> "SessionPool":
         with self._lock:

@@ -42,7 +42,10 @@ in a `FeatureNetwork` subclass if needed.
 from __future__ import annotations
 
 import abc
+
 import numpy as np
+
+from unisim.fileio import images
 
 
 # ---------------------------------------------------------------------------- Fréchet distance and statistics
@@ -261,18 +264,6 @@ def feature_network(spec: str, device: str = "cpu") -> FeatureNetwork:
 
 # ---------------------------------------------------------------------------- metrics
 
-def _resize(batch: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    import cv2
-
-    h, w = batch.shape[-3:-1]
-    if (h, w) == tuple(size):
-        return batch
-    method = cv2.INTER_AREA if size[0] <= h and size[1] <= w else cv2.INTER_LINEAR
-    frames = batch.reshape(-1, h, w, 3)
-    out = np.stack([cv2.resize(f, (size[1], size[0]), interpolation=method) for f in frames])
-    return out.reshape(*batch.shape[:-3], *size, 3)
-
-
 def feature_stats(data, net: FeatureNetwork, *, batch_size: int = 16) -> FeatureStats:
     """Streams uint8 images [N, H, W, 3] / videos [N, T, H, W, 3] (an array or an iterable of batches) through
     `net` and returns their FeatureStats. Frames are resized to `net.input_size`; videos need T == net.frames."""
@@ -290,7 +281,7 @@ def feature_stats(data, net: FeatureNetwork, *, batch_size: int = 16) -> Feature
             raise ValueError(f"{net.name} takes clips of {net.frames} frames; got {batch.shape[1]} "
                              "(crop or subsample the videos first)")
         for i in range(0, len(batch), batch_size):
-            stats.update(net(_resize(batch[i:i + batch_size], net.input_size)))
+            stats.update(net(images.resize(batch[i:i + batch_size], net.input_size)))
     return stats
 
 

@@ -1,6 +1,6 @@
-"""The client of `unisim serve` (simulator/server.py): `RemoteSimulator` has the local `Simulator`'s multi-session
-interface, so the environments in simulator/envs.py run against a server unchanged; and the wire format both ends
-share (frames as {"shape", "dtype", "data": base64 of the raw uint8 bytes}).
+"""The client of `unisim serve` (serving/http.py): `RemoteSimulator` has the local `Simulator`'s multi-session
+interface, so the environments in simulator/envs.py run against a server unchanged. The wire format both ends share
+(frames as {"shape", "dtype", "data": base64 of the raw uint8 bytes}) and `ServerError` are serving/protocol.py's.
 
     sim = RemoteSimulator("http://127.0.0.1:8470")
     session = sim.new_session(image, seed=0)
@@ -12,12 +12,10 @@ Stdlib only (`http.client`, JSON). Errors carry the server's message: `RemoteAct
 
 from __future__ import annotations
 
-import base64
 import copy
 import dataclasses
 import http.client
 import json
-import math
 import threading
 import urllib.parse
 from collections.abc import Sequence
@@ -26,40 +24,7 @@ import numpy as np
 
 from unisim.schemas.controls import ControlStats
 from unisim.simulator.core import Action, ActionError
-
-# ------------------------------------------------------------------------------------------------ wire format
-
-class ServerError(Exception):
-    """An HTTP error answer: raised by endpoints on the server and, with the server's message, by the client."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-
-
-def encode_array(a: np.ndarray) -> dict:
-    a = np.ascontiguousarray(a)
-    return {"shape": list(a.shape), "dtype": str(a.dtype), "data": base64.b64encode(a.tobytes()).decode("ascii")}
-
-
-def decode_array(obj) -> np.ndarray:
-    """An ARRAY object → a uint8 ndarray; ValueError says what is wrong with it."""
-    if not isinstance(obj, dict) or set(obj) != {"shape", "dtype", "data"}:
-        raise ValueError('an array is {"shape": [...], "dtype": "uint8", "data": base64}')
-    shape, dtype, data = obj["shape"], obj["dtype"], obj["data"]
-    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
-                                              for d in shape):
-        raise ValueError(f"an array's shape is a list of non-negative integers, not {shape!r}")
-    if dtype != "uint8":
-        raise ValueError(f"arrays are uint8, not {dtype!r}")
-    try:
-        raw = base64.b64decode(data, validate=True)
-    except (TypeError, ValueError):
-        raise ValueError("an array's data is not valid base64") from None
-    if len(raw) != math.prod(shape):
-        raise ValueError(f"{len(raw)} bytes of data for shape {shape} ({math.prod(shape)} expected)")
-    return np.frombuffer(raw, np.uint8).reshape(shape).copy()  # a writable copy
-
+from unisim.simulator.serving.protocol import ServerError, decode_array, encode_array
 
 # ----------------------------------------------------------------------------------------------------- client
 
