@@ -5,6 +5,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo-output
 PYTEST_ARGS ?=
+# Two pytest workers, each test file whole on one (pytest-xdist): most tests wait on one-threaded work (XLA
+# compiles, Beam's one worker, subprocess start-up), so two run side by side on two cores. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -27,7 +30,7 @@ demo: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(VENV)/bin/unisim demo --workdir $(DEMO_OUT)
 
 test: $(STAMP) $(CHROMIUM)
-	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q $(PYTEST_ARGS)
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The playground's browser test (tests/test_playground.py) drives Debian's Chromium through Playwright, which never
 # downloads a browser of its own: the package comes from Debian's registry (as root, or through sudo).

@@ -30,6 +30,7 @@ from unisim.pipelines.beam_workarounds import check_beam_version, flush_runner_d
 from unisim.pipelines.config import ConvertConfig, TextOptions  # noqa: F401  (re-exported: convert.TextOptions)
 from unisim.pipelines.transforms import build
 from unisim.schemas.manifest import MANIFEST_NAME, Manifest
+from unisim.shards import reader
 
 _NAMESPACE = shards.NAMESPACE
 LOCAL_RUNNERS = ("local", "DirectRunner", "FnApiRunner")
@@ -143,7 +144,7 @@ def run(config: ConvertConfig, beam_args: list[str] | None = None, runner: str =
             shutil.rmtree(spill_dir, ignore_errors=True)
     counters = {c.key.metric.name: c.committed for c in result.metrics().query()["counters"]
                 if c.key.metric.namespace == _NAMESPACE}
-    manifest = Manifest.loads(fileio.read_text(fileio.join(config.output, MANIFEST_NAME)))
+    manifest = reader.read_manifest(config.output)
     check_nothing_lost(config.output, manifest, counters)
     if kept.folder:
         resume.finish(config.output)

@@ -20,7 +20,7 @@ from unisim.samples.fixtures import navigation as nf
 from unisim.samples.fixtures import robots as rf
 from unisim.samples.fixtures import videos as vf
 from unisim.samples.fixtures.language_table import write_language_table
-from test_episode_folders import write_fixture as write_episode_folders
+from unisim.samples.fixtures.episode_folders import write_fixture as write_episode_folders
 from unisim.adapters import registry
 from unisim.pipelines.recipes import RECIPES
 
