@@ -153,6 +153,8 @@ def resize(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if (h, w) == tuple(size):
         return frames
     method = cv2.INTER_AREA if size[0] <= h and size[1] <= w else cv2.INTER_LINEAR
+    if frames.ndim == 3:  # one frame (the loader's per-frame path): no stacking copy
+        return cv2.resize(frames, (size[1], size[0]), interpolation=method)
     flat = frames.reshape(-1, h, w, 3)
     out = np.stack([cv2.resize(f, (size[1], size[0]), interpolation=method) for f in flat])
     return out.reshape(*frames.shape[:-3], *size, 3)
