@@ -14,11 +14,11 @@ standoff short of the block).
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import numpy as np
 
 from unisim.fileio import images
+from unisim.agents.stats import wilson
 from unisim.agents.tasks import COLOURS, Positions, Task, succeeded
 from unisim.samples import tabletop
 from unisim.samples.tabletop_spec import BLOCK_HALF, DIRECTIONS, EFFECTOR_RADIUS, SCRIPTED_MAX_STEP
@@ -106,11 +106,125 @@ def evaluate(policy, seeds: range, family: str, size: tuple[int, int] = (24, 40)
             "outcomes": outcomes}
 
 
-def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The Wilson score interval of a success rate (95 % at z = 1.96)."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
+# ---- long-horizon goals and plans (the planner's judge)
+
+GOAL_PUSHES = (3, 5)  # scripted pushes that make a goal (the paper: 3–4 blocks moved)
+PLAN_INSTRUCTIONS = 5  # instructions a planner gives per goal (the paper's 5)
+MOVED = 2 * BLOCK_HALF  # a block the goal displaced by at least this much (one block width) counts as moved
+PUSH_STEPS = 30  # control steps a push may take (the recorded episodes' limit)
+
+
+@dataclasses.dataclass
+class Goal:
+    """A long-horizon goal: the layout of `seed` after `pushes`; the goal frame as a planner sees it, the blocks'
+    positions at the start and in the goal (pybullet's state), and which blocks it moved."""
+
+    seed: int
+    pushes: list[Task]
+    frame: np.ndarray
+    start: dict[str, np.ndarray]
+    blocks: dict[str, np.ndarray]
+
+    @property
+    def moved(self) -> list[str]:
+        return [c for c in COLOURS if np.linalg.norm(self.blocks[c] - self.start[c]) >= MOVED]
+
+
+def execute(world: tabletop.TabletopWorld, task: Task, frames: list | None = None,
+            size: tuple[int, int] = (24, 40)) -> None:
+    """One instruction carried out by the scripted controller (the world's own push, without its noise): until the
+    block has moved `PUSH_DISTANCE` along the direction or `PUSH_STEPS` have passed. With `frames`, every frame is
+    appended to it as observed at `size` (slower: rendering is most of a step)."""
+    start, direction, pushing = world.block_xy(task.colour), np.asarray(DIRECTIONS[task.direction]), [False]
+    for _ in range(PUSH_STEPS):
+        if (world.block_xy(task.colour) - start) @ direction >= tabletop.PUSH_DISTANCE:
+            break
+        frame = world.step(scripted_action(world, task, pushing), render=frames is not None)
+        if frames is not None:
+            frames.append(observe(frame, size))
+
+
+def make_goal(world: tabletop.TabletopWorld, seed: int, size: tuple[int, int] = (24, 40)) -> Goal:
+    """The goal of layout `seed`: 3 to 5 pushes of blocks and directions drawn from the seed (each feasible where
+    the blocks are then, as the world draws its tasks), carried out by `execute`."""
+    rng = np.random.default_rng([seed, 3])
+    world.reset(seed)
+    start = {c: world.block_xy(c) for c in COLOURS}
+    pushes = []
+    for _ in range(int(rng.integers(GOAL_PUSHES[0], GOAL_PUSHES[1] + 1))):
+        pushes.append(Task("push", *tabletop.draw_task(world, rng)))
+        execute(world, pushes[-1])
+    return Goal(seed, pushes, observe(world.render(), size), start, {c: world.block_xy(c) for c in COLOURS})
+
+
+def distance_reduction(start: dict, end: dict, goal: dict, colours) -> float:
+    """The paper's Eq. 4: (‖s₀ − s_goal‖ − ‖s_T − s_goal‖) / ‖s₀ − s_goal‖, s the stacked positions of `colours`."""
+    d0 = np.sqrt(sum(float(np.sum((start[c] - goal[c]) ** 2)) for c in colours))
+    d1 = np.sqrt(sum(float(np.sum((end[c] - goal[c]) ** 2)) for c in colours))
+    return (d0 - d1) / d0 if d0 > 0 else 0.0
+
+
+def oracle(blocks: dict[str, np.ndarray], goal: Goal) -> Task | None:
+    """The ceiling: knowing both states, the push that brings its block nearest its goal position (a push moves a
+    block `PUSH_DISTANCE`); None when none gets a block a centimetre nearer."""
+    best, gain = None, 0.01
+    for colour in COLOURS:
+        offset = goal.blocks[colour] - blocks[colour]
+        for name, vector in DIRECTIONS.items():
+            g = np.linalg.norm(offset) - np.linalg.norm(offset - np.asarray(vector) * tabletop.PUSH_DISTANCE)
+            if g > gain:
+                best, gain = Task("push", colour, name), g
+    return best
+
+
+def run_plan(world: tabletop.TabletopWorld, goal: Goal, planner, size: tuple[int, int] = (24, 40),
+             rng: np.random.Generator | None = None, frames: list | None = None) -> dict:
+    """From the goal's layout, `PLAN_INSTRUCTIONS` instructions, each chosen by `planner` (a `Planner`, "random" or
+    "oracle") from the frame it sees and the goal frame, each carried out by `execute`; RDG over the moved blocks and
+    over all blocks from pybullet's state."""
+    from unisim.agents.hindsight import PUSHES
+
+    frame = world.reset(goal.seed)
+    chosen = []
+    for _ in range(PLAN_INSTRUCTIONS):
+        seen = observe(frame, size)
+        if frames is not None:
+            frames.append(seen)
+        if planner == "random":
+            task = PUSHES[(rng or np.random.default_rng(goal.seed)).integers(len(PUSHES))]
+        elif planner == "oracle":
+            task = oracle({c: world.block_xy(c) for c in COLOURS}, goal)
+        else:
+            task = planner.choose(seen[None], goal.frame[None])[0]
+        if task is None:
+            break
+        chosen.append(task.instruction)
+        execute(world, task, frames, size)
+        frame = world.render()
+    end = {c: world.block_xy(c) for c in COLOURS}
+    return {"seed": goal.seed, "pushes": len(goal.pushes), "moved": goal.moved, "instructions": chosen,
+            "rdg_moved": distance_reduction(goal.start, end, goal.blocks, goal.moved),
+            "rdg_all": distance_reduction(goal.start, end, goal.blocks, COLOURS)}
+
+
+def evaluate_plans(planners: dict, seeds: range, size: tuple[int, int] = (24, 40), log=None) -> dict:
+    """Every planner on the goals of `seeds`: per planner the mean RDG (moved blocks, all blocks) with 95 % intervals,
+    the number of goals and each goal's outcome."""
+    from unisim.agents.stats import mean_interval
+
+    outcomes = {name: [] for name in planners}
+    with tabletop.TabletopWorld() as world:
+        for i, seed in enumerate(seeds):
+            goal = make_goal(world, seed, size)
+            for name, planner in planners.items():
+                outcomes[name].append(run_plan(world, goal, planner, size, np.random.default_rng([seed, 4])))
+            if log and (i + 1) % 10 == 0:
+                log(f"{i + 1}/{len(seeds)} goals: " + ", ".join(
+                    f"{n} {np.mean([o['rdg_moved'] for o in v]):.2f}" for n, v in outcomes.items()))
+    rows = {}
+    for name, found in outcomes.items():
+        moved, every = [o["rdg_moved"] for o in found], [o["rdg_all"] for o in found]
+        rows[name] = {"rdg_moved": float(np.mean(moved)), "rdg_all": float(np.mean(every)), "goals": len(found),
+                      "rdg_moved_interval": list(mean_interval(moved)), "rdg_all_interval": list(mean_interval(every)),
+                      "outcomes": found}
+    return rows

@@ -44,8 +44,8 @@ from unisim.samples import language_table_format
 from unisim.samples.tabletop_spec import (  # noqa: F401  (the world's facts, also read as tabletop.NAME)
     ACTION_NOISE, BLOCK_COLORS, BLOCK_HALF, BOARD_RGB, CAMERA_EYE, CAMERA_FOV_DEG, CAMERA_TARGET, CAMERA_UP, CONTROL_HZ,
     DIRECTIONS, EFFECTOR_HEIGHT, EFFECTOR_RADIUS, EFFECTOR_RGB, IMAGE_HEIGHT, IMAGE_WIDTH, INSTRUCTION_TEMPLATES,
-    MAX_ACTION, PHYSICS_HZ, PUSH_DISTANCE, RENDER_SCALE, SAMPLE_NAME, SCRIPTED_MAX_STEP, SUBSTEPS, SUCCESS_DISTANCE,
-    WORKSPACE_X, WORKSPACE_Y)
+    MAX_ACTION, PHYSICS_HZ, PUSH_DISTANCE, RENDER_SCALE, SAMPLE_NAME, SCRIPTED_MAX_STEP, STANDOFF, SUBSTEPS,
+    SUCCESS_DISTANCE, WORKSPACE_X, WORKSPACE_Y, inside_workspace, push_feasible)
 
 def _rgba(rgb):
     return [c / 255.0 for c in rgb] + [1.0]
@@ -120,8 +120,9 @@ class TabletopWorld:
         return self.render()
 
     # -- control and state -------------------------------------------------------------------------------
-    def step(self, action) -> np.ndarray:
-        """Applies one 10 Hz delta action and returns the frame after it."""
+    def step(self, action, render: bool = True) -> np.ndarray | None:
+        """Applies one 10 Hz delta action and returns the frame after it (None with `render` False: rendering is
+        most of a step's time, and a controller that reads the state needs no frame)."""
         delta = np.clip(np.asarray(action, dtype=np.float64), -MAX_ACTION, MAX_ACTION)
         start = self.target
         self.target = np.array([np.clip(start[0] + delta[0], *WORKSPACE_X),
@@ -133,7 +134,7 @@ class TabletopWorld:
             p.changeConstraint(self._constraint, self._effector_pose(pivot), maxForce=200,
                                physicsClientId=self.client)
             p.stepSimulation(physicsClientId=self.client)
-        return self.render()
+        return self.render() if render else None
 
     def effector_xy(self) -> np.ndarray:
         pos, _ = p.getBasePositionAndOrientation(self.effector, physicsClientId=self.client)
@@ -177,14 +178,7 @@ def _sample_separated_points(rng, count, min_distance, margin):
     return points
 
 
-def _inside_workspace(xy, margin=0.0):
-    return (WORKSPACE_X[0] + margin <= xy[0] <= WORKSPACE_X[1] - margin
-            and WORKSPACE_Y[0] + margin <= xy[1] <= WORKSPACE_Y[1] - margin)
-
-
-# Effector-to-block distance from which a push starts (contact is at the radius + 2 to 2.8 cm), and the lateral
-# offset that lets the effector pass beside a block without touching it.
-STANDOFF = EFFECTOR_RADIUS + 0.05
+# The lateral offset that lets the effector pass beside a block without touching it.
 SIDE_CLEARANCE = EFFECTOR_RADIUS + 0.06
 
 
@@ -194,7 +188,7 @@ def scripted_waypoint(effector, block, direction, pushing):
     rel = effector - block
     along, lateral = rel @ direction, rel @ normal
     side = 1.0 if lateral >= 0 else -1.0  # pass on the effector's side of the block...
-    if not _inside_workspace(block + normal * side * SIDE_CLEARANCE):
+    if not inside_workspace(block + normal * side * SIDE_CLEARANCE):
         side = -side  # ...unless that side is off the workspace, where the clipped target would stall
     if pushing or (along <= -0.05 and abs(lateral) <= 0.01):
         return effector + direction * SCRIPTED_MAX_STEP - normal * lateral, True  # push, re-centring on the block
@@ -217,8 +211,7 @@ def step_toward(target: np.ndarray, waypoint: np.ndarray) -> np.ndarray:
 def draw_task(world: TabletopWorld, task_rng) -> tuple[str, str]:
     """A (block colour, direction) whose push stays on the workspace and can be lined up for, from `task_rng`."""
     feasible = [(color, name) for color in BLOCK_COLORS for name in DIRECTIONS
-                if _inside_workspace(world.block_xy(color) + np.array(DIRECTIONS[name]) * PUSH_DISTANCE, 0.03)
-                and _inside_workspace(world.block_xy(color) - np.array(DIRECTIONS[name]) * STANDOFF)]
+                if push_feasible(world.block_xy(color), name)]
     candidates = feasible or [(c, n) for c in BLOCK_COLORS for n in DIRECTIONS]
     return candidates[task_rng.integers(len(candidates))]
 

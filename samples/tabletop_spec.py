@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 IMAGE_HEIGHT, IMAGE_WIDTH = 360, 640
 RENDER_SCALE = 2  # rendered at IMAGE_{HEIGHT,WIDTH} / RENDER_SCALE, then upscaled (see samples/tabletop.py)
 WORKSPACE_X = (0.15, 0.6)
@@ -29,6 +31,8 @@ INSTRUCTION_TEMPLATES = {"left": "push the {} block to the left", "right": "push
                          "up": "push the {} block up", "down": "push the {} block down"}
 SAMPLE_NAME = "language_table_tabletop_sim"  # the TFDS dataset name of the written sample
 PUSH_DISTANCE = 0.08  # how far the scripted policy pushes
+# Effector-to-block distance from which a push starts (contact is at the radius + 2 to 2.8 cm).
+STANDOFF = EFFECTOR_RADIUS + 0.05
 SUCCESS_DISTANCE = 0.05  # displacement along the commanded direction that earns reward 1.0
 
 # Straight down from 1.2 m above the workspace's centre, image up = -x; the frame's height spans x in
@@ -51,3 +55,17 @@ def pixel_to_world(row_col, size: tuple[int, int], height: float = 0.0) -> tuple
     y = FRAME_Y[0] + (col + 0.5) / size[1] * (FRAME_Y[1] - FRAME_Y[0])
     scale = (CAMERA_EYE[2] - height) / CAMERA_EYE[2]
     return CAMERA_TARGET[0] + (x - CAMERA_TARGET[0]) * scale, CAMERA_TARGET[1] + (y - CAMERA_TARGET[1]) * scale
+
+
+def inside_workspace(xy, margin: float = 0.0) -> bool:
+    return (WORKSPACE_X[0] + margin <= xy[0] <= WORKSPACE_X[1] - margin
+            and WORKSPACE_Y[0] + margin <= xy[1] <= WORKSPACE_Y[1] - margin)
+
+
+def push_feasible(block_xy, direction: str) -> bool:
+    """Whether a push of a block at `block_xy` (world metres) toward `direction` stays on the workspace and can be
+    lined up for (the effector fits behind the block): the rule the world draws its tasks by, and the one a planner's
+    data draws instructions by from detected positions."""
+    vector = np.asarray(DIRECTIONS[direction], np.float64)
+    block = np.asarray(block_xy, np.float64)
+    return inside_workspace(block + vector * PUSH_DISTANCE, 0.03) and inside_workspace(block - vector * STANDOFF)

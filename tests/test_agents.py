@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from unisim.agents import detect, tasks
+from unisim.agents import detect, stats, tasks
 from unisim.agents.policy import Demos, Policy, PolicyConfig, fit
 from unisim.agents.tasks import Positions, Task
 
@@ -64,7 +64,7 @@ def test_the_physics_world_judges_the_references():
     still.act = lambda frames, tasks_, rng=None, noise=0.0: np.zeros((len(tasks_), 8, 2))
     result = world.evaluate(still, range(500, 502), "push")
     assert result["success"] == 0.0 and result["episodes"] == 2 and result["interval"][1] > 0.5
-    assert world.wilson(70, 100)[0] == pytest.approx(0.604, abs=0.002)
+    assert stats.wilson(70, 100)[0] == pytest.approx(0.604, abs=0.002)
 
 
 def test_the_policy_acts_within_bounds_fits_demonstrations_and_round_trips(tmp_path):
@@ -130,7 +130,124 @@ def test_one_imagined_round_in_a_tiny_learned_simulator(tiny_workdirs):
 
 
 def test_learning_in_the_simulator_never_imports_the_physics_world():
-    probe = ("import sys, unisim.agents.imagination, unisim.agents.policy; "
+    probe = ("import sys, unisim.agents.imagination, unisim.agents.policy, unisim.agents.hindsight, "
+             "unisim.agents.planner; "
              "bad = [m for m in ('pybullet', 'unisim.samples.tabletop', 'unisim.agents.world') if m in sys.modules]; "
              "assert not bad, bad")
     subprocess.run([sys.executable, "-c", probe], check=True, cwd=ROOT)
+
+
+# ---- long-horizon planning: hindsight rollouts, the planner, goals in the physics world
+
+def _moved(frame_blocks, colour, dr, dc):
+    return {c: ((r + dr, col + dc) if c == colour else (r, col)) for c, (r, col) in frame_blocks.items()}
+
+
+def test_hindsight_labels_say_which_push_the_frames_show():
+    from unisim.agents.hindsight import Rollout, push_in_hindsight, relabel
+
+    blocks = {"red": (5, 30), "blue": (18, 10), "green": (18, 30), "yellow": (5, 8)}
+    start = _frame((12, 20), blocks)
+    red_left = _frame((5, 33), _moved(blocks, "red", 0, -4))  # 4 px (8 cm) toward image left
+    then_blue_up = _frame((20, 10), _moved(_moved(blocks, "red", 0, -4), "blue", -4, 0))
+    positions = [detect.positions(f) for f in (start, red_left, red_left, then_blue_up)]
+    assert push_in_hindsight(positions[0], positions[1]) == Task("push", "red", "left")
+    assert push_in_hindsight(positions[1], positions[2]) is None  # nothing moved: no label
+    commanded = [Task("push", "red", "left"), Task("push", "green", "up"), Task("push", "green", "up")]
+    rollout = Rollout(commanded, [start, red_left, red_left, then_blue_up], [start], positions,
+                      [push_in_hindsight(a, b) for a, b in zip(positions, positions[1:])])
+    samples = relabel([rollout])
+    # The second instruction did nothing and is dropped; the third moved blue, not green, and says so.
+    assert [s[2] for s in samples] == [Task("push", "red", "left"), Task("push", "blue", "up")]
+    assert all(s[1] is then_blue_up for s in samples) and samples[0][0] is start and samples[1][0] is red_left
+
+
+def test_the_planner_learns_which_block_to_push_and_its_mirror_images(tmp_path):
+    from unisim.agents.hindsight import PUSHES
+    from unisim.agents.planner import FLIP_COLUMNS, FLIP_ROWS, Planner, PlannerConfig, PlanSamples, accuracy, fit
+
+    # Mirror maps: flipping twice is the identity, and a column flip swaps left and right only.
+    assert (FLIP_COLUMNS[FLIP_COLUMNS] == np.arange(16)).all() and (FLIP_ROWS[FLIP_ROWS] == np.arange(16)).all()
+    assert PUSHES[FLIP_COLUMNS[PUSHES.index(Task("push", "red", "left"))]] == Task("push", "red", "right")
+    assert PUSHES[FLIP_ROWS[PUSHES.index(Task("push", "red", "left"))]] == Task("push", "red", "left")
+    blocks = {"red": (5, 30), "blue": (17, 10), "green": (17, 30), "yellow": (5, 8)}
+    shifts = {"left": (0, -4), "right": (0, 4), "up": (-4, 0), "down": (4, 0)}
+    samples = [(_frame((11, 20), blocks), _frame((11, 20), _moved(blocks, t.colour, *shifts[t.direction])), t)
+               for t in PUSHES]
+    data = PlanSamples.of(samples)
+    planner = Planner.create(PlannerConfig(channels=8, keypoints=16, hidden=64))
+    fitted = fit(planner, data, steps=600, batch=16, learning_rate=3e-3)
+    assert accuracy(fitted, data) >= 0.75 > accuracy(planner, data)  # chance: 1/16
+    fitted.save(str(tmp_path / "planner"))
+    assert Planner.load(str(tmp_path / "planner")).choose(data.frames, data.goals) == fitted.choose(data.frames,
+                                                                                                      data.goals)
+    data.save(str(tmp_path / "samples.npz"))
+    assert (PlanSamples.load(str(tmp_path / "samples.npz")).labels == data.labels).all()
+
+
+def test_text_only_rollouts_and_following_in_a_tiny_learned_simulator(tiny_workdirs):
+    from unisim.agents import hindsight
+    from unisim.simulator.core import SamplerSettings, Simulator
+
+    sim = Simulator.from_checkpoints(tiny_workdirs["base"], sampler=SamplerSettings(steps=1, guidance=0.0),
+                                     max_batch=4)
+    blocks = {"red": (5, 30), "blue": (17, 10), "green": (17, 30), "yellow": (5, 8)}
+    starts = [_frame((11, 20), blocks), np.stack([_frame((11, 20), blocks)] * 2)]
+    texts = []
+    text = lambda instruction: texts.append(instruction) or instruction  # noqa: E731
+    rollouts = hindsight.imagine_instructions(sim, starts, text, instructions=(2, 3), segments=1,
+                                              rng=np.random.default_rng(0))
+    for r in rollouts:
+        assert 2 <= len(r.instructions) <= 3 and len(r.frames) == len(r.positions) == len(r.instructions) + 1
+        assert len(r.labels) == len(r.instructions) and len(r.video) == 1 + len(r.instructions) * sim.frames
+        assert all(t in hindsight.feasible_pushes(r.positions[0]) or r.positions[0].blocks["red"] is None
+                   for t in r.instructions[:1])
+    assert len(texts) == sum(len(r.instructions) for r in rollouts)  # every step's text came through `text`
+    feasible = len(hindsight.feasible_pushes(detect.positions(starts[0])))
+    following = hindsight.text_following(sim, starts[:1], text, segments=1)
+    assert following["rollouts"] == feasible and 0.0 <= following["success"] <= 1.0
+    shuffled = hindsight.text_following(sim, starts[:1], text, segments=1, shuffled=True)
+    assert all(o["text"] != o["task"] for o in shuffled["outcomes"])
+
+
+def test_a_goal_is_judged_in_the_physics_world_by_the_distance_it_closes():
+    pytest.importorskip("pybullet")
+    from unisim.agents import world
+    from unisim.samples import tabletop
+
+    a, b = {"red": np.array([0.0, 0.0])}, {"red": np.array([0.3, 0.4])}
+    assert world.distance_reduction(a, b, b, ["red"]) == 1.0 and world.distance_reduction(a, a, b, ["red"]) == 0.0
+    with tabletop.TabletopWorld() as physics:
+        goal = world.make_goal(physics, 3_000_000)
+        assert 3 <= len(goal.pushes) <= 5 and goal.moved and goal.frame.shape == (24, 40, 3)
+        oracle = world.run_plan(physics, goal, "oracle")
+        again = world.make_goal(physics, 3_000_000)
+    assert oracle["rdg_moved"] > 0.3 and oracle["instructions"]
+    assert all(np.array_equal(goal.blocks[c], again.blocks[c]) for c in goal.blocks)  # a seed's goal is fixed
+
+
+def test_recorded_episodes_and_conditioning_read_from_a_non_local_filesystem_as_from_disk(language_table_clips):
+    """`bench/planner.py --workdir gs://…`-style sources: a converted directory read through fileio (here fsspec's
+    memory://) gives the same episodes, first and last frames, and the same conditioning rule."""
+    import memfs
+    from unisim.agents import hindsight
+    from unisim.shards import reader
+
+    remote = "memory://bucket/episodes"
+    for name in os.listdir(language_table_clips):
+        memfs.put(f"{remote}/{name}", open(os.path.join(language_table_clips, name), "rb").read())
+    try:
+        far = hindsight.recorded_episodes(remote, (24, 40))
+        far_text = hindsight.conditioning(remote)("push the red block up")
+    finally:
+        memfs.clear()
+    near = hindsight.recorded_episodes(language_table_clips, (24, 40))
+    records = list(reader.iter_records(language_table_clips, validate=False))
+    assert len(near) == len({r.episode_id for r in records if r.clip_index == 0}) > 0
+    assert [e.episode_id for e in far] == [e.episode_id for e in near]
+    for a, b in zip(far, near):
+        assert a.text == b.text and a.first.shape == (24, 40, 3)
+        np.testing.assert_array_equal(a.first, b.first)
+        np.testing.assert_array_equal(a.last, b.last)
+    prefix = reader.read_manifest(language_table_clips).conditioning["domain_prefix"]
+    assert far_text == f"{prefix}: push the red block up"

@@ -58,9 +58,9 @@ def test_unisim_eval_prints_and_writes_the_table(tiny_workdirs, tabletop_held_ou
     table = json.load(open(output))
     names = [row["name"] for row in table["rows"]]
     assert names == ["model, 4 history frames", "null condition", "copy last frame", "shuffled controls",
-                     "model, 4 history frame(s)"]
+                     "text only", "model, 4 history frame(s)"]
     assert [row["key"] for row in table["rows"]] == ["model", "null_condition", "copy_last_frame",
-                                                     "shuffled_controls", "history_4"]
+                                                     "shuffled_controls", "text_only", "history_4"]
     for name in names:
         assert f"| {name} |" in result.stdout
     # The copy-last-frame baseline predicts no motion: its error is the true displacement, measured independently.

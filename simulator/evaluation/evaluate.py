@@ -14,10 +14,13 @@ decodes them. Rows:
 - `copy last frame`: the last history frame repeated — the no-motion baseline;
 - `shuffled controls`: the same model, history and text with the controls of another held-out clip (the next
   one, cyclically): Genie's ΔtPSNR test — a model that follows its controls gets worse here;
+- `text only`: the same model, history and text without controls (where the model has both): how a planner's
+  instructions are given; trained by `input.control_drop`;
 - `model, 1 history frame` (with --history_ablation): a model trained with `--config.input.history_frames=1`
   for the same number of steps or the same time — the paper's Table 1 ablation, on this world.
 
-Each row's `key` names it in JSON: model, null_condition, copy_last_frame, shuffled_controls, history_<n>.
+Each row's `key` names it in JSON: model, null_condition, copy_last_frame, shuffled_controls, text_only,
+history_<n>.
 
 Columns: `action error` — |generated − true| end-effector displacement from the last history frame to the last
 target frame, in pixels of the base frame (the effector's centroid by colour; where a generated frame shows no
@@ -121,11 +124,13 @@ def held_out_clips(directory: str, size: tuple[int, int], frames: int, count: in
     return clips
 
 
-def generate(simulator: Simulator, clips: list[dict], seed: int, controls_from: list[dict] | None = None
-              ) -> list[np.ndarray]:
-    """Each clip's next frames from its history and text, with the controls of `controls_from` (default: its own)."""
+def generate(simulator: Simulator, clips: list[dict], seed: int, controls_from: list[dict] | None = None,
+             text_only: bool = False) -> list[np.ndarray]:
+    """Each clip's next frames from its history and text, with the controls of `controls_from` (default: its own),
+    or with none (`text_only`)."""
     sessions = [simulator.new_session(c["history"], seed=seed + i) for i, c in enumerate(clips)]
-    actions = [Action(text=c["text"], controls=o["controls"]) for c, o in zip(clips, controls_from or clips)]
+    actions = [Action(text=c["text"], controls=None if text_only else o["controls"])
+               for c, o in zip(clips, controls_from or clips)]
     return simulator.step_sessions(sessions, actions)
 
 
@@ -234,6 +239,10 @@ def evaluate(checkpoint: str, data: str, *, history_ablation: str | None = None,
         # Genie's ΔtPSNR test: the same history and text with another clip's controls. A model that follows its
         # controls must get worse here; one that reads the motion off the text or the history does not.
         rows.append(score("shuffled controls", held_out, generate(model, held_out, seed, shuffled(held_out)), net))
+    if model.controls and model.base.description.text_encoder is not None and all(c["text"] for c in held_out):
+        # The instruction alone, as a planner gives it: the model must find the motion in the text. A model never
+        # trained without controls (`input.control_drop` 0) has not learned this condition.
+        rows.append(score("text only", held_out, generate(model, held_out, seed, text_only=True), net))
     if history_ablation:
         ablation = Simulator.from_checkpoints(history_ablation, sampler=sampler, max_batch=clips)
         rows.append(score(f"model, {ablation.history_frames} history frame(s)", held_out,
