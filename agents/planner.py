@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 
 import flax.linen as nn
 import jax
@@ -25,6 +24,7 @@ import numpy as np
 import optax
 
 from unisim import fileio
+from unisim.agents import saved
 from unisim.agents.hindsight import PUSHES
 from unisim.agents.tasks import Task
 
@@ -94,20 +94,12 @@ class Planner:
         return [PUSHES[i] for i in self.probabilities(frames, goals).argmax(-1)]
 
     def save(self, directory: str) -> None:
-        from flax import serialization
-
-        fileio.makedirs(directory)
-        fileio.publish(serialization.to_bytes(self.params), fileio.join(directory, PARAMS_NAME))
-        fileio.publish(json.dumps(dataclasses.asdict(self.config)).encode(), fileio.join(directory, CONFIG_NAME))
+        saved.save(directory, self.config, self.params, PARAMS_NAME, CONFIG_NAME)
 
     @classmethod
     def load(cls, directory: str) -> "Planner":
-        from flax import serialization
-
-        fields = json.loads(fileio.read_text(fileio.join(directory, CONFIG_NAME)))
-        config = PlannerConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
-        template = cls.create(config).params
-        return cls(config, serialization.from_bytes(template, fileio.read_bytes(fileio.join(directory, PARAMS_NAME))))
+        template = lambda config: cls.create(config).params  # noqa: E731
+        return cls(*saved.load(directory, PlannerConfig, template, PARAMS_NAME, CONFIG_NAME))
 
 
 @functools.partial(jax.jit, static_argnums=0)
