@@ -36,11 +36,10 @@ import numpy as np
 
 from unisim.agents import detect
 from unisim.agents.stats import wilson
-from unisim.agents.tasks import ALL_TASKS, PUSH_SEGMENTS, Positions, Task, hindsight_tasks, succeeded
+from unisim.agents.tasks import PUSH_SEGMENTS, PUSHES, Positions, Task, hindsight_tasks, succeeded
 from unisim.samples.tabletop_spec import DIRECTIONS, push_feasible
 from unisim.simulator.core import Action, Simulator
 
-PUSHES = tuple(t for t in ALL_TASKS if t.family == "push")  # the world's 16 instructions, in one fixed order
 
 
 @dataclasses.dataclass
@@ -211,14 +210,11 @@ def text_following(sim: Simulator, starts: Sequence[np.ndarray], text: Callable[
     outcomes = []
     for b in range(0, len(jobs), batch):
         part = jobs[b:b + batch]
-        sessions = [sim.new_session(starts[i], seed=seed + b + k) for k, (i, _, _) in enumerate(part)]
-        first = [detect.positions(s.history[-1]) for s in sessions]
-        after = [[] for _ in part]
-        for _ in range(segments):
-            videos = sim.step_sessions(sessions, [Action(text=text(given.instruction)) for _, _, given in part])
-            for k, video in enumerate(videos):
-                after[k].append(detect.positions(video[-1]))
-        for (i, task, given), start, ends in zip(part, first, after):
+        # The text given `segments` times, one step each: the positions are read after every step.
+        rollouts = imagine_instructions(sim, [starts[i] for i, _, _ in part], text, segments=1,
+                                        plans=[[given] * segments for _, _, given in part], seed=seed + b)
+        for (i, task, given), r in zip(part, rollouts):
+            start, ends = r.positions[0], r.positions[1:]
             found = [c for c in start.blocks if start.blocks[c] is not None]
             drift = [float(np.linalg.norm(ends[-1].blocks[c] - start.blocks[c])) for c in found
                      if c != task.colour and ends[-1].blocks[c] is not None]

@@ -25,8 +25,7 @@ import optax
 
 from unisim import fileio
 from unisim.agents import saved
-from unisim.agents.hindsight import PUSHES
-from unisim.agents.tasks import Task
+from unisim.agents.tasks import PUSHES, Task
 
 PARAMS_NAME, CONFIG_NAME = "planner.msgpack", "planner.json"
 _SWAP = {"left": "right", "right": "left", "up": "down", "down": "up"}

@@ -64,6 +64,7 @@ class Task:
 
 ALL_TASKS = tuple([Task("point", c) for c in COLOURS]
                   + [Task("push", c, d) for c in COLOURS for d in DIRECTION_NAMES])
+PUSHES = tuple(t for t in ALL_TASKS if t.family == "push")  # the world's 16 instructions, in one fixed order
 
 
 def task_of(instruction: str) -> Task | None:

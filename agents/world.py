@@ -19,7 +19,7 @@ import numpy as np
 
 from unisim.fileio import images
 from unisim.agents.stats import wilson
-from unisim.agents.tasks import COLOURS, Positions, Task, succeeded
+from unisim.agents.tasks import COLOURS, PUSHES, Positions, Task, succeeded
 from unisim.samples import tabletop
 from unisim.samples.tabletop_spec import BLOCK_HALF, DIRECTIONS, EFFECTOR_RADIUS, SCRIPTED_MAX_STEP
 
@@ -182,8 +182,6 @@ def run_plan(world: tabletop.TabletopWorld, goal: Goal, planner, size: tuple[int
     """From the goal's layout, `PLAN_INSTRUCTIONS` instructions, each chosen by `planner` (a `Planner`, "random" or
     "oracle") from the frame it sees and the goal frame, each carried out by `execute`; RDG over the moved blocks and
     over all blocks from pybullet's state."""
-    from unisim.agents.hindsight import PUSHES
-
     frame = world.reset(goal.seed)
     chosen = []
     for _ in range(PLAN_INSTRUCTIONS):

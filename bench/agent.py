@@ -52,11 +52,12 @@ def simulator_run(workdir: str, episodes: int, workers: int, budget_minutes: flo
     return {"run": run, **data}
 
 
-def load_simulator(run: str, max_batch: int = 32, steps: int = 8):
+def load_simulator(run: str, max_batch: int = 32, steps: int = 8, guidance: float = 0.0):
     from unisim.simulator.core import SamplerSettings, Simulator
 
-    # η = 0: the action-conditional model alone, one model call per sampler step (guidance doubles the cost).
-    return Simulator.from_checkpoints(run, sampler=SamplerSettings(steps=steps, guidance=0.0), max_batch=max_batch)
+    # η = 0 by default: the action-conditional model alone, one model call per sampler step (guidance doubles it).
+    return Simulator.from_checkpoints(run, sampler=SamplerSettings(steps=steps, guidance=guidance),
+                                      max_batch=max_batch)
 
 
 def train_bc(clips: str, out: str, steps: int):

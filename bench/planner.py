@@ -44,9 +44,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import agent  # the held-out check and the simulator loader the agent bench uses
 import fidelity  # the simulator's own bench: its workdir layout, stages and device line
 
-PLANNERS = ("short_horizon", "hindsight", "random", "oracle")
-
-
 def log(message: str) -> None:
     print(f"[planner] {message}", flush=True)
 
@@ -71,13 +68,6 @@ def text_run(workdir: str, run: str, clips: str, minutes: float, control_drop: f
     fidelity.unisim("train", "--config", fidelity.CONFIG, "--workdir", out, "--mixture", f"{clips}:1",
                     f"--config.max_train_seconds={minutes * 60}", f"--config.input.control_drop={control_drop}", *kept)
     return out
-
-
-def load(run: str, guidance: float, steps: int, max_batch: int = 32):
-    from unisim.simulator.core import SamplerSettings, Simulator
-
-    return Simulator.from_checkpoints(run, sampler=SamplerSettings(steps=steps, guidance=guidance),
-                                      max_batch=max_batch)
 
 
 def text_following(sim, heldout: str, text, starts: int, path: str) -> dict:
@@ -251,7 +241,7 @@ def main(argv=None) -> int:
         stage = time.monotonic()
         run = text_run(workdir, data["run"], data["train"], args.text_minutes, args.control_drop)
         seconds["text_run"] = time.monotonic() - stage
-        sim = load(run, args.guidance, args.sampler_steps)
+        sim = agent.load_simulator(run, steps=args.sampler_steps, guidance=args.guidance)
         text = hindsight.conditioning(data["train"])
         stage = time.monotonic()
         following = text_following(sim, data["heldout"], text, args.text_starts,

@@ -163,7 +163,7 @@ def test_hindsight_labels_say_which_push_the_frames_show():
 
 
 def test_the_planner_learns_which_block_to_push_and_its_mirror_images(tmp_path):
-    from unisim.agents.hindsight import PUSHES
+    from unisim.agents.tasks import PUSHES
     from unisim.agents.planner import FLIP_COLUMNS, FLIP_ROWS, Planner, PlannerConfig, PlanSamples, accuracy, fit
 
     # Mirror maps: flipping twice is the identity, and a column flip swaps left and right only.
