@@ -16,6 +16,8 @@ import copy
 import dataclasses
 import http.client
 import json
+import os
+import ssl
 import threading
 import urllib.parse
 from collections.abc import Sequence
@@ -25,6 +27,7 @@ import numpy as np
 from unisim.schemas.controls import ControlStats
 from unisim.simulator.core import Action, ActionError
 from unisim.simulator.serving.protocol import ServerError, decode_array, encode_array
+from unisim.simulator.serving.web import AUTH_TOKEN_ENV
 
 # ----------------------------------------------------------------------------------------------------- client
 
@@ -50,12 +53,17 @@ class RemoteSimulator:
     each thread keeps its own keep-alive connection. step_sessions sends up to max_batch sessions per request, so
     (unlike a local Simulator) a bad action in a later chunk comes after earlier chunks have stepped."""
 
-    def __init__(self, url: str, timeout: float = 600.0):
+    def __init__(self, url: str, timeout: float = 600.0, *, token: str | None = None, ca_file: str | None = None):
+        """`token`: the server's bearer token (none: $UNISIM_AUTH_TOKEN if set); `ca_file`: the PEM certificate(s)
+        an https:// server's certificate must chain to (none: the system's)."""
         parts = urllib.parse.urlsplit(url)
-        if parts.scheme != "http" or not parts.hostname:
-            raise ValueError(f"a server URL is http://HOST:PORT, not {url!r}")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"a server URL is http://HOST:PORT or https://HOST:PORT, not {url!r}")
         self.url, self.timeout = url.rstrip("/"), timeout
-        self._host, self._port = parts.hostname, parts.port or 80
+        self._host, self._port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+        self._tls = ssl.create_default_context(cafile=ca_file) if parts.scheme == "https" else None
+        token = token if token is not None else os.environ.get(AUTH_TOKEN_ENV)
+        self._headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
         self._local = threading.local()
         self._connections: list[http.client.HTTPConnection] = []
         self._connections_lock = threading.Lock()
@@ -123,14 +131,15 @@ class RemoteSimulator:
                                    f"{self.max_request_bytes}")
         connection = getattr(self._local, "connection", None)
         if connection is None:
-            connection = self._local.connection = http.client.HTTPConnection(self._host, self._port,
-                                                                             timeout=self.timeout)
+            connection = self._local.connection = (
+                http.client.HTTPSConnection(self._host, self._port, timeout=self.timeout, context=self._tls)
+                if self._tls else http.client.HTTPConnection(self._host, self._port, timeout=self.timeout))
             with self._connections_lock:
                 self._connections.append(connection)
         for attempt in range(2):
             reused = connection.sock is not None
             try:
-                connection.request(method, path, body=data, headers={"Content-Type": "application/json"})
+                connection.request(method, path, body=data, headers=self._headers)
                 response = connection.getresponse()
                 raw = response.read()
                 break
@@ -152,3 +161,35 @@ class RemoteSimulator:
         return payload
 
 
+def connect_dm_env_rpc(address: str, *, token: str | None = None, ca_file: str | None = None,
+                       tls: bool | None = None, timeout: float | None = 30.0):
+    """A dm_env_rpc `Connection` to `unisim serve --grpc_port` (serving/rpc.py) at "HOST:PORT": TLS when `tls`
+    (none: when a `ca_file` is given) checked against `ca_file` (none: the system's roots), and the bearer `token`
+    (none: $UNISIM_AUTH_TOKEN if set) on every call. Use it as dm_env_rpc's own:
+    `dm_env_adaptor.create_and_join_world(connect_dm_env_rpc(address, token=…), settings, {})`."""
+    import grpc
+    from dm_env_rpc.v1 import connection
+
+    token = token if token is not None else os.environ.get(AUTH_TOKEN_ENV)
+    metadata = [("authorization", f"Bearer {token}")] if token else None
+    options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+    if tls if tls is not None else ca_file is not None:
+        roots = None
+        if ca_file is not None:
+            with open(ca_file, "rb") as f:
+                roots = f.read()
+        channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=roots), options=options)
+    else:
+        channel = grpc.insecure_channel(address, options=options)
+    try:
+        grpc.channel_ready_future(channel).result(timeout)
+    except grpc.FutureTimeoutError:
+        channel.close()
+        raise ConnectionError(f"no dm_env_rpc server answered at {address} within {timeout} s") from None
+
+    class ChannelConnection(connection.Connection):  # closes its channel with it
+        def close(self):
+            super().close()
+            channel.close()
+
+    return ChannelConnection(channel, metadata)

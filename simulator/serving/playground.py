@@ -67,10 +67,10 @@ def routes(simulator: Simulator, starts: list[dict], control_step: float = 0.5):
                + [{"name": "white frames (text only)", "image": None}],
                "control_step": control_step}
 
-    def get_page(body):
+    def get_page(request):
         return 200, (page, "text/html; charset=utf-8")
 
-    def get_starts(body):
+    def get_starts(request):
         return 200, listing
 
     return [("GET", re.compile(r"/(?:index\.html)?"), get_page), ("GET", re.compile(r"/play/starts"), get_starts)]
@@ -78,7 +78,8 @@ def routes(simulator: Simulator, starts: list[dict], control_step: float = 0.5):
 
 def serve_playground(simulator: Simulator, data: str | None = None, *, host: str = "127.0.0.1", port: int = 8472,
                      starts: int = 8, control_step: float = 0.5, **limits):
-    """A started `SimulatorServer` with the playground's page; `stop()` it when done."""
+    """A started `SimulatorServer` with the playground's page; `stop()` it when done. `limits`: the server's
+    (connection limits, `credentials`, `insecure`) and its pool's."""
     from unisim.simulator.serving.http import SimulatorServer
 
     frames = start_frames(data, simulator.output_size, starts) if data else []

@@ -25,18 +25,13 @@ import numpy as np
 from unisim.fileio import images
 from unisim.schemas.text import MAX_TEXT_CHARS  # a text action: what `unisim convert` accepts; longer refused
 from unisim.simulator.core import Action
+# Errors and client names are web.py's (the HTTP server below every page of ours, without JAX); re-exported here so
+# that every transport finds the whole protocol in one module.
+from unisim.simulator.serving.web import CLIENT_TOKEN_CHARS, CLIENT_TOKEN_KEY, ServerError, client_identity
 
 __all__ = ["CLIENT_TOKEN_CHARS", "CLIENT_TOKEN_KEY", "MAX_OBSERVATION_PIXELS", "MAX_TEXT_CHARS", "SEED_LIMIT",
            "ServerError", "check_observation", "check_seed", "client_identity", "decode_array", "decode_image",
            "encode_array", "make_action"]
-
-
-class ServerError(Exception):
-    """An HTTP error answer: raised by endpoints on the server and, with the server's message, by the client."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
 
 
 # ------------------------------------------------------------------------------------------------ wire format
@@ -63,21 +58,6 @@ def decode_array(obj) -> np.ndarray:
     if len(raw) != math.prod(shape):
         raise ValueError(f"{len(raw)} bytes of data for shape {shape} ({math.prod(shape)} expected)")
     return np.frombuffer(raw, np.uint8).reshape(shape).copy()  # a writable copy
-
-
-# ------------------------------------------------------------------------------------------- client identity
-
-# The token a client may send to be counted as itself rather than by its address: the HTTP header (header names are
-# case-insensitive) and the gRPC metadata key (gRPC requires lowercase keys) have this one name.
-CLIENT_TOKEN_KEY = "x-unisim-client"
-CLIENT_TOKEN_CHARS = 64  # a longer token is cut: it names a client, it is not stored data
-
-
-def client_identity(token: str | None, address: str) -> str:
-    """Who is asking, for per-client quotas (`max_sessions_per_client`): the token the client sent (its first
-    CLIENT_TOKEN_CHARS characters), else its peer address."""
-    token = (token or "")[:CLIENT_TOKEN_CHARS]
-    return f"token:{token}" if token else f"addr:{address}"
 
 
 # ------------------------------------------------------------------------------------------- checked inputs

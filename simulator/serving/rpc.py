@@ -1,8 +1,8 @@
 """The simulator over dm_env_rpc (gRPC): what RL code that reaches remote environments speaks.
 
     server = serve_dm_env_rpc(Simulator.from_checkpoints("runs/base"), port=8471)   # or: unisim serve --grpc_port
-    from dm_env_rpc.v1 import connection, dm_env_adaptor
-    with connection.create_secure_channel_and_connect("127.0.0.1:8471") as conn:
+    from dm_env_rpc.v1 import dm_env_adaptor
+    with client.connect_dm_env_rpc("127.0.0.1:8471", token=None, ca_file=None) as conn:   # serving/client.py
         env, world = dm_env_adaptor.create_and_join_world(conn, {"observation": image, "seed": 0}, {})
         timestep = env.reset()                                          # FIRST: the initial frames
         timestep = env.step({"text": "push the red block left"})       # MID: the next segment
@@ -10,8 +10,13 @@
 
 A world is one simulator session, named by an unguessable id; every connection's steps go to the `SessionPool`
 (serving/sessions.py) that the HTTP server uses too, so concurrent environments on any number of connections are
-sampled together in one sampler call, with the same limits and per-client quotas (a client is the `x-unisim-client`
-metadata token it sends, else its address).
+sampled together in one sampler call, with the same limits and per-client quotas (a client is its bearer token's
+name when the server has tokens, else the `x-unisim-client` metadata it sends, else its address).
+
+With `credentials` (serving/web.py's `Credentials`), an interceptor refuses every call without `authorization:
+Bearer TOKEN` metadata naming a known token (UNAUTHENTICATED, no detail), and a certificate makes the port TLS. A
+stream that sends nothing for `idle_timeout_s` is cancelled, and the worlds it made are destroyed: idle streams
+cannot hold every connection slot.
 
   create settings    "observation": uint8 [H, W, 3] or [n, H, W, 3] (none: a text-only start), "seed": int
   reset settings     the same, for the world's next episode (none: its creation settings; a world created with
@@ -34,6 +39,7 @@ import dataclasses
 import logging
 import math
 import threading
+import time
 
 import grpc
 import numpy as np
@@ -44,6 +50,7 @@ from unisim.simulator.core import Simulator
 from unisim.simulator.serving.protocol import CLIENT_TOKEN_KEY, MAX_TEXT_CHARS, SEED_LIMIT, ServerError, check_seed, \
     client_identity, make_action
 from unisim.simulator.serving.sessions import SessionPool
+from unisim.simulator.serving.web import Credentials, check_exposure
 
 logger = logging.getLogger(__name__)
 
@@ -89,22 +96,34 @@ class DmEnvRpcServer(dm_env_rpc_pb2_grpc.EnvironmentServicer):
 
     def __init__(self, simulator: Simulator | None, host: str = "127.0.0.1", port: int = 8471, *,
                  pool: SessionPool | None = None, max_request_bytes: int = 32 << 20, max_connections: int = 256,
+                 idle_timeout_s: float = 30.0, credentials: Credentials | None = None, insecure: bool = False,
                  **pool_limits):
         if (pool is None) == (simulator is None):
             raise ValueError("give a simulator (and its pool's limits) or a pool")
+        self.credentials = credentials or Credentials()
+        check_exposure(host, self.credentials, insecure, "the dm_env_rpc server")
         self.pool = pool or SessionPool(simulator, **pool_limits)
-        self.sim, self.max_request_bytes = self.pool.sim, max_request_bytes
+        self.sim, self.max_request_bytes, self.idle_timeout_s = self.pool.sim, max_request_bytes, idle_timeout_s
         self.specs = specs_of(self.sim)
         self._worlds: dict[str, _World] = {}
         self._lock = threading.Lock()
+        self._streams: dict[int, list] = {}  # open streams: id → [context, waiting on the client since (or None)]
+        self._stopping = threading.Event()
+        self._watcher = threading.Thread(target=self._close_idle_streams, name="unisim-rpc-idle", daemon=True)
         # One thread per open stream (a connection): at most max_connections, more are refused RESOURCE_EXHAUSTED.
         self._grpc = grpc.server(concurrent.futures.ThreadPoolExecutor(max_connections + 4,
                                                                        thread_name_prefix="unisim-rpc"),
+                                 interceptors=[_Authenticator(self.credentials)] if self.credentials.required else [],
                                  maximum_concurrent_rpcs=max_connections,
                                  options=[("grpc.max_receive_message_length", max_request_bytes),
                                           ("grpc.max_send_message_length", -1)])
         dm_env_rpc_pb2_grpc.add_EnvironmentServicer_to_server(self, self._grpc)
-        self.port = self._grpc.add_insecure_port(f"{host}:{port}")
+        if self.credentials.tls:
+            with open(self.credentials.keyfile, "rb") as key, open(self.credentials.certfile, "rb") as cert:
+                tls = grpc.ssl_server_credentials([(key.read(), cert.read())])
+            self.port = self._grpc.add_secure_port(f"{host}:{port}", tls)
+        else:
+            self.port = self._grpc.add_insecure_port(f"{host}:{port}")
         if not self.port:
             raise OSError(f"cannot listen on {host}:{port}")
         self.host = host
@@ -116,9 +135,11 @@ class DmEnvRpcServer(dm_env_rpc_pb2_grpc.EnvironmentServicer):
     def start(self) -> "DmEnvRpcServer":
         self.pool.start()
         self._grpc.start()
+        self._watcher.start()
         return self
 
     def stop(self, grace_s: float = 1.0) -> None:
+        self._stopping.set()
         self._grpc.stop(grace_s).wait()
         self.pool.stop()
 
@@ -131,10 +152,13 @@ class DmEnvRpcServer(dm_env_rpc_pb2_grpc.EnvironmentServicer):
     # ------------------------------------------------------------------------------------------------ stream
 
     def Process(self, request_iterator, context):
-        client = _client_of(context)
+        client = self._client_of(context)
         state = {"world": None, "created": set()}  # the joined world's name; worlds this connection made
+        stream = [context, time.monotonic()]
+        with self._lock:
+            self._streams[id(stream)] = stream
         try:
-            for request in request_iterator:
+            for request in self._watched(request_iterator, stream):
                 kind = request.WhichOneof("payload")
                 handler = self._HANDLERS.get(kind)
                 if handler is None:  # extensions, or a request this version of the protocol does not know
@@ -151,9 +175,47 @@ class DmEnvRpcServer(dm_env_rpc_pb2_grpc.EnvironmentServicer):
                     logger.exception("dm_env_rpc %s failed", kind)
                     yield _error(code_pb2.INTERNAL, "internal error (see the server's log)")
         finally:  # a connection that ends without leaving or destroying: it leaves, and the worlds it made go
+            with self._lock:
+                self._streams.pop(id(stream), None)
             self._leave_world(None, state, client)
             for name in state["created"]:
                 self._destroy(name)
+
+    @staticmethod
+    def _watched(request_iterator, stream: list):
+        """The stream's requests, with the time it has been waiting on the client kept in `stream[1]` (None while a
+        request is being answered: a long sampler call is not the client's silence)."""
+        while True:
+            stream[1] = time.monotonic()
+            try:
+                request = next(request_iterator)
+            except StopIteration:
+                return
+            except grpc.RpcError:  # cancelled (by the idle watcher, or the client went away)
+                return
+            stream[1] = None
+            yield request
+
+    def _close_idle_streams(self) -> None:
+        """Cancels every stream that has sent nothing for idle_timeout_s: its thread and connection slot are freed,
+        and Process's cleanup destroys the worlds it made (as HTTP's read_timeout_s closes a silent connection)."""
+        while not self._stopping.wait(min(1.0, self.idle_timeout_s / 4)):
+            now = time.monotonic()
+            with self._lock:
+                idle = [context for context, since in self._streams.values()
+                        if since is not None and now - since > self.idle_timeout_s]
+            for context in idle:
+                logger.info("closing a dm_env_rpc stream idle for over %.0f s", self.idle_timeout_s)
+                context.cancel()
+
+    def _client_of(self, context) -> str:
+        """Who is asking, for per-client quotas: the authenticated client (the interceptor let only those in), else
+        an `x-unisim-client` metadata name, else the peer's address."""
+        metadata = dict(context.invocation_metadata())
+        if self.credentials.required:
+            return f"auth:{self.credentials.client_of_header(metadata.get('authorization'))}"
+        peer = context.peer()  # "ipv4:127.0.0.1:51234", "ipv6:[::1]:51234"
+        return client_identity(metadata.get(CLIENT_TOKEN_KEY), peer.split(":", 1)[-1].rsplit(":", 1)[0])
 
     def _create_world(self, request, state, client):
         self.pool.check_capacity(client)  # before unpacking an observation
@@ -333,11 +395,23 @@ def _error(code: int, message: str) -> dm_env_rpc_pb2.EnvironmentResponse:
     return dm_env_rpc_pb2.EnvironmentResponse(error=status_pb2.Status(code=code, message=message))
 
 
-def _client_of(context) -> str:
-    """Who is asking, for per-client quotas: an `x-unisim-client` metadata token, else the peer's address."""
-    peer = context.peer()  # "ipv4:127.0.0.1:51234", "ipv6:[::1]:51234"
-    return client_identity(dict(context.invocation_metadata()).get(CLIENT_TOKEN_KEY),
-                           peer.split(":", 1)[-1].rsplit(":", 1)[0])
+class _Authenticator(grpc.ServerInterceptor):
+    """Every call must carry `authorization: Bearer TOKEN` metadata naming a known token (constant-time compare);
+    anything else ends UNAUTHENTICATED before the service sees it, with no detail."""
+
+    def __init__(self, credentials: Credentials):
+        self.credentials = credentials
+
+        def refuse(request_iterator, context):
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "unauthenticated")
+
+        self._refusal = grpc.stream_stream_rpc_method_handler(refuse)
+
+    def intercept_service(self, continuation, handler_call_details):
+        metadata = dict(handler_call_details.invocation_metadata)
+        if self.credentials.client_of_header(metadata.get("authorization")) is None:
+            return self._refusal
+        return continuation(handler_call_details)
 
 
 def serve_dm_env_rpc(simulator: Simulator, host: str = "127.0.0.1", port: int = 8471,
