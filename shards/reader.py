@@ -123,31 +123,51 @@ def localize(path: str, manifest: Manifest, files: Sequence[tuple[str, int | Non
     return local, fetched
 
 
+@contextlib.contextmanager
+def _opened_shard(directory: str, manifest: Manifest, shard: ShardInfo, cache_dir: str | None) -> Iterator[object]:
+    """An ArrayRecordReader of `shard`, from a local copy when the directory is remote (see `iter_record_bytes`);
+    riegeli's errors while reading become a `ShardIntegrityError` naming the shard."""
+    from array_record.python.array_record_module import ArrayRecordReader
+
+    if cache_dir and fileio.is_remote(directory):
+        local_dir, _ = localize(directory, manifest, [(shard.path, shard.bytes)], cache_dir)
+        opened = contextlib.nullcontext(os.path.join(local_dir, shard.path))
+    else:
+        opened = local_copy(fileio.join(directory, shard.path))
+    with opened as local:
+        try:
+            reader = ArrayRecordReader(local, "readahead_buffer_size:0")
+            try:
+                yield reader
+            finally:
+                reader.close()
+        except RuntimeError as e:  # riegeli checks every chunk's hash: altered bytes fail here
+            raise ShardIntegrityError(f"shard {shard.path} is corrupt: {str(e).strip().splitlines()[0]}") from None
+
+
 def iter_record_bytes(directory: str, manifest: Manifest | None = None, shards: Sequence[ShardInfo] | None = None,
                       cache_dir: str | None = None) -> Iterator[bytes]:
     """The encoded records of `shards` (default: all of the manifest's), in order. A remote shard is copied whole
     before it is read: to `cache_dir` (kept, as `localize` does) when given, else to a temporary file, one shard at
     a time — so a reader that stops early copies no further shard."""
-    from array_record.python.array_record_module import ArrayRecordReader
-
     manifest = manifest or read_manifest(directory)
     shards = manifest.shards if shards is None else shards
     for shard in shards:
-        if cache_dir and fileio.is_remote(directory):
-            local_dir, _ = localize(directory, manifest, [(shard.path, shard.bytes)], cache_dir)
-            opened = contextlib.nullcontext(os.path.join(local_dir, shard.path))
-        else:
-            opened = local_copy(fileio.join(directory, shard.path))
-        with opened as local:
-            try:
-                reader = ArrayRecordReader(local, "readahead_buffer_size:0")
-                try:
-                    records = reader.read_all()
-                finally:
-                    reader.close()
-            except RuntimeError as e:  # riegeli checks every chunk's hash: altered bytes fail here
-                raise ShardIntegrityError(f"shard {shard.path} is corrupt: {str(e).strip().splitlines()[0]}") from None
+        with _opened_shard(directory, manifest, shard, cache_dir) as reader:
+            records = reader.read_all()
         yield from records
+
+
+def read_record_range(directory: str, manifest: Manifest, shard: ShardInfo, begin: int, end: int,
+                      cache_dir: str | None = None) -> list[bytes]:
+    """The encoded records [begin, end) of one shard: random access, so a local shard reads only those (a remote one
+    is copied whole first, as `iter_record_bytes` does; give `cache_dir` to copy it once for many reads)."""
+    if not 0 <= begin <= end <= shard.records:
+        raise IndexError(f"records [{begin}, {end}) are outside shard {shard.path}'s {shard.records}")
+    if begin == end:
+        return []
+    with _opened_shard(directory, manifest, shard, cache_dir) as reader:
+        return list(reader.read(begin, end))
 
 
 def iter_records(directory: str, manifest: Manifest | None = None, shards: Sequence[ShardInfo] | None = None,

@@ -4,11 +4,12 @@ whose fields carry their help (`schemas.options`), the flags generated from it, 
     unisim adapters                                   the dataset adapters, their controls and options
     unisim convert --dataset NAME --source PATH --output DIR [options] [Beam options, e.g. --runner=DataflowRunner …]
     unisim inspect DIR [--json] [--preview FILE.png]
+    unisim view DIR [DIR …] [--port 8473]              a page: manifests, rejections, records playing, controls
     unisim sample tabletop|tiny_t5|activity_video|image_text --output DIR
     unisim demo [--workdir DIR]                       the whole chain on built-in samples
     unisim train --config trainer/configs/tiny.py --workdir DIR [--mixture SPEC] [--config.key=value …]
     unisim rollout --checkpoint DIR --image FILE --actions "a1" "a2" … --output out.gif|out.mp4
-    unisim serve --checkpoint DIR [--port 8470] [--grpc_port 8471]
+    unisim serve --checkpoint DIR [--port 8470] [--grpc_port 8471] [--host H --auth_token_file F --tls_cert C …]
     unisim play --checkpoint DIR [--data CONVERTED_DIR] [--port 8472]
     unisim eval --checkpoint DIR --data HELD_OUT_CLIPS [--history_ablation DIR] [--output eval.json]
 
@@ -30,6 +31,7 @@ COMMANDS = {
     "adapters": ("adapters", "list the dataset adapters, their controls and options"),
     "convert": ("convert", "convert a dataset's official release into clip shards"),
     "inspect": ("inspect", "summarise a converted directory (and check its dead letter)"),
+    "view": ("view", "browse converted directories in a local web page: manifests, rejections, records playing"),
     "sample": ("sample", "write built-in sample data in an official format"),
     "demo": ("demo", "the whole chain on built-in samples: convert → train → rollouts → eval → report.html"),
     "train": ("train", "train a model stage (base or super-resolution)"),
