@@ -14,6 +14,7 @@ import time
 import numpy as np
 import pytest
 
+from flood import step_latencies
 from unisim.schemas.controls import ControlStats
 from unisim.simulator.core import Action, ActionError, SamplerSettings, Simulator
 from unisim.simulator.serving.client import RemoteSimulator, UnknownSession
@@ -324,7 +325,6 @@ def test_another_clients_steps_stay_fast_while_one_client_floods(sim, tmp_path):
     """The load test: a victim steps its session, idle and then while one client floods the server with
     over-quota sessions, oversized texts, image bombs and half-open connections. Bounded: 6 steps each phase."""
     import base64
-    import socket
 
     from unisim.samples.fixtures import images as imf
 
@@ -333,39 +333,15 @@ def test_another_clients_steps_stay_fast_while_one_client_floods(sim, tmp_path):
         session = victim.new_session(_image(7, (24, 40, 3)), seed=0)
         victim.step_sessions([session], [PUSH])  # compiled and warm
 
-        def latencies(n):
-            out = []
-            for _ in range(n):
-                began = time.monotonic()
-                victim.step_sessions([session], [PUSH])
-                out.append(time.monotonic() - began)
-            return out
-
-        idle = latencies(6)
-        stop, sent = threading.Event(), []
+        sent = []
         bomb = {"observation": {"image": base64.b64encode(imf.png_bomb(30_000, 30_000)).decode()}}
         flood_bodies = [{"observation": None}, {"text": "y" * 100_000}, bomb]
 
-        def flood():
-            held = []
-            while not stop.is_set():
-                for body in flood_bodies:
-                    sent.append(_http(target, "POST", "/v1/sessions", body, {"X-Unisim-Client": "flood"})[0])
-                if len(held) < 40:
-                    held.append(socket.create_connection(target.address, timeout=5))
-                time.sleep(0.01)
-            for connection in held:
-                connection.close()
+        def flood_once():
+            for body in flood_bodies:
+                sent.append(_http(target, "POST", "/v1/sessions", body, {"X-Unisim-Client": "flood"})[0])
 
-        flooders = [threading.Thread(target=flood) for _ in range(2)]
-        for thread in flooders:
-            thread.start()
-        try:
-            busy = latencies(6)
-        finally:
-            stop.set()
-            for thread in flooders:
-                thread.join()
+        idle, busy = step_latencies(lambda: victim.step_sessions([session], [PUSH]), flood_once, target.address)
         victim.close()
     idle_median, busy_median = float(np.median(idle)), float(np.median(busy))
     print(f"\nvictim step latency: idle median {idle_median * 1e3:.0f} ms, during the flood {busy_median * 1e3:.0f} ms "
