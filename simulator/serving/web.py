@@ -31,7 +31,6 @@ import ipaddress
 import json
 import logging
 import os
-import re
 import signal
 import socket
 import ssl
@@ -413,13 +412,6 @@ class _Handler(BaseHTTPRequestHandler):
     def log_error(self, format, *args):
         if not format.startswith("Request timed out"):  # an idle keep-alive connection closing is normal
             super().log_error(format, *args)
-
-
-def page_route(path_pattern: str, page_file: str):
-    """A GET route answering a static HTML file (read once)."""
-    with open(page_file, "rb") as f:
-        page = f.read()
-    return "GET", re.compile(path_pattern), lambda request: (200, (page, "text/html; charset=utf-8"))
 
 
 def serve_forever(server, also=()) -> None:
