@@ -80,13 +80,19 @@ def training_starts(clips: str, size, limit: int = 100_000) -> list[np.ndarray]:
     return [c["history"] for c in held_out_clips(clips, size, 8, limit, min_targets=1)]
 
 
-def check_held_out(seeds: range, training_episodes: int) -> None:
+def held_out_seeds(parser, spec: str, minimum: int, training_episodes: int, what: str) -> range:
+    """The layouts of `--seeds A:B`: at least `minimum`, none of them a training episode's layout."""
     from unisim.samples.tabletop import episode_seed
 
+    a, b = (int(x) for x in spec.split(":"))
+    seeds = range(a, b)
+    if len(seeds) < minimum:
+        parser.error(f"--seeds: judge on at least {minimum} held-out {what}")
     used = {episode_seed(fidelity.TRAIN_SEED, i) for i in range(training_episodes)}
     overlap = sorted(used & set(seeds))
     if overlap:
         raise SystemExit(f"--seeds overlaps the training layouts: {overlap[:5]}")
+    return seeds
 
 
 def judge_in_simulator(sim, policy, seeds: range, family: str) -> list[bool]:
@@ -155,11 +161,7 @@ def main(argv=None) -> int:
     parser.add_argument("--sampler_steps", type=int, default=8, help="DDIM steps of imagined segments")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
-    a, b = (int(x) for x in args.seeds.split(":"))
-    seeds = range(a, b)
-    if len(seeds) < 100:
-        parser.error("--seeds: judge on at least 100 held-out layouts")
-    check_held_out(seeds, args.episodes)
+    seeds = held_out_seeds(parser, args.seeds, 100, args.episodes, "layouts")
     workdir = os.path.abspath(args.workdir)
     policies_dir = os.path.join(workdir, "policies")
     began, seconds = time.monotonic(), {}

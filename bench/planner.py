@@ -216,11 +216,7 @@ def main(argv=None) -> int:
     parser.add_argument("--budget_minutes", type=float, default=30.0, help="simulator training, if trained here")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
-    a, b = (int(x) for x in args.seeds.split(":"))
-    seeds = range(a, b)
-    if len(seeds) < 50:
-        parser.error("--seeds: judge on at least 50 held-out goals")
-    agent.check_held_out(seeds, args.episodes)
+    seeds = agent.held_out_seeds(parser, args.seeds, 50, args.episodes, "goals")
     workdir = os.path.abspath(args.workdir)
     folder = os.path.join(workdir, "planner")
     os.makedirs(folder, exist_ok=True)
