@@ -16,7 +16,6 @@ import copy
 import dataclasses
 import http.client
 import json
-import os
 import ssl
 import threading
 import urllib.parse
@@ -27,7 +26,7 @@ import numpy as np
 from unisim.schemas.controls import ControlStats
 from unisim.simulator.core import Action, ActionError
 from unisim.simulator.serving.protocol import ServerError, decode_array, encode_array
-from unisim.simulator.serving.web import AUTH_TOKEN_ENV
+from unisim.simulator.serving.web import bearer
 
 # ----------------------------------------------------------------------------------------------------- client
 
@@ -62,8 +61,9 @@ class RemoteSimulator:
         self.url, self.timeout = url.rstrip("/"), timeout
         self._host, self._port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
         self._tls = ssl.create_default_context(cafile=ca_file) if parts.scheme == "https" else None
-        token = token if token is not None else os.environ.get(AUTH_TOKEN_ENV)
-        self._headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+        authorization = bearer(token)
+        self._headers = {"Content-Type": "application/json", **({"Authorization": authorization} if authorization
+                                                                  else {})}
         self._local = threading.local()
         self._connections: list[http.client.HTTPConnection] = []
         self._connections_lock = threading.Lock()
@@ -170,8 +170,8 @@ def connect_dm_env_rpc(address: str, *, token: str | None = None, ca_file: str |
     import grpc
     from dm_env_rpc.v1 import connection
 
-    token = token if token is not None else os.environ.get(AUTH_TOKEN_ENV)
-    metadata = [("authorization", f"Bearer {token}")] if token else None
+    authorization = bearer(token)
+    metadata = [("authorization", authorization)] if authorization else None
     options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
     if tls if tls is not None else ca_file is not None:
         roots = None

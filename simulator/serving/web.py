@@ -46,7 +46,7 @@ from unisim.schemas.options import option
 logger = logging.getLogger(__name__)
 
 __all__ = ["AUTH_TOKEN_ENV", "AccessOptions", "CLIENT_TOKEN_CHARS", "CLIENT_TOKEN_KEY", "Credentials", "Request",
-           "ServerError", "WebServer", "check_exposure", "client_identity", "serve_forever"]
+           "ServerError", "WebServer", "bearer", "check_exposure", "client_identity", "serve_forever"]
 
 
 class ServerError(Exception):
@@ -154,6 +154,12 @@ class Credentials:
         except (ssl.SSLError, OSError) as e:
             raise UserError(f"cannot load the TLS certificate {self.certfile} and key {self.keyfile}: {e}") from None
         return context
+
+
+def bearer(token: str | None) -> str | None:
+    """The `Authorization` value our clients send: `token`, else $UNISIM_AUTH_TOKEN; None without either."""
+    token = token if token is not None else os.environ.get(AUTH_TOKEN_ENV)
+    return f"Bearer {token}" if token else None
 
 
 def _is_loopback(host: str) -> bool:
